@@ -1,0 +1,1 @@
+"""The sidecar: the process that owns a notebook's shared document (see ``--help``)."""

@@ -1,0 +1,149 @@
+"""``python -m kernel_collab.sidecar``: serve one notebook file as a shared document."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from jupyter_ydoc import YNotebook
+from traitlets import Int, Unicode, default
+from traitlets.config import Application
+
+from .. import __version__
+from ..store import StoreError
+from .disk import DiskSync
+from .docstore import DocumentStore
+from .room import Room
+from .service import SidecarParts, StartError, announce, load, serve
+
+TOKEN_ENV = "KERNEL_COLLAB_TOKEN"
+STORE_NAME = ".kernel_collab.db"
+
+
+class SidecarApp(Application):
+    """Serve one notebook to y-websocket peers on 127.0.0.1, storing every change."""
+
+    name = "kernel-collab-sidecar"
+    version = __version__
+    description = """Serve one notebook file as a shared Y document (jupyter_ydoc schema) to
+    y-websocket peers on ws://127.0.0.1:PORT/?token=TOKEN. Every change is committed to an
+    SQLite store before any peer sees it; the .ipynb follows about a second later, and edits
+    made to the file outside are merged back cell by cell. Prints
+    'kernel_collab sidecar ready at ws://127.0.0.1:PORT/' once it accepts peers."""
+    examples = """
+    KERNEL_COLLAB_TOKEN=secret python -m kernel_collab.sidecar examples/demo.ipynb --port 0
+    python -m kernel_collab.sidecar nb.ipynb --root ~/work --port 8899 --token secret
+    """
+
+    root = Unicode("", help="Directory that PATH and the default store location are relative "
+                   "to (default: the current directory).").tag(config=True)
+    port = Int(0, help="Port on 127.0.0.1 (0 picks a free one).").tag(config=True)
+    token = Unicode(
+        help=f"Token peers must present (?token= or an Authorization header). Prefer the "
+        f"{TOKEN_ENV} environment variable: argv is readable by every user of the machine."
+    ).tag(config=True)
+    store_path = Unicode(
+        "", help=f"SQLite store file (default: ROOT/{STORE_NAME})."
+    ).tag(config=True)
+    max_message_size = Int(
+        256 * 1024 * 1024, help="Largest WebSocket message accepted from a peer, in bytes."
+    ).tag(config=True)
+
+    aliases = {
+        "root": "SidecarApp.root",
+        "port": "SidecarApp.port",
+        "token": "SidecarApp.token",
+        "store": "SidecarApp.store_path",
+        "synchronous": "DocumentStore.synchronous",
+        "save-delay": "DiskSync.save_delay",
+        "save-max-interval": "DiskSync.save_max_interval",
+        "max-message-size": "SidecarApp.max_message_size",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "no-watch": ({"DiskSync": {"watch": False}}, "Do not watch the file for outside edits."),
+        "debug": ({"Application": {"log_level": 10}}, "Log debug messages."),
+    }
+    classes = [DocumentStore, DiskSync, Room]
+
+    @default("token")
+    def _token_default(self) -> str:
+        return os.environ.get(TOKEN_ENV, "")
+
+    def start(self) -> None:
+        """Validate the arguments and serve until signalled."""
+        if len(self.extra_args) != 1:
+            self.exit_error("expected exactly one notebook PATH (see --help)")
+        if not self.token:
+            self.exit_error(f"a token is required: set {TOKEN_ENV} or pass --token")
+        try:
+            anyio.run(self.run_sidecar)
+        except (StartError, StoreError) as exc:
+            self.exit_error(str(exc))
+
+    def exit_error(self, message: str) -> None:
+        """Print one line naming what failed and exit non-zero."""
+        sys.stderr.write(f"kernel_collab sidecar: error: {message}\n")
+        self.exit(2)
+
+    def resolve_path(self) -> tuple[Path, Path, str]:
+        """The root directory, the notebook's absolute path and its path relative to root."""
+        root = Path(self.root or os.getcwd()).resolve()
+        given = Path(self.extra_args[0])
+        path = (given if given.is_absolute() else root / given).resolve()
+        try:
+            relpath = path.relative_to(root).as_posix()
+        except ValueError:
+            relpath = path.as_posix()
+        return root, path, relpath
+
+    async def run_sidecar(self, *, task_status: Any = None) -> None:
+        """Load the notebook and serve it (``task_status`` receives the running parts)."""
+        root, path, relpath = self.resolve_path()
+        if not root.is_dir():
+            raise StartError(f"{root}: root is not a directory")
+        if path.suffix != ".ipynb":
+            raise StartError(f"{path}: not a notebook (expected a .ipynb file)")
+        store_file = Path(self.store_path) if self.store_path else root / STORE_NAME
+        store = DocumentStore(store_file, parent=self)
+        await store.open()
+        notebook = YNotebook()
+        room = Room(notebook, store, parent=self)
+        disk = DiskSync(room, path, parent=self)
+        try:
+            await load(notebook, store, disk, path, relpath)
+        except BaseException:
+            await store.close()
+            raise
+        notebook.ystate["document_id"] = store.document_id
+        notebook.ystate["path"] = relpath
+        room.set_status("epoch", store.epoch)
+        room.set_status("autosave", "on" if disk.paused is None else "paused")
+        async with anyio.create_task_group() as tg:
+            parts: SidecarParts = await tg.start(
+                lambda task_status: serve(
+                    path=path,
+                    relpath=relpath,
+                    store=store,
+                    disk=disk,
+                    room=room,
+                    token=self.token,
+                    port=self.port,
+                    max_message_size=self.max_message_size,
+                    log=self.log,
+                    task_status=task_status,
+                )
+            )
+            announce(parts.url)
+            if task_status is not None:
+                task_status.started(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m kernel_collab.sidecar``."""
+    app = SidecarApp()
+    app.initialize(argv)
+    app.start()

@@ -1,0 +1,275 @@
+"""The ``.ipynb`` on disk: autosave after changes, and merge of changes made outside.
+
+Autosave writes about ``save_delay`` after the last change to cells or metadata, and at least
+every ``save_max_interval`` while changes keep coming, atomically. A watcher (watchfiles) sees
+the file change; contents the sidecar wrote itself are recognised by hash. Outside changes are
+merged three-way against the base (the content last read or written, stored with the
+document), cell by cell, as minimal edits. A file that does not parse is retried briefly, then
+reported in the document's state, and autosave pauses until the file is valid again or a peer
+asks to save.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import watchfiles
+from anyio.abc import TaskStatus
+from pycrdt import Map
+from traitlets import Bool, Float, Int
+from traitlets.config import LoggingConfigurable
+
+from . import notebook_file as nbfile
+from .merge import three_way_merge
+from .peer import Peer
+from .room import RequestError, Room
+from .ynotebook_apply import apply_notebook
+
+
+class DiskSync(LoggingConfigurable):
+    """Keeps one notebook file and the shared document in step."""
+
+    save_delay = Float(1.0, help="Seconds after the last change before autosave.").tag(
+        config=True
+    )
+    save_max_interval = Float(
+        5.0, help="Longest time changes stay unsaved while they keep coming."
+    ).tag(config=True)
+    watch = Bool(True, help="Watch the file for outside changes and merge them.").tag(config=True)
+    parse_retries = Int(
+        5, help="Times a file that does not parse is re-read before it is called corrupt."
+    ).tag(config=True)
+    parse_retry_delay = Float(0.1, help="Seconds between those re-reads.").tag(config=True)
+
+    def __init__(self, room: Room, path: Path, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.room = room
+        self.path = path
+        self.disk_hash: str | None = None
+        """Hash of the bytes on disk as the sidecar last read or wrote them."""
+        self.doc_hash: str | None = None
+        """Hash of the document's serialisation when it last equalled the file."""
+        self.base: dict[str, Any] | None = None
+        self.paused: str | None = None
+        self.saves = 0
+        self._changed = anyio.Event()
+        self._lock = anyio.Lock()
+        nb = room.notebook
+        nb.ycells.observe_deep(self._on_content_change)
+        nb.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def synced_with(self, data: bytes, nb: dict[str, Any]) -> None:
+        """Record that the document equals file content ``data`` (parsed as ``nb``)."""
+        self.disk_hash = nbfile.content_hash(data)
+        self.base = nb
+        self.doc_hash = self._doc_hash_now()
+        self.room.notebook.ystate["hash"] = self.disk_hash
+        self.room.set_status("last_saved_hash", self.disk_hash)
+
+    def _doc_hash_now(self) -> str:
+        return nbfile.content_hash(nbfile.serialize(self.room.notebook.get()))
+
+    def _pause(self, reason: str) -> None:
+        if self.paused != reason:
+            self.log.error("%s: autosave paused: %s", self.path, reason)
+        self.paused = reason
+        self.room.set_status("file_error", reason)
+        self.room.set_status("autosave", "paused")
+
+    def _resume(self) -> None:
+        if self.paused is not None:
+            self.log.info("%s: autosave resumed", self.path)
+        self.paused = None
+        self.room.set_status("file_error", None)
+        self.room.set_status("autosave", "on")
+
+    def request_save(self) -> None:
+        """Have autosave run (it writes only if the document differs from the file)."""
+        self._changed.set()
+
+    def _on_content_change(self, _events: object) -> None:
+        self._changed.set()  # no writes here: observers run inside the transaction
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Autosave and watch until cancelled."""
+        self.room.request_handlers["save"] = self._handle_save_request
+        async with anyio.create_task_group() as tg:
+            if self.watch:
+                await tg.start(self._watch)
+            tg.start_soon(self._autosave)
+            task_status.started()
+
+    async def _autosave(self) -> None:
+        while True:
+            await self._changed.wait()
+            if self.room.notebook.ystate.get("dirty") is not True:
+                self.room.notebook.ystate["dirty"] = True
+            first = last = time.monotonic()
+            while True:
+                self._changed = anyio.Event()
+                deadline = min(last + self.save_delay, first + self.save_max_interval)
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    await self._changed.wait()
+                    last = time.monotonic()
+                    continue
+                break
+            await self.save()
+
+    async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        target = str(self.path)
+
+        def only_target(_change: watchfiles.Change, changed: str) -> bool:
+            return changed == target
+
+        started = False
+        async for _changes in watchfiles.awatch(
+            self.path.parent,
+            watch_filter=only_target,
+            debounce=100,
+            step=10,
+            yield_on_timeout=True,
+            rust_timeout=100,
+        ):
+            if not started:
+                started = True
+                task_status.started()
+                continue
+            if _changes:
+                await self.check_disk()
+
+    # -- save --------------------------------------------------------------------------------
+
+    async def save(self, *, force: bool = False) -> str | None:
+        """Write the document to disk if it changed; return the file's hash.
+
+        ``force`` (a peer asked to save) also overwrites a file that failed to parse.
+        """
+        async with self._lock:
+            return await self._save_locked(force)
+
+    async def _save_locked(self, force: bool) -> str | None:
+        if self.paused is not None and not force:
+            return None
+        nb = self.room.notebook.get()
+        data = await anyio.to_thread.run_sync(_serialize_valid, nb)
+        new_hash = nbfile.content_hash(data)
+        if self.paused is None and new_hash in (self.doc_hash, self.disk_hash):
+            self.doc_hash = new_hash
+            self._mark_clean()
+            return self.disk_hash
+        on_disk = await anyio.to_thread.run_sync(_hash_or_none, self.path)
+        if on_disk != self.disk_hash and not force:
+            # Someone wrote the file since we last read it: merge first, never clobber.
+            self.log.info("%s changed on disk before autosave; merging it first", self.path)
+            await self._merge_from_disk_locked()
+            if self.paused is not None:
+                return None
+            nb = self.room.notebook.get()
+            data = await anyio.to_thread.run_sync(_serialize_valid, nb)
+            new_hash = nbfile.content_hash(data)
+        try:
+            await anyio.to_thread.run_sync(nbfile.write_atomic, self.path, data)
+        except OSError as exc:
+            self.log.error("%s: save failed, document kept in memory and store: %s", self.path, exc)
+            self.room.set_status("save_error", f"{self.path.name}: {exc.strerror or exc}")
+            return None
+        self.saves += 1
+        self.disk_hash = self.doc_hash = new_hash
+        self.base = nb
+        await self.room.store.set_base(data, new_hash)
+        self.room.notebook.ystate["hash"] = new_hash
+        self.room.set_status("last_saved_hash", new_hash)
+        self.room.set_status("save_error", None)
+        self._resume()
+        self._mark_clean()
+        self.log.debug("%s saved (%d bytes)", self.path, len(data))
+        return new_hash
+
+    def _mark_clean(self) -> None:
+        if self.room.notebook.ystate.get("dirty") is not False:
+            self.room.notebook.ystate["dirty"] = False
+
+    async def _handle_save_request(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            saved = await self.save(force=True)
+        except nbfile.NotebookFileError as exc:
+            raise RequestError(str(exc)) from exc
+        if saved is None:
+            raise RequestError(f"could not save {self.path.name}; see the document's state")
+        return {"ok": True, "hash": saved}
+
+    # -- outside changes ---------------------------------------------------------------------
+
+    async def check_disk(self) -> None:
+        """Merge the file into the document if someone else changed it."""
+        async with self._lock:
+            await self._merge_from_disk_locked()
+
+    async def _merge_from_disk_locked(self) -> None:
+        for attempt in range(self.parse_retries + 1):
+            try:
+                data = await anyio.to_thread.run_sync(nbfile.read_bytes, self.path)
+            except nbfile.NotebookFileError as exc:
+                if not self.path.exists():
+                    self._pause(f"{self.path.name} was deleted or moved outside the sidecar")
+                else:
+                    self._pause(str(exc))
+                return
+            if nbfile.content_hash(data) == self.disk_hash:
+                if self.paused is not None and self.path.exists():
+                    self._resume()
+                return
+            try:
+                disk_nb = await anyio.to_thread.run_sync(nbfile.parse, self.path, data)
+            except nbfile.NotebookFileError as exc:
+                if attempt == self.parse_retries:
+                    self._pause(f"{exc}; the shared document is kept, save to overwrite")
+                    return
+                await anyio.sleep(self.parse_retry_delay)  # a writer may still be writing
+                continue
+            self.merge(disk_nb, data)
+            await self.room.store.set_base(data, nbfile.content_hash(data))
+            return
+
+    def merge(self, disk_nb: dict[str, Any], data: bytes) -> None:
+        """Three-way merge file content into the document and record it as the new base."""
+        live = self.room.notebook.get()
+        base = self.base if self.base is not None else live
+        result = three_way_merge(base, disk_nb, live)
+        apply_notebook(self.room.notebook, result.notebook)
+        conflicts = [c.cell_id for c in result.conflicts]
+        self.room.set_status("merge_conflicts", conflicts or None)
+        if conflicts:
+            self.log.warning(
+                "%s: outside change conflicted with live edits in cells %s; disk text taken, "
+                "live text kept in cell metadata kernel_collab.merge_conflict",
+                self.path,
+                ", ".join(conflicts),
+            )
+        self.disk_hash = nbfile.content_hash(data)
+        self.base = disk_nb
+        self.doc_hash = self._doc_hash_now() if result.notebook == disk_nb else None
+        self._resume()
+        self.room.notebook.ystate["hash"] = self.disk_hash
+        self.log.info("%s: merged outside change", self.path)
+        if self.doc_hash is None:
+            self._changed.set()
+
+
+def _serialize_valid(nb: dict[str, Any]) -> bytes:
+    nbfile.validate(nb)
+    return nbfile.serialize(nb)
+
+
+def _hash_or_none(path: Path) -> str | None:
+    try:
+        return nbfile.content_hash(path.read_bytes())
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,127 @@
+"""One document's durable state, driven from the event loop.
+
+Wraps :class:`~kernel_collab.store.SQLiteStore` for a single document: every call runs in a
+worker thread, one at a time, and the compaction policy lives here: once the updates appended
+since the last snapshot outweigh the snapshot itself (or pass ``compact_max_updates``), the
+current document replaces them, so the store stays within a small multiple of the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+from traitlets import Enum, Float, Int
+from traitlets.config import LoggingConfigurable
+
+from ..store import SQLiteStore, StoredDocument
+
+T = TypeVar("T")
+
+
+class DocumentStore(LoggingConfigurable):
+    """Durable storage of the room's document in ``.kernel_collab.db``."""
+
+    synchronous = Enum(
+        ["NORMAL", "FULL"],
+        default_value="NORMAL",
+        help="SQLite synchronous mode. NORMAL (WAL): a committed update survives the death of "
+        "any process; power loss may lose the last commits. FULL: also survives power loss, "
+        "at the price of an fsync per group commit.",
+    ).tag(config=True)
+    compact_min_bytes = Int(
+        64 * 1024, help="Never compact while the updates since the snapshot are smaller."
+    ).tag(config=True)
+    compact_ratio = Float(
+        1.0,
+        help="Compact once the updates since the snapshot exceed this fraction of its size.",
+    ).tag(config=True)
+    compact_max_updates = Int(
+        20_000, help="Compact once this many updates are stored since the snapshot."
+    ).tag(config=True)
+
+    def __init__(self, db_path: Path, **kwargs: object):
+        super().__init__(**kwargs)
+        self.db_path = db_path
+        self._limiter = anyio.CapacityLimiter(1)
+        self._store: SQLiteStore | None = None
+        self.document_id = ""
+        self.epoch = ""
+        self.snapshot_bytes = 0
+        self.pending_bytes = 0
+        self.pending_count = 0
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def open(self) -> None:
+        """Open (creating or migrating) the database."""
+        self._store = await self._call(
+            lambda: SQLiteStore(self.db_path, synchronous=self.synchronous)
+        )
+
+    @property
+    def store(self) -> SQLiteStore:
+        """The open store."""
+        assert self._store is not None, "DocumentStore.open() was not awaited"
+        return self._store
+
+    async def close(self) -> None:
+        """Close the database."""
+        if self._store is not None:
+            await self._call(self._store.close)
+            self._store = None
+
+    async def load(self, path: str) -> StoredDocument | None:
+        """Load the stored document for a notebook path."""
+        doc = await self._call(self.store.load, path)
+        if doc is not None:
+            self.document_id = doc.document_id
+            self.epoch = doc.epoch
+            self.snapshot_bytes = len(doc.update) - doc.update_bytes
+            self.pending_bytes = doc.update_bytes
+            self.pending_count = doc.update_count
+        return doc
+
+    async def create(
+        self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None
+    ) -> tuple[str, str]:
+        """Store a new document; return ``(document_id, epoch)``."""
+        document_id, epoch = await self._call(self.store.create, path, snapshot, base, base_hash)
+        self.document_id, self.epoch = document_id, epoch
+        self.snapshot_bytes = len(snapshot)
+        return document_id, epoch
+
+    async def append(self, updates: Sequence[bytes]) -> None:
+        """Commit updates (one transaction) before anyone sees them."""
+        await self._call(self.store.append, self.document_id, updates)
+        self.pending_count += len(updates)
+        self.pending_bytes += sum(len(u) for u in updates)
+
+    def wants_compaction(self) -> bool:
+        """Whether the updates since the snapshot have grown past the policy's bound."""
+        if self.pending_count >= self.compact_max_updates:
+            return True
+        bound = max(self.compact_min_bytes, int(self.snapshot_bytes * self.compact_ratio))
+        return self.pending_bytes > bound
+
+    async def compact(self, snapshot: bytes) -> None:
+        """Replace the stored updates by ``snapshot`` (taken after all of them were applied)."""
+        upto = await self._call(self.store.last_update_id, self.document_id)
+        await self._call(self.store.compact, self.document_id, snapshot, upto)
+        self.log.debug(
+            "compacted document %s: %d updates (%d bytes) into a %d-byte snapshot",
+            self.document_id,
+            self.pending_count,
+            self.pending_bytes,
+            len(snapshot),
+        )
+        self.snapshot_bytes = len(snapshot)
+        self.pending_bytes = 0
+        self.pending_count = 0
+
+    async def set_base(self, base: bytes, base_hash: str) -> None:
+        """Record the file content last read from or written to disk."""
+        await self._call(self.store.set_base, self.document_id, base, base_hash)

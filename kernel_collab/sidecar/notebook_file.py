@@ -1,0 +1,120 @@
+"""Reading, validating and atomically writing ``.ipynb`` files (blocking; run in a thread)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+
+class NotebookFileError(Exception):
+    """A notebook file cannot be used; the message names the path and the reason."""
+
+
+def content_hash(data: bytes) -> str:
+    """The hash by which the sidecar recognises file contents (sha256, hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, with a clear error when it is missing or unreadable."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotebookFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise NotebookFileError(f"{path}: is a directory, not a notebook") from None
+    except OSError as exc:
+        raise NotebookFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def parse(path: Path, data: bytes) -> dict[str, Any]:
+    """Parse and validate notebook bytes into an nbformat v4 dict."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotebookFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not text.strip():
+        raise NotebookFileError(f"{path}: empty file, not a notebook")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotebookFileError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if not isinstance(raw, dict) or "nbformat" not in raw:
+        raise NotebookFileError(f"{path}: JSON but not a notebook (no nbformat field)")
+    major = raw.get("nbformat")
+    if not isinstance(major, int) or major > 4 or major < 3:
+        raise NotebookFileError(f"{path}: unsupported nbformat version {major!r}")
+    try:
+        nb = nbformat.reads(text, as_version=4)
+        nbformat.validate(nb)
+    except (nbformat.ValidationError, ValueError, KeyError, TypeError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NotebookFileError(f"{path}: not a valid notebook: {message}") from None
+    plain: dict[str, Any] = _to_plain(nb)
+    return plain
+
+
+def read(path: Path) -> tuple[dict[str, Any], bytes]:
+    """Read and validate a notebook; return it and the bytes it came from."""
+    data = read_bytes(path)
+    return parse(path, data), data
+
+
+def serialize(nb: dict[str, Any]) -> bytes:
+    """The bytes Jupyter writes for a notebook (nbformat's layout, trailing newline)."""
+    node = nbformat.from_dict(nb)
+    text: str = nbformat.writes(node, version=nbformat.NO_CONVERT)
+    if not text.endswith("\n"):
+        text += "\n"
+    return text.encode("utf-8")
+
+
+def validate(nb: dict[str, Any]) -> None:
+    """Raise :class:`NotebookFileError` if ``nb`` is not a valid notebook."""
+    try:
+        nbformat.validate(nbformat.from_dict(nb))
+    except nbformat.ValidationError as exc:
+        raise NotebookFileError(f"refusing to save an invalid notebook: {exc.message}") from None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory, fsync, rename, fsync the directory."""
+    directory = path.parent
+    mode = 0o644
+    with contextlib.suppress(FileNotFoundError):
+        mode = path.stat().st_mode & 0o777
+    fd, tmp = tempfile.mkstemp(prefix=f".~{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _to_plain(node: Any) -> Any:
+    """nbformat's NotebookNode tree as plain dicts and lists."""
+    if isinstance(node, dict):
+        return {k: _to_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_to_plain(v) for v in node]
+    return node

@@ -1,0 +1,84 @@
+"""One connected peer: its identity, its awareness client ids, and an ordered, bounded send queue.
+
+Messages to a peer are queued without waiting (the room never blocks on a slow peer) and
+written by the peer's own sender task, in order. A peer whose queue fills up is disconnected
+with a reason; when it reconnects, Y sync's state vectors bring it up to date, so nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+# WebSocket close codes used by the sidecar.
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TOO_BIG = 1009
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN = 1013
+"""Reconnect: the peer fell behind or the sidecar is restarting."""
+
+
+class Transport(Protocol):
+    """What the room needs of a connection (a ``websockets`` connection fits)."""
+
+    async def send(self, message: bytes) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class Peer:
+    """A peer of a room, wrapping its transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        name: str,
+        queue_size: int,
+        identity: dict[str, Any] | None = None,
+        log: logging.Logger,
+    ):
+        self.transport = transport
+        self.name = name
+        self.identity = identity or {}
+        self.awareness_ids: set[int] = set()
+        self.closed = False
+        self.close_reason = ""
+        self._log = log
+        self._send: MemoryObjectSendStream[bytes]
+        self._recv: MemoryObjectReceiveStream[bytes]
+        self._send, self._recv = anyio.create_memory_object_stream[bytes](queue_size)
+        self._close_code = 1000
+
+    def send(self, message: bytes) -> None:
+        """Queue a message; disconnect the peer if it has fallen too far behind."""
+        if self.closed:
+            return
+        try:
+            self._send.send_nowait(message)
+        except anyio.WouldBlock:
+            self.close(CLOSE_TRY_AGAIN, "peer fell behind: send queue full, reconnect to resync")
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop sending and close the connection once queued messages are out."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._close_code = code
+        if code != 1000:
+            self._log.warning("closing peer %s: %s (code %d)", self.name, reason, code)
+        self._send.close()
+
+    async def run_sender(self) -> None:
+        """Write queued messages in order until the peer is closed, then close the transport."""
+        async with self._recv:
+            async for message in self._recv:
+                if self.closed and self._close_code != 1000:
+                    break  # an error close does not wait for the backlog
+                await self.transport.send(message)
+        await self.transport.close(self._close_code, self.close_reason[:120])

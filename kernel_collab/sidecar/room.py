@@ -1,0 +1,227 @@
+"""The room: one shared notebook, its peers, and the apply → commit → relay path.
+
+Every change to the document — from a peer, from the disk watcher, later from the kernel
+bridge — is a pycrdt transaction. The document's observer queues each transaction's update;
+the committer task commits everything queued in one SQLite transaction (group commit) and only
+then relays it, merged, to every peer, the sender included: the echo is the sender's
+acknowledgement, so an update anyone has seen is durable. A sync step 2 reply waits for the
+commit of everything it contains for the same reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from jupyter_ydoc import YNotebook
+from pycrdt import (
+    Awareness,
+    Map,
+    TransactionEvent,
+    create_awareness_message,
+    create_sync_message,
+    create_update_message,
+    merge_updates,
+)
+from traitlets import Int
+from traitlets.config import LoggingConfigurable
+
+from . import wire
+from .docstore import DocumentStore
+from .peer import CLOSE_PROTOCOL_ERROR, Peer
+
+EMPTY_UPDATE = b"\x00\x00"
+STATE_KEY = "kernel_collab"
+"""Key of kernel_collab's own map inside the document's ``state`` map."""
+
+RequestHandler = Callable[[Peer, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Room(LoggingConfigurable):
+    """A notebook's shared document and the peers connected to it."""
+
+    peer_queue_size = Int(
+        10_000,
+        help="Messages queued for one peer before it is disconnected as too slow "
+        "(it resyncs on reconnect).",
+    ).tag(config=True)
+
+    def __init__(self, notebook: YNotebook, store: DocumentStore, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.notebook = notebook
+        self.doc = notebook.ydoc
+        self.awareness = Awareness(self.doc)
+        self.store = store
+        self.peers: set[Peer] = set()
+        self.request_handlers: dict[str, RequestHandler] = {}
+        self.change_listeners: list[Callable[[], None]] = []
+        self._pending: list[bytes] = []
+        self._applied_seq = 0
+        self._committed_seq = 0
+        self._has_pending = anyio.Event()
+        self._committed = anyio.Event()
+        self._unstored: list[bytes] = []
+        self._subscription = self.doc.observe(self._on_transaction)
+
+    # -- document state ----------------------------------------------------------------------
+
+    @property
+    def status(self) -> Map[Any]:
+        """kernel_collab's map inside the document's ``state`` (created on first use)."""
+        state = self.notebook.ystate
+        current = state.get(STATE_KEY)
+        if not isinstance(current, Map):
+            current = state[STATE_KEY] = Map()
+        return current
+
+    def set_status(self, key: str, value: Any) -> None:
+        """Set a key of kernel_collab's state if it differs (no empty transactions)."""
+        status = self.status
+        if status.get(key) != value:
+            status[key] = value
+
+    # -- apply → commit → relay --------------------------------------------------------------
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        update = event.update
+        if update == EMPTY_UPDATE:
+            return
+        self._pending.append(update)
+        self._applied_seq += 1
+        self._has_pending.set()
+        for listener in self.change_listeners:
+            listener()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Commit and relay changes until cancelled."""
+        task_status.started()
+        while True:
+            await self._has_pending.wait()
+            self._has_pending = anyio.Event()
+            await self._commit_and_relay()
+
+    async def flush(self) -> None:
+        """Commit whatever is applied but not yet stored (used at shutdown)."""
+        if self._pending:
+            await self._commit_and_relay()
+
+    async def _commit_and_relay(self) -> None:
+        batch, self._pending = self._pending, []
+        seq = self._applied_seq
+        if not batch:
+            return
+        to_store = self._unstored + batch
+        try:
+            await self.store.append(to_store)
+        except (sqlite3.Error, OSError) as exc:  # the store failing must not stop the room
+            self._unstored = to_store
+            self.log.error(
+                "store %s failed to commit %d updates of document %s (kept in memory, "
+                "retried at the next change): %s",
+                self.store.db_path,
+                len(to_store),
+                self.store.document_id,
+                exc,
+            )
+            self.set_status("store_error", str(exc))
+        else:
+            if self._unstored:
+                self.log.info("store %s is writable again", self.store.db_path)
+                self._unstored = []
+                self.set_status("store_error", None)
+        self._committed_seq = seq
+        message = create_update_message(batch[0] if len(batch) == 1 else merge_updates(*batch))
+        for peer in list(self.peers):
+            peer.send(message)
+        self._committed.set()
+        self._committed = anyio.Event()
+        if not self._unstored and self.store.wants_compaction():
+            await self.store.compact(self.doc.get_update())
+
+    async def wait_committed(self, seq: int) -> None:
+        """Wait until every update applied up to ``seq`` is stored."""
+        while self._committed_seq < seq:
+            await self._committed.wait()
+
+    async def wait_all_committed(self) -> None:
+        """Wait until every update applied so far is stored."""
+        await self.wait_committed(self._applied_seq)
+
+    # -- peers -------------------------------------------------------------------------------
+
+    def join(self, peer: Peer) -> None:
+        """Add a peer and start the sync handshake (our state vector, everyone's awareness)."""
+        self.peers.add(peer)
+        peer.send(create_sync_message(self.doc))
+        states = [cid for cid in self.awareness.states if cid != self.awareness.client_id]
+        if states:
+            peer.send(create_awareness_message(self.awareness.encode_awareness_update(states)))
+
+    def leave(self, peer: Peer) -> None:
+        """Remove a peer and tell the others its awareness states are gone."""
+        self.peers.discard(peer)
+        gone = [cid for cid in peer.awareness_ids if cid in self.awareness.states]
+        if gone:
+            self.awareness.remove_awareness_states(gone, origin=peer)
+            message = create_awareness_message(self.awareness.encode_awareness_update(gone))
+            for other in list(self.peers):
+                other.send(message)
+
+    async def receive(self, peer: Peer, data: bytes) -> None:
+        """Handle one message from a peer; raise :class:`wire.ProtocolError` if malformed."""
+        message = wire.decode(data)
+        kind = message.kind
+        if kind in (wire.Kind.SYNC_UPDATE, wire.Kind.SYNC_STEP2):
+            if message.payload != EMPTY_UPDATE:
+                try:
+                    self.doc.apply_update(message.payload)
+                except ValueError as exc:
+                    raise wire.ProtocolError(f"invalid Y update: {exc}") from exc
+        elif kind == wire.Kind.SYNC_STEP1:
+            try:
+                update = self.doc.get_update(message.payload)
+            except ValueError as exc:
+                raise wire.ProtocolError(f"invalid state vector: {exc}") from exc
+            seq = self._applied_seq
+            await self.wait_committed(seq)
+            peer.send(wire.encode_sync_step2(update))
+        elif kind == wire.Kind.AWARENESS:
+            self._receive_awareness(peer, data, message.payload)
+        else:
+            assert message.request is not None
+            await self._receive_request(peer, message.request)
+
+    def _receive_awareness(self, peer: Peer, data: bytes, update: bytes) -> None:
+        entries = wire.parse_awareness_clients(update)
+        for client_id, _clock, state in entries:
+            if state:
+                peer.awareness_ids.add(client_id)
+        self.awareness.apply_awareness_update(update, origin=peer)
+        for other in list(self.peers):
+            if other is not peer:
+                other.send(data)
+
+    async def _receive_request(self, peer: Peer, request: dict[str, Any]) -> None:
+        rtype = request.get("type")
+        reply: dict[str, Any] = {"reply_to": request.get("id"), "type": rtype}
+        handler = self.request_handlers.get(rtype) if isinstance(rtype, str) else None
+        if handler is None:
+            reply.update(ok=False, error=f"unknown request type {rtype!r}")
+        else:
+            try:
+                reply.update(await handler(peer, request))
+            except RequestError as exc:
+                reply.update(ok=False, error=str(exc))
+        peer.send(wire.encode_request(reply))
+
+    def disconnect(self, peer: Peer, exc: Exception) -> None:
+        """Close a peer that sent something malformed; the room carries on."""
+        peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
+
+
+class RequestError(Exception):
+    """A request cannot be served; the message goes back to the peer that sent it."""
+

@@ -1,0 +1,118 @@
+"""The sidecar's WebSocket endpoint: token check, one task group per connection."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from itertools import count
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import wire
+from .peer import CLOSE_TOO_BIG, Peer
+from .room import Room
+
+
+def request_token(request: Request) -> str | None:
+    """The token of a handshake: ``?token=`` or an ``Authorization: token …`` header."""
+    query = parse_qs(urlsplit(request.path).query)
+    if "token" in query:
+        return query["token"][0]
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() in ("token", "bearer") and value:
+        return value.strip()
+    return None
+
+
+class SyncServer:
+    """Serves one room to WebSocket peers on loopback."""
+
+    def __init__(
+        self,
+        room: Room,
+        *,
+        token: str,
+        max_message_size: int,
+        log: logging.Logger,
+    ):
+        self.room = room
+        self._token = token
+        self._max_message_size = max_message_size
+        self._log = log
+        self._ids = count(1)
+        self.port = 0
+
+    def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
+        given = request_token(request)
+        if given is None or not hmac.compare_digest(given.encode(), self._token.encode()):
+            self._log.warning(
+                "refused a connection from %s: %s token",
+                connection.remote_address,
+                "missing" if given is None else "wrong",
+            )
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "a valid token is required\n")
+        return None
+
+    async def start(self, port: int) -> Server:
+        """Listen on ``127.0.0.1:port`` (0 picks a free port)."""
+        server = await serve(
+            self._handle,
+            "127.0.0.1",
+            port,
+            process_request=self._check_token,
+            max_size=self._max_message_size,
+            max_queue=64,
+            compression=None,
+            ping_interval=None,
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        peer = Peer(
+            connection,
+            name=f"peer-{next(self._ids)}@{connection.remote_address[1]}",
+            queue_size=self.room.peer_queue_size,
+            log=self._log,
+        )
+        self._log.info("%s joined (%d peers)", peer.name, len(self.room.peers) + 1)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_ignore_closed, peer.run_sender)
+                try:
+                    await self._receive(connection, peer)
+                finally:
+                    self.room.leave(peer)
+                    peer.close(1000, "")
+        finally:
+            self._log.info("%s left (%d peers)", peer.name, len(self.room.peers))
+
+    async def _receive(self, connection: ServerConnection, peer: Peer) -> None:
+        self.room.join(peer)
+        try:
+            async for data in connection:
+                if peer.closed:
+                    return
+                try:
+                    await self.room.receive(peer, data)  # type: ignore[arg-type]
+                except wire.ProtocolError as exc:
+                    self.room.disconnect(peer, exc)
+                    return
+        except ConnectionClosed as exc:
+            if exc.rcvd is None and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
+                self._log.warning("closed %s: %s", peer.name, exc.sent.reason)
+            elif exc.rcvd is None and exc.sent is None:
+                self._log.info("%s vanished without closing", peer.name)
+
+
+async def _ignore_closed(fn: Callable[[], Awaitable[None]]) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await fn()

@@ -1,0 +1,136 @@
+"""Putting a sidecar together: load the document, then run room, disk sync and server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskStatus
+from jupyter_ydoc import YNotebook
+
+from . import notebook_file as nbfile
+from .disk import DiskSync
+from .docstore import DocumentStore
+from .peer import CLOSE_GOING_AWAY
+from .room import Room
+from .server import SyncServer
+
+
+class StartError(Exception):
+    """The sidecar cannot start; the message is the one line shown to the user."""
+
+
+@dataclass
+class SidecarParts:
+    """The running pieces of one sidecar (tests and the CLI reach them here)."""
+
+    room: Room
+    disk: DiskSync
+    store: DocumentStore
+    server: SyncServer
+    url: str
+
+
+async def load(
+    notebook: YNotebook, store: DocumentStore, disk: DiskSync, path: Path, relpath: str
+) -> None:
+    """Fill the document from the store and/or the file, merging a file changed meanwhile."""
+    log = disk.log
+    stored = await store.load(relpath)
+    if stored is None:
+        try:
+            nb, data = await anyio.to_thread.run_sync(nbfile.read, path)
+        except nbfile.NotebookFileError as exc:
+            raise StartError(str(exc)) from None
+        notebook.set(nb)
+        await store.create(relpath, notebook.ydoc.get_update(), data, nbfile.content_hash(data))
+        disk.synced_with(data, nb)
+        log.info("%s: loaded %d cells from the file", relpath, len(nb["cells"]))
+        return
+    notebook.ydoc.apply_update(stored.update)
+    log.info(
+        "%s: restored document %s from %s (%d cells, %d updates since its snapshot)",
+        relpath,
+        stored.document_id,
+        store.db_path,
+        notebook.cell_number,
+        stored.update_count,
+    )
+    if stored.base is not None and stored.base_hash is not None:
+        disk.disk_hash = stored.base_hash
+        try:
+            disk.base = nbfile.parse(path, stored.base)
+        except nbfile.NotebookFileError:
+            disk.base = None
+    try:
+        data = await anyio.to_thread.run_sync(nbfile.read_bytes, path)
+    except nbfile.NotebookFileError as exc:
+        raise StartError(str(exc)) from None
+    if nbfile.content_hash(data) != disk.disk_hash:
+        log.info("%s changed on disk while the sidecar was down; merging", relpath)
+    await disk.check_disk()
+    disk.request_save()  # writes only if the stored document differs from the file
+
+
+async def serve(
+    *,
+    path: Path,
+    relpath: str,
+    store: DocumentStore,
+    disk: DiskSync,
+    room: Room,
+    token: str,
+    port: int,
+    max_message_size: int,
+    log: logging.Logger,
+    task_status: TaskStatus[SidecarParts] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a loaded sidecar until cancelled or signalled, then store, save and close."""
+    server = SyncServer(room, token=token, max_message_size=max_message_size, log=log)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(room.run)
+            await tg.start(disk.run)
+            ws_server = await server.start(port)
+            tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
+            url = f"ws://127.0.0.1:{server.port}/"
+            log.info("serving %s (document %s) at %s", relpath, store.document_id, url)
+            task_status.started(SidecarParts(room, disk, store, server, url))
+            try:
+                await ws_server.serve_forever()
+            finally:
+                ws_server.close(close_connections=False)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await shutdown(room, disk, store, log)
+
+
+async def shutdown(room: Room, disk: DiskSync, store: DocumentStore, log: logging.Logger) -> None:
+    """Commit what is pending, save the file, tell peers to reconnect, close the store."""
+    try:
+        await room.flush()
+        await disk.save()
+    except Exception:
+        log.exception("final save of %s failed; the store keeps the document", disk.path)
+    for peer in list(room.peers):
+        peer.close(CLOSE_GOING_AWAY, "sidecar stopping")
+    await store.close()
+    log.info("sidecar for %s stopped", disk.path)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope, log: logging.Logger) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s, saving and stopping", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def announce(url: str) -> None:
+    """Print the ready line tests and the provisioner wait for."""
+    sys.stdout.write(f"kernel_collab sidecar ready at {url}\n")
+    sys.stdout.flush()

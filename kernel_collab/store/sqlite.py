@@ -1,0 +1,281 @@
+"""The SQLite store: each document's full current state, durable before anyone sees it.
+
+One database per root directory (``.kernel_collab.db``) holds every notebook's document,
+keyed by a document id and mapped from the notebook's path. A document is a snapshot plus
+the updates appended since; :meth:`SQLiteStore.compact` replaces them with a new snapshot so
+the size stays bounded by the document's own size. WAL mode; ``synchronous=NORMAL`` by
+default (a committed update survives ``kill -9`` of any process; power loss may lose the last
+commits), ``FULL`` to also survive power loss at the price of an fsync per commit.
+
+Every method is blocking and meant to run in a worker thread; one :class:`SQLiteStore` is
+used by one task at a time (the sidecar serialises calls).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pycrdt import merge_updates
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x4B434442  # "KCDB", so another program's database is refused by name.
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    document_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    epoch TEXT NOT NULL,
+    snapshot BLOB NOT NULL,
+    base BLOB,
+    base_hash TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    document_id TEXT NOT NULL REFERENCES documents(document_id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_by_document ON updates (document_id, id);
+"""
+
+# Migrations from version N to N+1, applied in order inside one transaction.
+_MIGRATIONS: dict[int, str] = {}
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used; the message says which database and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """What the store holds for one notebook."""
+
+    document_id: str
+    path: str
+    epoch: str
+    update: bytes
+    """Snapshot and later updates merged into one Y update."""
+    base: bytes | None
+    """The ``.ipynb`` bytes last read from or written to disk (the merge base)."""
+    base_hash: str | None
+    update_count: int
+    update_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """One row of :meth:`SQLiteStore.list`."""
+
+    document_id: str
+    path: str
+    epoch: str
+    snapshot_bytes: int
+    update_count: int
+    update_bytes: int
+    base_bytes: int
+    updated: float
+
+
+class SQLiteStore:
+    """Blocking access to one ``.kernel_collab.db`` file."""
+
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout: float = 10.0):
+        self.path = path
+        if synchronous not in ("NORMAL", "FULL"):
+            raise StoreError(f"{path}: synchronous must be NORMAL or FULL, not {synchronous!r}")
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._open_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+
+    def _open_schema(self) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            # auto_vacuum must be chosen before the first table exists.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            with self._transaction():
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                _run_script(db, _SCHEMA)
+                db.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            return
+        if app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path} is not a kernel_collab store (application_id {app_id:#x}); "
+                "move it aside or choose another store path"
+            )
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this kernel_collab "
+                f"understands ({SCHEMA_VERSION}); upgrade kernel_collab or use another store"
+            )
+        if version < SCHEMA_VERSION:
+            missing = [v for v in range(version, SCHEMA_VERSION) if v not in _MIGRATIONS]
+            if missing:
+                raise StoreError(
+                    f"{self.path} has schema version {version} and no migration to "
+                    f"{SCHEMA_VERSION} exists; export its documents with an older version"
+                )
+            with self._transaction():
+                for v in range(version, SCHEMA_VERSION):
+                    _run_script(db, _MIGRATIONS[v])
+                db.execute(
+                    "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
+                )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        """Close the connection (pending WAL content stays valid on disk)."""
+        self._db.close()
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def load(self, path: str) -> StoredDocument | None:
+        """The stored document for a notebook path, or ``None``."""
+        db = self._db
+        row = db.execute(
+            "SELECT document_id, epoch, snapshot, base, base_hash FROM documents WHERE path=?",
+            (path,),
+        ).fetchone()
+        if row is None:
+            return None
+        document_id, epoch, snapshot, base, base_hash = row
+        updates = [
+            r[0]
+            for r in db.execute(
+                "SELECT data FROM updates WHERE document_id=? ORDER BY id", (document_id,)
+            )
+        ]
+        merged = merge_updates(snapshot, *updates) if updates else snapshot
+        return StoredDocument(
+            document_id=document_id,
+            path=path,
+            epoch=epoch,
+            update=merged,
+            base=zlib.decompress(base) if base is not None else None,
+            base_hash=base_hash,
+            update_count=len(updates),
+            update_bytes=sum(len(u) for u in updates),
+        )
+
+    def create(
+        self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None
+    ) -> tuple[str, str]:
+        """Store a new document for ``path``; return its ``(document_id, epoch)``."""
+        document_id = str(uuid.uuid4())
+        epoch = uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (document_id, path, epoch, snapshot, _pack(base), base_hash, now, now),
+            )
+        return document_id, epoch
+
+    def append(self, document_id: str, updates: Iterable[bytes]) -> None:
+        """Append updates in one transaction (one commit, however many updates)."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO updates (document_id, data) VALUES (?, ?)",
+                ((document_id, u) for u in updates),
+            )
+
+    def last_update_id(self, document_id: str) -> int:
+        """The id of the newest stored update of a document (0 when there is none)."""
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM updates WHERE document_id=?", (document_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def compact(self, document_id: str, snapshot: bytes, upto: int) -> None:
+        """Replace the snapshot and drop updates up to id ``upto`` (all contained in it)."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE documents SET snapshot=?, updated=? WHERE document_id=?",
+                (snapshot, time.time(), document_id),
+            )
+            self._db.execute(
+                "DELETE FROM updates WHERE document_id=? AND id<=?", (document_id, upto)
+            )
+        self._db.execute("PRAGMA incremental_vacuum")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def set_base(self, document_id: str, base: bytes, base_hash: str) -> None:
+        """Record the file content last read from or written to disk."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE documents SET base=?, base_hash=?, updated=? WHERE document_id=?",
+                (_pack(base), base_hash, time.time(), document_id),
+            )
+
+    def rename(self, old_path: str, new_path: str) -> None:
+        """Move a document to another notebook path."""
+        with self._transaction():
+            self._db.execute("UPDATE documents SET path=? WHERE path=?", (new_path, old_path))
+
+    def reset(self, path: str) -> bool:
+        """Forget a document's stored state; return whether there was one."""
+        with self._transaction():
+            cur = self._db.execute("DELETE FROM documents WHERE path=?", (path,))
+        self._db.execute("PRAGMA incremental_vacuum")
+        return cur.rowcount > 0
+
+    def list(self) -> list[DocumentInfo]:
+        """Every stored document with its sizes."""
+        rows = self._db.execute(
+            """SELECT d.document_id, d.path, d.epoch, length(d.snapshot),
+                      COUNT(u.id), COALESCE(SUM(length(u.data)), 0),
+                      COALESCE(length(d.base), 0), d.updated
+               FROM documents d LEFT JOIN updates u ON u.document_id = d.document_id
+               GROUP BY d.document_id ORDER BY d.path"""
+        ).fetchall()
+        return [DocumentInfo(*r) for r in rows]
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the caller's transaction (executescript would
+    commit it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _pack(base: bytes | None) -> bytes | None:
+    return zlib.compress(base, 1) if base is not None else None
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

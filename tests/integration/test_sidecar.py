@@ -1,0 +1,259 @@
+"""The standalone sidecar, driven as a user would: a real process, real peers, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from kernel_collab.sidecar import notebook_file, wire
+from tests.files import wait_for_file, write_notebook
+from tests.peers import NotebookPeer, url_with_token
+from tests.sidecar_process import SidecarProcess, running_sidecar, sidecar_command
+
+pytestmark = pytest.mark.anyio
+
+
+def _source(peer: NotebookPeer, index: int) -> str:
+    return str(peer.notebook.ycells[index]["source"])
+
+
+def _status(peer: NotebookPeer) -> dict[str, Any]:
+    value = peer.notebook.ystate.get("kernel_collab")
+    return value.to_py() if value is not None else {}
+
+
+def _cells_on_disk(path: Path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells]
+
+
+async def test_two_peers_converge_and_see_each_other(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a = 1", "b = 2"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with (
+            NotebookPeer.connect(sidecar.url, sidecar.token) as alice,
+            NotebookPeer.connect(sidecar.url, sidecar.token) as bob,
+        ):
+            assert [_source(alice, i) for i in range(2)] == ["a = 1", "b = 2"]
+            alice.notebook.set_cell(0, source="a = 10")
+            bob.notebook.set_cell(1, source="b = 20")
+            alice.set_awareness({"user": {"name": "Alice"}})
+            await bob.wait_until(lambda p: _source(p, 0) == "a = 10")
+            await alice.wait_until(lambda p: _source(p, 1) == "b = 20")
+            await bob.wait_until(
+                lambda p: any(s.get("user", {}).get("name") == "Alice" for s in p.peers.values())
+            )
+            assert alice.notebook.get()["cells"] == bob.notebook.get()["cells"]
+            state = bob.notebook.ystate.to_py()
+            assert state is not None
+            assert state["path"] == "nb.ipynb" and state["document_id"]
+
+
+async def test_a_peer_without_the_token_is_refused(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        for token in (None, "wrong"):
+            with pytest.raises(InvalidStatus) as refused:
+                async with NotebookPeer.connect(sidecar.url, token):
+                    pass
+            assert refused.value.response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\x00\x02\xff\xff\xff", "protocol error"),
+        (b"garbage bytes that mean nothing", "protocol error"),
+        (b"\x00\x02\x05\x01\x02", "protocol error"),  # truncated update
+        (b"\x00\x02\x04\x01\x02\x03\x04", "invalid Y update"),
+        ("a text frame", "text frames"),
+    ],
+)
+async def test_malformed_messages_close_only_that_peer(
+    tmp_path: Path, payload: bytes | str, reason: str
+) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as good:
+            async with ws_connect(url_with_token(sidecar.url, sidecar.token)) as bad:
+                await bad.send(payload)
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await bad.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1002
+                assert reason in closed.value.rcvd.reason
+            good.notebook.set_cell(0, source="x = 2")
+            await good.flush()
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as late:
+                await late.wait_until(lambda p: _source(p, 0) == "x = 2")
+        assert "protocol error" in sidecar.log
+
+
+async def test_a_huge_message_closes_that_connection(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path, "--max-message-size", "100000") as sidecar:
+        async with ws_connect(url_with_token(sidecar.url, sidecar.token), max_size=None) as bad:
+            await bad.send(b"\x00\x02" + b"\x80" * 200_000)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await bad.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as good:
+            assert _source(good, 0) == "x = 1"
+
+
+async def test_edits_are_saved_to_the_file(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            peer.notebook.set_cell(0, source="x = 'saved ✓'")
+            await wait_for_file(nb, lambda: _cells_on_disk(nb) == ["x = 'saved ✓'"])
+            await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is False)
+            assert p_hash(nb) == peer.notebook.ystate.get("hash")
+    nbformat.validate(nbformat.read(nb, as_version=4))
+
+
+def p_hash(path: Path) -> str:
+    """The content hash the sidecar publishes for a file."""
+    return notebook_file.content_hash(path.read_bytes())
+
+
+async def test_outside_edit_is_merged_and_live_typing_survives(tmp_path: Path) -> None:
+    sources = [f"cell_{i} = {i}" for i in range(8)]
+    nb = write_notebook(tmp_path / "nb.ipynb", sources)
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            # The peer types in cell 3; meanwhile an editor changes cell 7 on disk.
+            peer.notebook.ycells[3]["source"].insert(len("cell_3 = 3"), " + 100")
+            on_disk = nbformat.read(nb, as_version=4)
+            on_disk.cells[7].source = "cell_7 = 'from the editor'"
+            notebook_file.write_atomic(nb, nbformat.writes(on_disk).encode())
+            await peer.wait_until(lambda p: _source(p, 7) == "cell_7 = 'from the editor'")
+            assert _source(peer, 3) == "cell_3 = 3 + 100"
+            await wait_for_file(
+                nb,
+                lambda: _cells_on_disk(nb)[3] == "cell_3 = 3 + 100"
+                and _cells_on_disk(nb)[7] == "cell_7 = 'from the editor'",
+            )
+
+
+async def test_corrupt_file_pauses_autosave_until_a_peer_saves(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            nb.write_text('{"cells": [ {"cell_type": "co')  # a half-written file
+            await peer.wait_until(lambda p: _status(p).get("autosave") == "paused")
+            assert "not valid JSON" in _status(peer)["file_error"]
+            peer.notebook.set_cell(0, source="x = 2")
+            await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
+            assert nb.read_text() == '{"cells": [ {"cell_type": "co'  # not overwritten
+            reply = await request(sidecar, {"type": "save", "id": 1})
+            assert reply["ok"] is True
+            assert _cells_on_disk(nb) == ["x = 2"]
+            await peer.wait_until(lambda p: _status(p).get("autosave") == "on")
+            assert _status(peer).get("file_error") is None
+
+
+async def test_corrupt_file_that_becomes_valid_is_merged(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1", "y = 1"])
+    good = nb.read_text()
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            nb.write_text("not json at all")
+            await peer.wait_until(lambda p: _status(p).get("autosave") == "paused")
+            notebook_file.write_atomic(nb, good.replace("y = 1", "y = 'fixed'").encode())
+            await peer.wait_until(lambda p: _status(p).get("autosave") == "on")
+            await peer.wait_until(lambda p: _source(p, 1) == "y = 'fixed'")
+            assert _source(peer, 0) == "x = 1"
+
+
+async def request(sidecar: SidecarProcess, obj: dict[str, Any]) -> dict[str, Any]:
+    """Send one kernel_collab request on a fresh connection and return the reply."""
+    async with ws_connect(url_with_token(sidecar.url, sidecar.token)) as ws:
+        await ws.send(wire.encode_request(obj))
+        while True:
+            message = wire.decode(await ws.recv())  # type: ignore[arg-type]
+            if message.kind is wire.Kind.REQUEST:
+                assert message.request is not None
+                return message.request
+
+
+async def test_restart_restores_without_duplicates(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a", "b", "c"])
+    for _ in range(3):
+        with running_sidecar(nb, tmp_path) as sidecar:
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+                assert peer.notebook.cell_number == 3
+                n = len(_source(peer, 0))
+                peer.notebook.ycells[0]["source"].insert(n, "+")
+                await peer.flush()
+    assert _cells_on_disk(nb)[0] == "a+++"
+    # A fourth start restores the same cells: nothing duplicated by store + file.
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            assert [_source(peer, i) for i in range(3)] == ["a+++", "b", "c"]
+
+
+async def test_file_changed_while_down_is_merged_at_start(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a", "b"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            peer.notebook.set_cell(0, source="a = 'live'")
+            await peer.flush()
+    on_disk = nbformat.read(nb, as_version=4)
+    on_disk.cells[1].source = "b = 'edited while down'"
+    nbformat.write(on_disk, nb)
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            assert [_source(peer, i) for i in range(2)] == ["a = 'live'", "b = 'edited while down'"]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_text("{ nope"), "not valid JSON"),
+        (lambda p: p.write_text(json.dumps({"a": 1})), "not a notebook"),
+        (lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+        (lambda p: p.mkdir(), "is a directory"),
+    ],
+)
+def test_bad_path_at_start_is_one_clear_line(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
+    path = tmp_path / "nb.ipynb"
+    make(path)
+    result = subprocess.run(
+        sidecar_command(path, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KERNEL_COLLAB_TOKEN": "t"},
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and reason in lines[0]
+
+
+def test_help_explains_how_to_serve_a_notebook() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kernel_collab.sidecar", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for option in ("--port", "--root", "--token", "KERNEL_COLLAB_TOKEN", "--store"):
+        assert option in result.stdout

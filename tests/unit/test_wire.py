@@ -1,0 +1,50 @@
+"""Strict decoding of peer messages."""
+
+from __future__ import annotations
+
+import pytest
+from pycrdt import Doc, Text, create_awareness_message, create_sync_message, create_update_message
+
+from kernel_collab.sidecar import wire
+
+
+def test_decodes_the_y_websocket_messages() -> None:
+    doc: Doc[Text] = Doc()
+    doc.get("t", type=Text).insert(0, "x")
+    step1 = wire.decode(create_sync_message(doc))
+    assert step1.kind is wire.Kind.SYNC_STEP1
+    update = wire.decode(create_update_message(doc.get_update()))
+    assert update.kind is wire.Kind.SYNC_UPDATE and update.payload == doc.get_update()
+    assert wire.decode(wire.encode_sync_step2(b"\x00\x00")).kind is wire.Kind.SYNC_STEP2
+    aw = wire.decode(create_awareness_message(b"\x00"))
+    assert aw.kind is wire.Kind.AWARENESS
+
+
+def test_requests_round_trip() -> None:
+    message = wire.decode(wire.encode_request({"type": "save", "id": 3}))
+    assert message.kind is wire.Kind.REQUEST and message.request == {"type": "save", "id": 3}
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "truncated integer"),
+        (b"\x00\x02\x05ab", "truncated payload"),
+        (b"\x00\x07\x00", "unknown sync message type"),
+        (b"\x09", "unknown message type"),
+        (b"\x01\x01\x00\xff", "trailing bytes"),
+        (b"\x64\x03[1]", "must be a JSON object"),
+        (b"\x64\x02\xff\xfe", "not UTF-8 JSON"),
+        (b"\xff" * 12, "integer too long"),
+    ],
+)
+def test_malformed_messages_are_refused_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(wire.ProtocolError, match=reason):
+        wire.decode(data)
+
+
+def test_awareness_entries_are_validated() -> None:
+    good = b"\x01\x05\x01\x02{}"
+    assert wire.parse_awareness_clients(good) == [(5, 1, "{}")]
+    with pytest.raises(wire.ProtocolError, match="not JSON"):
+        wire.parse_awareness_clients(b"\x01\x05\x01\x02{x")
