@@ -38,16 +38,19 @@ class SidecarApp(Application):
     python -m kernel_collab.sidecar nb.ipynb --root ~/work --port 8899 --token secret
     """
 
-    root = Unicode("", help="Directory that PATH and the default store location are relative "
-                   "to (default: the current directory).").tag(config=True)
+    root = Unicode(
+        "",
+        help="Directory that PATH and the default store location are relative "
+        "to (default: the current directory).",
+    ).tag(config=True)
     port = Int(0, help="Port on 127.0.0.1 (0 picks a free one).").tag(config=True)
     token = Unicode(
         help=f"Token peers must present (?token= or an Authorization header). Prefer the "
         f"{TOKEN_ENV} environment variable: argv is readable by every user of the machine."
     ).tag(config=True)
-    store_path = Unicode(
-        "", help=f"SQLite store file (default: ROOT/{STORE_NAME})."
-    ).tag(config=True)
+    store_path = Unicode("", help=f"SQLite store file (default: ROOT/{STORE_NAME}).").tag(
+        config=True
+    )
     max_message_size = Int(
         256 * 1024 * 1024, help="Largest WebSocket message accepted from a peer, in bytes."
     ).tag(config=True)

@@ -32,9 +32,7 @@ from .ynotebook_apply import apply_notebook
 class DiskSync(LoggingConfigurable):
     """Keeps one notebook file and the shared document in step."""
 
-    save_delay = Float(1.0, help="Seconds after the last change before autosave.").tag(
-        config=True
-    )
+    save_delay = Float(1.0, help="Seconds after the last change before autosave.").tag(config=True)
     save_max_interval = Float(
         5.0, help="Longest time changes stay unsaved while they keep coming."
     ).tag(config=True)

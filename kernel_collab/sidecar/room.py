@@ -224,4 +224,3 @@ class Room(LoggingConfigurable):
 
 class RequestError(Exception):
     """A request cannot be served; the message goes back to the peer that sent it."""
-

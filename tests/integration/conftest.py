@@ -1,0 +1,32 @@
+"""Integration fixtures: the Node peer, with the packages it needs installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+@pytest.fixture(scope="session")
+def node_peer_script() -> Path:
+    """``tests/node/peer.mjs``, after ``npm ci`` if its node_modules is missing or stale."""
+    npm = shutil.which("npm")
+    if shutil.which("node") is None or npm is None:
+        pytest.fail("the Node peer tests need Node.js 20+ and npm on PATH")
+    lock = NODE_DIR / "package-lock.json"
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"  # written by each npm install
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        result = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"npm ci in {NODE_DIR} failed:\n{result.stdout}\n{result.stderr}")
+    return NODE_DIR / "peer.mjs"

@@ -1,0 +1,150 @@
+"""``kill -9`` of the sidecar mid-stream loses nothing that any peer had seen."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import nbformat
+import pytest
+from jupyter_ydoc import YNotebook
+from pycrdt import Doc, TransactionEvent, create_sync_message, create_update_message
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from kernel_collab.sidecar import wire
+from tests.files import write_notebook
+from tests.peers import NotebookPeer, url_with_token
+from tests.sidecar_process import running_sidecar, start_sidecar
+
+pytestmark = pytest.mark.anyio
+
+MAX_EDITS = 50_000
+"""The writer goes on until the kill; this only bounds the loop."""
+
+
+def clock_in(state: bytes, client_id: int) -> int:
+    """A client's clock in an encoded state vector (0 if absent)."""
+    count, pos = wire.read_var_uint(state, 0)
+    for _ in range(count):
+        client, pos = wire.read_var_uint(state, pos)
+        clock, pos = wire.read_var_uint(state, pos)
+        if client == client_id:
+            return clock
+    return 0
+
+
+class RawPeer:
+    """A peer that records what it received and which of its own edits were echoed back."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.notebook = YNotebook()
+        self.doc = self.notebook.ydoc
+        self.client_id = self.doc.client_id
+        self.acked_clock = 0
+        self._echoes: Doc[Any] = Doc()
+        """What the sidecar sent back, alone: its state vector says what was acknowledged."""
+        self.received_updates = 0
+        self.outbox: list[bytes] = []
+        self._remote = False
+        self.doc.observe(self._local)
+
+    def _local(self, event: TransactionEvent) -> None:
+        if not self._remote:
+            self.outbox.append(create_update_message(event.update))
+
+    def handle(self, data: bytes) -> None:
+        message = wire.decode(data)
+        if message.kind in (wire.Kind.SYNC_UPDATE, wire.Kind.SYNC_STEP2):
+            self._remote = True
+            try:
+                self.doc.apply_update(message.payload)
+            finally:
+                self._remote = False
+            self._echoes.apply_update(message.payload)
+            self.received_updates += 1
+            self.acked_clock = clock_in(self._echoes.get_state(), self.client_id)
+
+    def source(self) -> str:
+        return str(self.notebook.ycells[0]["source"])
+
+
+async def _sync(ws: ClientConnection, peer: RawPeer) -> None:
+    await ws.send(create_sync_message(peer.doc))
+    while True:
+        message = wire.decode(await ws.recv())  # type: ignore[arg-type]
+        if message.kind is wire.Kind.SYNC_STEP2:
+            peer.handle(wire.encode_sync_step2(message.payload))
+            return
+        if message.kind is wire.Kind.SYNC_STEP1:
+            await ws.send(wire.encode_sync_step2(peer.doc.get_update(message.payload)))
+
+
+@pytest.mark.parametrize("kill_after", [1, 100, 2000])
+async def test_kill_9_when_a_peer_receives_an_update_loses_nothing_seen(
+    tmp_path: Path, kill_after: int
+) -> None:
+    """The observer kills the sidecar the instant an update shows it ``kill_after`` edits."""
+    nb = write_notebook(tmp_path / "nb.ipynb", [""])
+    sidecar = start_sidecar(nb, tmp_path)
+    url = url_with_token(sidecar.url, sidecar.token)
+    # clock after each edit: edit i is acknowledged once the echo reaches clock_after[i].
+    clock_after: list[int] = []
+    seen_by_observer = ""
+    async with ws_connect(url) as wa, ws_connect(url) as wb:
+        writer, observer = RawPeer(wa), RawPeer(wb)
+        await _sync(wa, writer)
+        await _sync(wb, observer)
+
+        async def write() -> None:
+            text = writer.notebook.ycells[0]["source"]
+            with pytest.raises(ConnectionClosed):
+                for i in range(MAX_EDITS):
+                    text += f"<{i}>"
+                    clock_after.append(clock_in(writer.doc.get_state(), writer.client_id))
+                    for message in writer.outbox:
+                        await wa.send(message)
+                    writer.outbox.clear()
+                    if i % 20 == 0:
+                        await anyio.lowlevel.checkpoint()  # let the receivers run
+
+        async def read_writer_echoes() -> None:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    writer.handle(await wa.recv())  # type: ignore[arg-type]
+
+        async def observe_then_kill() -> None:
+            nonlocal seen_by_observer
+            while observer.source().count("<") < kill_after:
+                observer.handle(await wb.recv())  # type: ignore[arg-type]
+            os.kill(sidecar.proc.pid, signal.SIGKILL)
+            seen_by_observer = observer.source()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            tg.start_soon(read_writer_echoes)
+            tg.start_soon(observe_then_kill)
+    sidecar.proc.wait(10)
+    assert sidecar.proc.returncode == -signal.SIGKILL
+    acked = sum(1 for clock in clock_after if clock <= writer.acked_clock)
+
+    with running_sidecar(nb, tmp_path) as restarted:
+        async with NotebookPeer.connect(restarted.url, restarted.token) as peer:
+            restored = str(peer.notebook.ycells[0]["source"])
+            assert peer.notebook.cell_number == 1
+    tokens = re.findall(r"<(\d+)>", restored)
+    assert len(tokens) == len(set(tokens)), "an edit was duplicated"
+    observed = re.findall(r"<(\d+)>", seen_by_observer)
+    missing_seen = set(observed) - set(tokens)
+    missing_acked = {str(i) for i in range(acked)} - set(tokens)
+    assert not missing_seen, f"{len(missing_seen)} edits a peer had received were lost"
+    assert not missing_acked, f"{len(missing_acked)} acknowledged edits were lost"
+    assert observed, "the observer saw no edit before the kill: the test did not test anything"
+    nbformat.validate(nbformat.read(nb, as_version=4))

@@ -1,0 +1,182 @@
+"""A Python peer of the sidecar, speaking y-websocket's sync and awareness protocol.
+
+Usage::
+
+    async with NotebookPeer.connect(url, token) as peer:  # synced on entry
+        peer.notebook.set_cell(0, source="x = 1")          # local edits are sent on commit
+        await peer.wait_until(lambda p: p.notebook.cell_number == 3)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from jupyter_ydoc import YNotebook
+from pycrdt import (
+    Awareness,
+    Doc,
+    TransactionEvent,
+    YMessageType,
+    YSyncMessageType,
+    create_awareness_message,
+    create_sync_message,
+    create_update_message,
+    handle_sync_message,
+    read_message,
+)
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a peer waits for the sidecar (to sync, or for :meth:`NotebookPeer.wait_until`)."""
+
+
+def url_with_token(url: str, token: str | None) -> str:
+    """Return ``url`` with its ``token`` query parameter set to ``token`` (removed if None)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "token"]
+    if token is not None:
+        query.append(("token", token))
+    return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query)))
+
+
+class NotebookPeer:
+    """A ``jupyter_ydoc.YNotebook`` kept in sync with the sidecar over one WebSocket.
+
+    Local transactions on :attr:`doc` are sent as updates when they commit; incoming
+    updates and awareness changes wake :meth:`wait_until`.
+    """
+
+    wait_timeout: float = DEFAULT_TIMEOUT
+    """Seconds :meth:`wait_until` waits before raising ``TimeoutError`` (settable per peer)."""
+
+    def __init__(self, websocket: ClientConnection) -> None:
+        self.doc: Doc[Any] = Doc()
+        self.notebook = YNotebook(self.doc)
+        self.awareness = Awareness(self.doc)
+        self.synced = False
+        """Whether the sidecar's document has been received (true once connected)."""
+        self._websocket = websocket
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._changed = asyncio.Event()
+        self._applying_remote = False
+        self._closed: BaseException | None = None
+        self.doc.observe(self._on_transaction)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, url: str, token: str | None, *, sync_timeout: float = DEFAULT_TIMEOUT
+    ) -> AsyncIterator[NotebookPeer]:
+        """Connect to ``url`` with ``token`` and yield the peer once its document is synced.
+
+        Raises ``websockets.exceptions.InvalidStatus`` if the sidecar refuses the upgrade.
+        On exit, pending messages are sent and the peer's awareness state is cleared.
+        """
+        uri = url_with_token(url, token)
+        async with ws_connect(uri, open_timeout=sync_timeout, max_size=None) as websocket:
+            peer = cls(websocket)
+            tasks = [asyncio.create_task(peer._receive()), asyncio.create_task(peer._send())]
+            try:
+                peer._outbox.put_nowait(create_sync_message(peer.doc))
+                async with asyncio.timeout(sync_timeout):
+                    await peer._wait(lambda: peer.synced)
+                yield peer
+                peer.set_awareness(None)  # tell the others this peer left
+                async with asyncio.timeout(sync_timeout):
+                    await peer._outbox.join()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def peers(self) -> dict[int, dict[str, Any]]:
+        """Awareness states of the other peers, by client id."""
+        return {k: v for k, v in self.awareness.states.items() if k != self.awareness.client_id}
+
+    def set_awareness(self, state: dict[str, Any] | None) -> None:
+        """Set (or, with None, clear) this peer's awareness state and send it."""
+        self.awareness.set_local_state(state)
+        update = self.awareness.encode_awareness_update([self.awareness.client_id])
+        self._outbox.put_nowait(create_awareness_message(update))
+
+    async def flush(self) -> None:
+        """Wait until every message queued so far has been handed to the WebSocket.
+
+        Raises ``ConnectionError`` if the connection ended, so some may not have been.
+        """
+        await self._outbox.join()
+        if self._closed is not None:
+            raise ConnectionError("the connection to the sidecar ended") from self._closed
+
+    async def wait_until(self, predicate: Callable[[NotebookPeer], bool]) -> None:
+        """Return once ``predicate(self)`` holds, re-checking it after each incoming message.
+
+        Raises ``TimeoutError`` after :attr:`wait_timeout` seconds, ``ConnectionError`` if
+        the connection ends first.
+        """
+        try:
+            async with asyncio.timeout(self.wait_timeout):
+                await self._wait(lambda: predicate(self))
+        except TimeoutError:
+            raise TimeoutError(f"condition not met within {self.wait_timeout:g} s") from None
+
+    async def _wait(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            if self._closed is not None:
+                raise ConnectionError("the connection to the sidecar ended") from self._closed
+            event = self._changed
+            await event.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        if not self._applying_remote:
+            self._outbox.put_nowait(create_update_message(event.update))
+
+    async def _send(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                if self._closed is None:
+                    await self._websocket.send(message)
+            except ConnectionClosed as exc:
+                self._closed = exc
+                self._notify()
+            finally:
+                self._outbox.task_done()
+
+    async def _receive(self) -> None:
+        try:
+            async for message in self._websocket:
+                if isinstance(message, bytes):
+                    self._handle(message)
+                    self._notify()
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits on this peer
+            self._closed = exc
+        else:
+            self._closed = ConnectionError("the sidecar closed the connection")
+        self._notify()
+
+    def _handle(self, message: bytes) -> None:
+        if message[0] == YMessageType.SYNC:
+            self._applying_remote = True
+            try:
+                reply = handle_sync_message(message[1:], self.doc)
+            finally:
+                self._applying_remote = False
+            if reply is not None:
+                self._outbox.put_nowait(reply)
+            if message[1] == YSyncMessageType.SYNC_STEP2:
+                self.synced = True
+        elif message[0] == YMessageType.AWARENESS:
+            self.awareness.apply_awareness_update(read_message(message[1:]), "remote")
+        # Other message types (e.g. kernel_collab's requests) are not this helper's concern.
