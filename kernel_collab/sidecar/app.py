@@ -72,6 +72,10 @@ class SidecarApp(Application):
     }
     classes = [DocumentStore, DiskSync, Room]
 
+    @default("log_level")
+    def _log_level_default(self) -> int:
+        return 20  # INFO: rooms, peers, saves and merges are what an operator needs
+
     @default("token")
     def _token_default(self) -> str:
         return os.environ.get(TOKEN_ENV, "")

@@ -32,10 +32,10 @@ class DocumentStore(LoggingConfigurable):
         "at the price of an fsync per group commit.",
     ).tag(config=True)
     compact_min_bytes = Int(
-        64 * 1024, help="Never compact while the updates since the snapshot are smaller."
+        16 * 1024, help="Never compact while the updates since the snapshot are smaller."
     ).tag(config=True)
     compact_ratio = Float(
-        1.0,
+        0.5,
         help="Compact once the updates since the snapshot exceed this fraction of its size.",
     ).tag(config=True)
     compact_max_updates = Int(
@@ -123,5 +123,7 @@ class DocumentStore(LoggingConfigurable):
         self.pending_count = 0
 
     async def set_base(self, base: bytes, base_hash: str) -> None:
-        """Record the file content last read from or written to disk."""
+        """Record the file content last read from or written to disk, then checkpoint the WAL
+        (saves come when changes pause, a cheap moment to shrink it)."""
         await self._call(self.store.set_base, self.document_id, base, base_hash)
+        await self._call(self.store.checkpoint)

@@ -11,6 +11,8 @@ commit of everything it contains for the same reason.
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,7 +66,11 @@ class Room(LoggingConfigurable):
         self._has_pending = anyio.Event()
         self._committed = anyio.Event()
         self._unstored: list[bytes] = []
+        self.commit_times: deque[float] = deque(maxlen=10_000)
+        """Durations of the latest group commits, in seconds."""
+        self.committed_updates = 0
         self._subscription = self.doc.observe(self._on_transaction)
+        self.request_handlers["stats"] = self._handle_stats
 
     # -- document state ----------------------------------------------------------------------
 
@@ -114,6 +120,7 @@ class Room(LoggingConfigurable):
         if not batch:
             return
         to_store = self._unstored + batch
+        started = time.perf_counter()
         try:
             await self.store.append(to_store)
         except (sqlite3.Error, OSError) as exc:  # the store failing must not stop the room
@@ -132,6 +139,8 @@ class Room(LoggingConfigurable):
                 self.log.info("store %s is writable again", self.store.db_path)
                 self._unstored = []
                 self.set_status("store_error", None)
+        self.commit_times.append(time.perf_counter() - started)
+        self.committed_updates += len(batch)
         self._committed_seq = seq
         message = create_update_message(batch[0] if len(batch) == 1 else merge_updates(*batch))
         for peer in list(self.peers):
@@ -216,6 +225,25 @@ class Room(LoggingConfigurable):
             except RequestError as exc:
                 reply.update(ok=False, error=str(exc))
         peer.send(wire.encode_request(reply))
+
+    async def _handle_stats(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+        """Figures for operators and the benchmark: commits, their durations, the store."""
+        times = sorted(self.commit_times)
+
+        def pct(q: float) -> float | None:
+            return times[min(len(times) - 1, int(q * len(times)))] if times else None
+
+        return {
+            "ok": True,
+            "peers": len(self.peers),
+            "commits": len(times),
+            "committed_updates": self.committed_updates,
+            "commit_p50_s": pct(0.5),
+            "commit_p99_s": pct(0.99),
+            "commit_total_s": sum(times),
+            "store_path": str(self.store.db_path),
+            "store_updates_since_snapshot": self.store.pending_count,
+        }
 
     def disconnect(self, peer: Peer, exc: Exception) -> None:
         """Close a peer that sent something malformed; the room carries on."""

@@ -19,6 +19,7 @@ import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 from pathlib import Path
 
 from pycrdt import merge_updates
@@ -32,8 +33,8 @@ CREATE TABLE IF NOT EXISTS documents (
     document_id TEXT PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
     epoch TEXT NOT NULL,
-    snapshot BLOB NOT NULL,
-    base BLOB,
+    snapshot BLOB NOT NULL,  -- zlib-compressed Y update
+    base BLOB,  -- zlib-compressed .ipynb bytes
     base_hash TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL
@@ -95,9 +96,14 @@ class SQLiteStore:
             self._db = sqlite3.connect(
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
+            # auto_vacuum only takes effect when set before the file's first write.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
+            # Keep the WAL small: checkpoint every ~1 MiB, truncate it back to 1 MiB after.
+            self._db.execute("PRAGMA wal_autocheckpoint=256")
+            self._db.execute("PRAGMA journal_size_limit=1048576")
             self._open_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
@@ -107,8 +113,6 @@ class SQLiteStore:
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            # auto_vacuum must be chosen before the first table exists.
-            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             with self._transaction():
                 db.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 _run_script(db, _SCHEMA)
@@ -167,6 +171,7 @@ class SQLiteStore:
                 "SELECT data FROM updates WHERE document_id=? ORDER BY id", (document_id,)
             )
         ]
+        snapshot = zlib.decompress(snapshot)
         merged = merge_updates(snapshot, *updates) if updates else snapshot
         return StoredDocument(
             document_id=document_id,
@@ -189,7 +194,7 @@ class SQLiteStore:
         with self._transaction():
             self._db.execute(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (document_id, path, epoch, snapshot, _pack(base), base_hash, now, now),
+                (document_id, path, epoch, _pack(snapshot), _pack(base), base_hash, now, now),
             )
         return document_id, epoch
 
@@ -213,12 +218,16 @@ class SQLiteStore:
         with self._transaction():
             self._db.execute(
                 "UPDATE documents SET snapshot=?, updated=? WHERE document_id=?",
-                (snapshot, time.time(), document_id),
+                (_pack(snapshot), time.time(), document_id),
             )
             self._db.execute(
                 "DELETE FROM updates WHERE document_id=? AND id<=?", (document_id, upto)
             )
-        self._db.execute("PRAGMA incremental_vacuum")
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Give free pages back and fold the WAL into the database, truncating it."""
+        self._db.executescript("PRAGMA incremental_vacuum;")  # steps until every page is freed
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def set_base(self, document_id: str, base: bytes, base_hash: str) -> None:
@@ -238,7 +247,7 @@ class SQLiteStore:
         """Forget a document's stored state; return whether there was one."""
         with self._transaction():
             cur = self._db.execute("DELETE FROM documents WHERE path=?", (path,))
-        self._db.execute("PRAGMA incremental_vacuum")
+        self._db.executescript("PRAGMA incremental_vacuum;")  # steps until every page is freed
         return cur.rowcount > 0
 
     def list(self) -> list[DocumentInfo]:
@@ -261,8 +270,13 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
-def _pack(base: bytes | None) -> bytes | None:
-    return zlib.compress(base, 1) if base is not None else None
+@overload
+def _pack(data: bytes) -> bytes: ...
+@overload
+def _pack(data: None) -> None: ...
+def _pack(data: bytes | None) -> bytes | None:
+    """Snapshots and bases are stored zlib-compressed (Y updates repeat keys: ~4x smaller)."""
+    return zlib.compress(data, 1) if data is not None else None
 
 
 class _Transaction:

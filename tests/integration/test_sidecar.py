@@ -257,3 +257,27 @@ def test_help_explains_how_to_serve_a_notebook() -> None:
     )
     for option in ("--port", "--root", "--token", "KERNEL_COLLAB_TOKEN", "--store"):
         assert option in result.stdout
+
+
+async def test_store_stays_within_twice_the_notebook_after_a_burst(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", [f"x_{i} = {i}" * 5 for i in range(200)],
+                        outputs=True)
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            text = peer.notebook.ycells[0]["source"]
+            for i in range(10_000):
+                text.insert(len(text), "abcdefghij"[i % 10])
+            await peer.flush()
+            stats = await request(sidecar, {"type": "stats"})
+            await wait_for_file(nb, lambda: len(_cells_on_disk(nb)[0]) > 10_000)
+            await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is False)
+            # The database and its WAL (the -shm file is SQLite's fixed-size shared index).
+            store = sum(
+                (tmp_path / name).stat().st_size
+                for name in (".kernel_collab.db", ".kernel_collab.db-wal")
+                if (tmp_path / name).exists()
+            )
+            notebook_size = nb.stat().st_size
+            assert store <= 2 * notebook_size, (store, notebook_size)
+        assert stats["committed_updates"] >= 1
+        assert stats["commits"] < 10_000, "every edit was its own commit: no group commit"
