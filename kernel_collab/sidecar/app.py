@@ -5,21 +5,24 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import anyio
 from jupyter_ydoc import YNotebook
-from traitlets import Int, Unicode, default
+from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
 from ..store import StoreError
+from .bridge import KernelBridge
 from .disk import DiskSync
 from .docstore import DocumentStore
+from .execution_queue import ExecutionQueue
 from .room import Room
 from .service import SidecarParts, StartError, announce, load, serve
 
 TOKEN_ENV = "KERNEL_COLLAB_TOKEN"
+ADMIN_TOKEN_ENV = "KERNEL_COLLAB_ADMIN_TOKEN"
+"""Token of trusted connections (provisioner, server extension): kernel lifecycle requests."""
 STORE_NAME = ".kernel_collab.db"
 
 
@@ -51,6 +54,9 @@ class SidecarApp(Application):
     store_path = Unicode("", help=f"SQLite store file (default: ROOT/{STORE_NAME}).").tag(
         config=True
     )
+    watch_stdin = Bool(
+        False, help="Save and exit when stdin closes (set by the provisioner: server death)."
+    ).tag(config=True)
     max_message_size = Int(
         256 * 1024 * 1024, help="Largest WebSocket message accepted from a peer, in bytes."
     ).tag(config=True)
@@ -64,13 +70,19 @@ class SidecarApp(Application):
         "save-delay": "DiskSync.save_delay",
         "save-max-interval": "DiskSync.save_max_interval",
         "max-message-size": "SidecarApp.max_message_size",
+        "max-output-bytes": "KernelBridge.max_output_bytes",
+        "max-stream-bytes": "KernelBridge.max_stream_bytes",
         "log-level": "Application.log_level",
     }
     flags = {
         "no-watch": ({"DiskSync": {"watch": False}}, "Do not watch the file for outside edits."),
+        "watch-stdin": (
+            {"SidecarApp": {"watch_stdin": True}},
+            "Save and exit when stdin closes (the parent process died).",
+        ),
         "debug": ({"Application": {"log_level": 10}}, "Log debug messages."),
     }
-    classes = [DocumentStore, DiskSync, Room]
+    classes = [DocumentStore, DiskSync, Room, KernelBridge]
 
     @default("log_level")
     def _log_level_default(self) -> int:
@@ -107,8 +119,8 @@ class SidecarApp(Application):
             relpath = path.as_posix()
         return root, path, relpath
 
-    async def run_sidecar(self, *, task_status: Any = None) -> None:
-        """Load the notebook and serve it (``task_status`` receives the running parts)."""
+    async def run_sidecar(self) -> None:
+        """Load the notebook and serve it until stopped."""
         root, path, relpath = self.resolve_path()
         if not root.is_dir():
             raise StartError(f"{root}: root is not a directory")
@@ -129,24 +141,24 @@ class SidecarApp(Application):
         notebook.ystate["path"] = relpath
         room.set_status("epoch", store.epoch)
         room.set_status("autosave", "on" if disk.paused is None else "paused")
+        bridge = KernelBridge(room, parent=self)
+        bridge.set_kernel_status("none")
+        parts = SidecarParts(room, disk, store, bridge, ExecutionQueue(room, bridge))
         async with anyio.create_task_group() as tg:
-            parts: SidecarParts = await tg.start(
+            url: str = await tg.start(
                 lambda task_status: serve(
-                    path=path,
+                    parts,
                     relpath=relpath,
-                    store=store,
-                    disk=disk,
-                    room=room,
                     token=self.token,
+                    admin_token=os.environ.get(ADMIN_TOKEN_ENV, ""),
                     port=self.port,
                     max_message_size=self.max_message_size,
+                    watch_stdin_eof=self.watch_stdin,
                     log=self.log,
                     task_status=task_status,
                 )
             )
-            announce(parts.url)
-            if task_status is not None:
-                task_status.started(parts)
+            announce(url)
 
 
 def main(argv: list[str] | None = None) -> None:

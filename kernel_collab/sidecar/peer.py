@@ -40,11 +40,14 @@ class Peer:
         name: str,
         queue_size: int,
         identity: dict[str, Any] | None = None,
+        admin: bool = False,
         log: logging.Logger,
     ):
         self.transport = transport
         self.name = name
         self.identity = identity or {}
+        self.admin = admin
+        """Connected with the admin token (the provisioner or the server extension)."""
         self.awareness_ids: set[int] = set()
         self.closed = False
         self.close_reason = ""

@@ -59,6 +59,10 @@ class Room(LoggingConfigurable):
         self.store = store
         self.peers: set[Peer] = set()
         self.request_handlers: dict[str, RequestHandler] = {}
+        self.admin_handlers: dict[str, RequestHandler] = {}
+        """Requests only admin connections may make (kernel lifecycle)."""
+        self.peer_listeners: list[Callable[[], None]] = []
+        """Called after a peer leaves."""
         self.change_listeners: list[Callable[[], None]] = []
         self._pending: list[bytes] = []
         self._applied_seq = 0
@@ -178,6 +182,13 @@ class Room(LoggingConfigurable):
             message = create_awareness_message(self.awareness.encode_awareness_update(gone))
             for other in list(self.peers):
                 other.send(message)
+        for listener in self.peer_listeners:
+            listener()
+
+    @property
+    def people(self) -> int:
+        """Connected peers other than admin connections."""
+        return sum(1 for p in self.peers if not p.admin)
 
     async def receive(self, peer: Peer, data: bytes) -> None:
         """Handle one message from a peer; raise :class:`wire.ProtocolError` if malformed."""
@@ -217,6 +228,8 @@ class Room(LoggingConfigurable):
         rtype = request.get("type")
         reply: dict[str, Any] = {"reply_to": request.get("id"), "type": rtype}
         handler = self.request_handlers.get(rtype) if isinstance(rtype, str) else None
+        if handler is None and isinstance(rtype, str) and rtype in self.admin_handlers:
+            handler = self.admin_handlers[rtype] if peer.admin else _refuse_admin
         if handler is None:
             reply.update(ok=False, error=f"unknown request type {rtype!r}")
         else:
@@ -252,3 +265,7 @@ class Room(LoggingConfigurable):
 
 class RequestError(Exception):
     """A request cannot be served; the message goes back to the peer that sent it."""
+
+
+async def _refuse_admin(peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    raise RequestError(f"{request.get('type')!r} needs the sidecar's admin token")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from itertools import count
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -40,19 +42,31 @@ class SyncServer:
         room: Room,
         *,
         token: str,
+        admin_token: str,
         max_message_size: int,
         log: logging.Logger,
     ):
         self.room = room
         self._token = token
+        self._admin_token = admin_token
         self._max_message_size = max_message_size
         self._log = log
         self._ids = count(1)
         self.port = 0
 
+    def _is_admin(self, request: Request) -> bool:
+        given = request_token(request)
+        return bool(
+            self._admin_token
+            and given is not None
+            and hmac.compare_digest(given.encode(), self._admin_token.encode())
+        )
+
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
         given = request_token(request)
-        if given is None or not hmac.compare_digest(given.encode(), self._token.encode()):
+        if given is None or not (
+            hmac.compare_digest(given.encode(), self._token.encode()) or self._is_admin(request)
+        ):
             self._log.warning(
                 "refused a connection from %s: %s token",
                 connection.remote_address,
@@ -77,10 +91,16 @@ class SyncServer:
         return server
 
     async def _handle(self, connection: ServerConnection) -> None:
+        request = connection.request
+        assert request is not None
+        admin = self._is_admin(request)
+        identity = _identity(request, admin)
         peer = Peer(
             connection,
-            name=f"peer-{next(self._ids)}@{connection.remote_address[1]}",
+            name=f"{identity.get('username', 'peer')}#{next(self._ids)}",
             queue_size=self.room.peer_queue_size,
+            identity=identity,
+            admin=admin,
             log=self._log,
         )
         self._log.info("%s joined (%d peers)", peer.name, len(self.room.peers) + 1)
@@ -111,6 +131,27 @@ class SyncServer:
                 self._log.warning("closed %s: %s", peer.name, exc.sent.reason)
             elif exc.rcvd is None and exc.sent is None:
                 self._log.info("%s vanished without closing", peer.name)
+
+
+IDENTITY_HEADER = "X-Kernel-Collab-Identity"
+"""JSON identity of the person behind an admin (server extension) connection."""
+
+
+def _identity(request: Request, admin: bool) -> dict[str, Any]:
+    """Who a connection speaks for: set by trusted connections, anonymous otherwise."""
+    if admin:
+        raw = request.headers.get(IDENTITY_HEADER)
+        if raw:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = None
+            if isinstance(value, dict):
+                return value
+        return {"username": "kernel_collab", "name": "kernel_collab"}
+    query = parse_qs(urlsplit(request.path).query)
+    name = query.get("name", ["Anonymous"])[0][:64]
+    return {"username": "anonymous", "name": name, "anonymous": True}
 
 
 async def _ignore_closed(fn: Callable[[], Awaitable[None]]) -> None:

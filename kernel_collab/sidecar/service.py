@@ -13,8 +13,11 @@ from anyio.abc import TaskStatus
 from jupyter_ydoc import YNotebook
 
 from . import notebook_file as nbfile
+from .bridge import KernelBridge
+from .control import KernelControl, watch_stdin
 from .disk import DiskSync
 from .docstore import DocumentStore
+from .execution_queue import ExecutionQueue
 from .peer import CLOSE_GOING_AWAY
 from .room import Room
 from .server import SyncServer
@@ -26,13 +29,13 @@ class StartError(Exception):
 
 @dataclass
 class SidecarParts:
-    """The running pieces of one sidecar (tests and the CLI reach them here)."""
+    """The pieces of one sidecar."""
 
     room: Room
     disk: DiskSync
     store: DocumentStore
-    server: SyncServer
-    url: str
+    bridge: KernelBridge
+    queue: ExecutionQueue
 
 
 async def load(
@@ -77,29 +80,36 @@ async def load(
 
 
 async def serve(
+    parts: SidecarParts,
     *,
-    path: Path,
     relpath: str,
-    store: DocumentStore,
-    disk: DiskSync,
-    room: Room,
     token: str,
+    admin_token: str,
     port: int,
     max_message_size: int,
+    watch_stdin_eof: bool,
     log: logging.Logger,
-    task_status: TaskStatus[SidecarParts] = anyio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a loaded sidecar until cancelled or signalled, then store, save and close."""
-    server = SyncServer(room, token=token, max_message_size=max_message_size, log=log)
+    room, disk, store = parts.room, parts.disk, parts.store
+    server = SyncServer(
+        room, token=token, admin_token=admin_token, max_message_size=max_message_size, log=log
+    )
     try:
         async with anyio.create_task_group() as tg:
+            KernelControl(room, parts.bridge, parts.queue, stop=tg.cancel_scope.cancel)
             await tg.start(room.run)
             await tg.start(disk.run)
+            await tg.start(parts.bridge.run)
+            await tg.start(parts.queue.run)
             ws_server = await server.start(port)
             tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
+            if watch_stdin_eof:
+                tg.start_soon(watch_stdin, tg.cancel_scope.cancel)
             url = f"ws://127.0.0.1:{server.port}/"
             log.info("serving %s (document %s) at %s", relpath, store.document_id, url)
-            task_status.started(SidecarParts(room, disk, store, server, url))
+            task_status.started(url)
             try:
                 await ws_server.serve_forever()
             finally:

@@ -19,8 +19,8 @@ import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import overload
 from pathlib import Path
+from typing import overload
 
 from pycrdt import merge_updates
 

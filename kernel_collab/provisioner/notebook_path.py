@@ -1,0 +1,44 @@
+"""Which notebook a kernel session belongs to.
+
+jupyter_server passes the session to the kernel as ``JPY_SESSION_NAME``: an absolute path
+(``cwd`` joined with the session's *name*) when the session was created with a name, the
+session's relative *path* otherwise. A name that is not the file's name points at no file, so
+the server extension passes the real path as ``KERNEL_COLLAB_NOTEBOOK``, which wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+NOTEBOOK_ENV = "KERNEL_COLLAB_NOTEBOOK"
+SESSION_ENV = "JPY_SESSION_NAME"
+
+
+class NotebookPathError(ValueError):
+    """No notebook file can be found for the session."""
+
+
+def find_notebook(env: Mapping[str, str], cwd: str | None, root: Path) -> Path:
+    """The absolute path of the session's ``.ipynb``, or :class:`NotebookPathError`."""
+    tried: list[Path] = []
+    for raw in (env.get(NOTEBOOK_ENV), env.get(SESSION_ENV)):
+        if not raw:
+            continue
+        given = Path(raw)
+        candidates = [given] if given.is_absolute() else [root / given]
+        if cwd and not given.is_absolute():
+            candidates.append(Path(cwd) / given.name)
+        for candidate in candidates:
+            candidate = candidate.resolve()
+            tried.append(candidate)
+            if candidate.suffix == ".ipynb" and candidate.is_file():
+                return candidate
+    if not tried:
+        raise NotebookPathError(
+            f"the collaborative kernel needs a notebook session ({SESSION_ENV} is not set): "
+            "start it from a notebook, not as a bare kernel or a console"
+        )
+    raise NotebookPathError(
+        "cannot find the session's notebook; tried " + ", ".join(str(p) for p in tried)
+    )

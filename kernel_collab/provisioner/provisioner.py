@@ -1,0 +1,192 @@
+"""``CollabProvisioner``: a kernel provisioner that launches the notebook's sidecar beside it.
+
+It wraps another provisioner (``local-provisioner`` by default; any entry point of
+``jupyter_client.kernel_provisioners`` by configuration) and delegates the kernel to it. After
+each launch it ensures the notebook's sidecar runs and hands it the kernel's connection info;
+before a restart and at shutdown it tells the sidecar. ``poll()`` reports only the kernel: a
+dead sidecar is restarted (it restores from the store) and never looks like a dead kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Dict, Float, List, Unicode
+
+from .notebook_path import NotebookPathError, find_notebook
+from .sidecars import REGISTRY, SidecarError, SidecarHandle
+
+
+def _locate(env: Any, cwd: str | None, root_dir: str) -> tuple[Path, Path]:
+    root = Path(root_dir).resolve()
+    return root, find_notebook(env, cwd, root)
+
+
+class CollabProvisioner(KernelProvisionerBase):
+    """Launches a kernel through an inner provisioner, plus its notebook's sidecar."""
+
+    inner_provisioner = Unicode(
+        "local-provisioner",
+        help="Entry point name (group jupyter_client.kernel_provisioners) of the provisioner "
+        "that launches the kernel itself.",
+    ).tag(config=True)
+    inner_config = Dict(help="Configuration passed to the inner provisioner.").tag(config=True)
+    sidecar_args = List(
+        Unicode(), help="Extra command-line options for the sidecar (see its --help)."
+    ).tag(config=True)
+    sidecar_start_timeout = Float(30.0, help="Seconds to wait for the sidecar.").tag(config=True)
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        factory = KernelProvisionerFactory.instance(parent=self.parent)
+        entry = factory._get_provisioner(self.inner_provisioner)
+        self.inner: KernelProvisionerBase = entry.load()(
+            kernel_id=self.kernel_id,
+            kernel_spec=self.kernel_spec,
+            parent=self.parent,
+            **self.inner_config,
+        )
+        self.notebook: Path | None = None
+        self.root: Path | None = None
+        self.sidecar: SidecarHandle | None = None
+
+    # -- Popen-like delegation ---------------------------------------------------------------
+
+    @property
+    def has_process(self) -> bool:
+        """Whether the inner provisioner manages a kernel."""
+        return bool(self.inner.has_process)
+
+    async def poll(self) -> int | None:
+        """The kernel's status only; a dead sidecar is restarted here, out of the kernel's way."""
+        status = await self.inner.poll()
+        if status is None:
+            await self._supervise()
+        return status
+
+    async def wait(self) -> int | None:
+        """Wait for the kernel to exit."""
+        return await self.inner.wait()
+
+    async def send_signal(self, signum: int) -> None:
+        """Signal the kernel."""
+        await self.inner.send_signal(signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        """Kill the kernel."""
+        await self.inner.kill(restart=restart)
+
+    async def terminate(self, restart: bool = False) -> None:
+        """Terminate the kernel."""
+        await self.inner.terminate(restart=restart)
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """Pass the shutdown notice on."""
+        await self.inner.shutdown_requested(restart=restart)
+
+    # -- launch ------------------------------------------------------------------------------
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Find the session's notebook, then let the inner provisioner prepare the kernel."""
+        env = kwargs.get("env") or os.environ
+        manager = getattr(self.parent, "parent", None)
+        root_dir = getattr(manager, "root_dir", None) or os.getcwd()
+        try:
+            self.root, self.notebook = await anyio.to_thread.run_sync(
+                _locate, env, kwargs.get("cwd"), root_dir
+            )
+        except NotebookPathError as exc:
+            raise RuntimeError(f"kernel_collab: {exc}") from None
+        kwargs = await self.inner.pre_launch(**kwargs)
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """Launch the kernel through the inner provisioner."""
+        info = await self.inner.launch_kernel(cmd, **kwargs)
+        self.connection_info = info
+        return info
+
+    async def post_launch(self, **kwargs: Any) -> None:
+        """Start (or find) the sidecar and attach it to this kernel's new connection info."""
+        await self.inner.post_launch(**kwargs)
+        await self._attach_sidecar()
+
+    async def _attach_sidecar(self) -> None:
+        assert self.notebook is not None and self.root is not None
+        try:
+            self.sidecar = await REGISTRY.ensure(
+                self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout
+            )
+            info = {
+                k: (v.decode() if isinstance(v, bytes) else v)
+                for k, v in dict(self.connection_info).items()
+            }
+            await self.sidecar.request(
+                {"type": "attach_kernel", "kernel_id": self.kernel_id, "connection_info": info}
+            )
+        except SidecarError as exc:
+            await self.inner.kill()
+            await self.inner.cleanup(restart=False)
+            raise RuntimeError(f"kernel_collab: {exc}") from None
+        self.sidecar.kernel_ids.add(str(self.kernel_id))
+
+    async def _supervise(self) -> None:
+        sidecar = self.sidecar
+        if sidecar is None or sidecar.alive or self.notebook is None:
+            return
+        self.log.warning(
+            "kernel_collab: sidecar for %s (kernel %s) died with %s; starting a new one "
+            "from the store",
+            self.notebook,
+            self.kernel_id,
+            sidecar.process.returncode,
+        )
+        REGISTRY.forget(sidecar)
+        try:
+            await self._attach_sidecar()
+        except RuntimeError as exc:
+            self.log.error("kernel_collab: could not restart the sidecar: %s", exc)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Tell the sidecar the kernel is restarting or gone, then clean the kernel up."""
+        sidecar = self.sidecar
+        if sidecar is not None and sidecar.alive:
+            reason = "restart" if restart else "shutdown"
+            try:
+                await sidecar.request({"type": "detach_kernel", "reason": reason})
+            except SidecarError as exc:
+                self.log.warning("kernel_collab: %s", exc)
+            if not restart:
+                sidecar.kernel_ids.discard(str(self.kernel_id))
+        await self.inner.cleanup(restart=restart)
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """Persistable info: the inner provisioner's plus the notebook path."""
+        info = await self.inner.get_provisioner_info()
+        info["kernel_collab_notebook"] = str(self.notebook) if self.notebook else None
+        return dict(info)
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Inverse of :meth:`get_provisioner_info`."""
+        await self.inner.load_provisioner_info(provisioner_info)
+        notebook = provisioner_info.get("kernel_collab_notebook")
+        self.notebook = Path(notebook) if notebook else None
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        """The inner provisioner's."""
+        return float(self.inner.get_shutdown_wait_time(recommended))
+
+    def get_stable_start_time(self, recommended: float = 10.0) -> float:
+        """The inner provisioner's."""
+        return float(self.inner.get_stable_start_time(recommended))
+
+    def resolve_path(self, path: str) -> str | None:
+        """The inner provisioner's."""
+        resolved: str | None = self.inner.resolve_path(path)
+        return resolved

@@ -1,0 +1,168 @@
+"""Sidecar processes as seen from the Jupyter server: start, find, supervise, talk to them.
+
+One :class:`SidecarHandle` per notebook path lives in the server process (``REGISTRY``), so a
+kernel started again for a notebook whose room is still open re-attaches to the same sidecar.
+The sidecar's stdin is a pipe held here: when the server dies, the pipe closes and the sidecar
+saves and exits. A runtime file (mode 0600, in Jupyter's runtime dir) records each sidecar's
+port, tokens and pid for the server extension and for operators.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import Process
+from jupyter_core.paths import jupyter_runtime_dir
+from websockets.asyncio.client import connect as ws_connect
+
+from ..sidecar import wire
+
+READY_PREFIX = b"kernel_collab sidecar ready at "
+
+
+class SidecarError(RuntimeError):
+    """A sidecar could not be started or reached; the message says which and why."""
+
+
+@dataclass
+class SidecarHandle:
+    """A running sidecar for one notebook."""
+
+    notebook: Path
+    root: Path
+    process: Process
+    url: str
+    token: str
+    admin_token: str
+    kernel_ids: set[str] = field(default_factory=set)
+    runtime_file: Path | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.returncode is None
+
+    async def request(self, obj: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """Send one admin request and return its reply (raising :class:`SidecarError`)."""
+        try:
+            with anyio.fail_after(timeout):
+                async with ws_connect(
+                    f"{self.url}?token={self.admin_token}", max_size=None
+                ) as ws:
+                    await ws.send(wire.encode_request(obj))
+                    async for data in ws:
+                        if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
+                            reply = wire.decode(data).request
+                            assert reply is not None
+                            if not reply.get("ok"):
+                                raise SidecarError(
+                                    f"sidecar for {self.notebook} refused {obj.get('type')}: "
+                                    f"{reply.get('error')}"
+                                )
+                            return reply
+        except (OSError, TimeoutError) as exc:
+            raise SidecarError(f"sidecar for {self.notebook} unreachable: {exc}") from exc
+        raise SidecarError(f"sidecar for {self.notebook} closed before replying")
+
+
+def runtime_dir() -> Path:
+    """Where sidecar runtime files live (created private to the user)."""
+    path = Path(jupyter_runtime_dir()) / "kernel_collab"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+class SidecarRegistry:
+    """The server process's sidecars, by notebook path."""
+
+    def __init__(self) -> None:
+        self.handles: dict[Path, SidecarHandle] = {}
+        self.log = logging.getLogger("kernel_collab")
+
+    def get(self, notebook: Path) -> SidecarHandle | None:
+        """The live sidecar for a notebook, if any."""
+        handle = self.handles.get(notebook)
+        if handle is not None and not handle.alive:
+            return None
+        return handle
+
+    async def ensure(
+        self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float
+    ) -> SidecarHandle:
+        """The notebook's sidecar, started if none runs."""
+        handle = self.get(notebook)
+        if handle is None:
+            handle = await self.start(notebook, root, extra_args, start_timeout)
+        return handle
+
+    async def start(
+        self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float
+    ) -> SidecarHandle:
+        """Launch a sidecar and wait for its ready line."""
+        token, admin_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        env = {**os.environ, "KERNEL_COLLAB_TOKEN": token, "KERNEL_COLLAB_ADMIN_TOKEN": admin_token}
+        cmd = [
+            sys.executable, "-m", "kernel_collab.sidecar", str(notebook),
+            "--root", str(root), "--port", "0", "--watch-stdin", *extra_args,
+        ]  # fmt: skip
+        process = await anyio.open_process(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        line = b""
+        with anyio.move_on_after(start_timeout):
+            async for chunk in process.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        if not line.startswith(READY_PREFIX):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            raise SidecarError(
+                f"the kernel_collab sidecar for {notebook} did not start "
+                f"(exit code {process.returncode}); its log above says why"
+            )
+        url = line[len(READY_PREFIX) :].split(b"\n", 1)[0].decode().strip()
+        handle = SidecarHandle(notebook, root, process, url, token, admin_token)
+        handle.runtime_file = self._write_runtime_file(handle)
+        self.handles[notebook] = handle
+        self.log.info("kernel_collab: sidecar for %s at %s (pid %d)", notebook, url, process.pid)
+        return handle
+
+    def _write_runtime_file(self, handle: SidecarHandle) -> Path:
+        name = sha256(str(handle.notebook).encode()).hexdigest()[:16]
+        path = runtime_dir() / f"sidecar-{name}.json"
+        data = {
+            "notebook": str(handle.notebook),
+            "root": str(handle.root),
+            "url": handle.url,
+            "token": handle.token,
+            "admin_token": handle.admin_token,
+            "pid": handle.process.pid,
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        return path
+
+    def forget(self, handle: SidecarHandle) -> None:
+        """Drop a stopped sidecar and its runtime file."""
+        if self.handles.get(handle.notebook) is handle:
+            del self.handles[handle.notebook]
+        if handle.runtime_file is not None:
+            handle.runtime_file.unlink(missing_ok=True)
+
+
+REGISTRY = SidecarRegistry()

@@ -1,0 +1,245 @@
+"""The kernel bridge: the sidecar as a client of the kernel, the only writer of outputs.
+
+It reads iopub in its own loop on a socket with no receive high-water mark (nothing is
+dropped under bursts), drains whatever has arrived into one document transaction, and routes
+each message to the cell whose run produced it. Kernel status in the document follows only
+the main shell's ``execute_request``s, so comm or subshell traffic cannot make it flicker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import anyio
+import zmq
+import zmq.asyncio
+from anyio.abc import TaskStatus
+from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.session import Session
+from traitlets import Int
+from traitlets.config import LoggingConfigurable
+
+from .outputs import OutputWriter
+from .room import Room
+
+# Messages routed into cells; everything else on iopub is looked at for status or ignored.
+OUTPUT_TYPES = frozenset(
+    {
+        "stream",
+        "display_data",
+        "execute_result",
+        "error",
+        "clear_output",
+        "update_display_data",
+        "execute_input",
+    }
+)
+KNOWN_IGNORED = frozenset({"comm_open", "comm_msg", "comm_close", "shutdown_reply", "debug_event"})
+
+
+@dataclass
+class Run:
+    """One execution the bridge is waiting on."""
+
+    msg_id: str
+    cell_id: str
+    by: dict[str, Any]
+    started: float
+    reply: dict[str, Any] | None = None
+    idle: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class KernelBridge(LoggingConfigurable):
+    """Connects to a kernel and writes what it says into the document."""
+
+    max_output_bytes = Int(
+        5 * 1024 * 1024,
+        help="A single rich output larger than this is replaced by a visible note.",
+    ).tag(config=True)
+    max_stream_bytes = Int(
+        10 * 1024 * 1024,
+        help="A stream output is cut (with a visible note) past this many bytes.",
+    ).tag(config=True)
+
+    def __init__(self, room: Room, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.room = room
+        self.writer = OutputWriter(
+            room.notebook,
+            max_output_bytes=self.max_output_bytes,
+            max_stream_bytes=self.max_stream_bytes,
+        )
+        self.client: AsyncKernelClient | None = None
+        self.kernel_id: str | None = None
+        self.runs: dict[str, Run] = {}
+        self.recent: OrderedDict[str, str] = OrderedDict()
+        """Cells of finished runs by request id, for outputs that arrive late."""
+        self._attached = anyio.Event()
+        self._detached = anyio.Event()
+        self._context = zmq.asyncio.Context()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether a kernel is connected."""
+        return self.client is not None
+
+    def set_kernel_status(self, status: str) -> None:
+        """Publish the kernel's status (starting, idle, busy, restarting, dead, none)."""
+        self.room.set_status("kernel_status", status)
+
+    def attach(self, kernel_id: str, connection_info: dict[str, Any]) -> None:
+        """Connect to a (re)started kernel; the running loops pick the new client up."""
+        if self.client is not None:
+            self.detach("reattach")
+        client = AsyncKernelClient(context=self._context, log=self.log)
+        client.load_connection_info(cast(KernelConnectionInfo, connection_info))
+        client.session = Session(
+            key=client.session.key,
+            signature_scheme=connection_info.get("signature_scheme", "hmac-sha256"),
+            username="kernel_collab",
+        )
+        client.start_channels(iopub=False, hb=False, stdin=False)
+        self.client = client
+        self.kernel_id = kernel_id
+        self.room.set_status("kernel_id", kernel_id)
+        self.set_kernel_status("starting")
+        self._detached = anyio.Event()
+        self._attached.set()
+        self.log.info("kernel %s attached", kernel_id)
+
+    def detach(self, reason: str) -> None:
+        """Stop talking to the kernel (restart, shutdown, death); unfinished runs end."""
+        client, self.client = self.client, None
+        self._attached = anyio.Event()
+        self._detached.set()
+        if client is not None:
+            client.stop_channels()
+        for run in list(self.runs.values()):
+            self.finish(run, status=reason)
+        self.log.info("kernel %s detached (%s)", self.kernel_id, reason)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve each attached kernel in turn until cancelled."""
+        task_status.started()
+        try:
+            while True:
+                await self._attached.wait()
+                client = self.client
+                assert client is not None
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read_iopub, client)
+                    tg.start_soon(self._read_shell, client)
+                    await self._detached.wait()
+                    tg.cancel_scope.cancel()
+        finally:
+            if self.client is not None:
+                self.client.stop_channels()
+            self._context.destroy(linger=0)
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def execute(self, cell_id: str, code: str, by: dict[str, Any]) -> Run:
+        """Send one cell to the kernel (stdin is not relayed yet, so ``input()`` fails fast)."""
+        client = self.client
+        if client is None:
+            raise RuntimeError("no kernel attached")
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        metadata = {"cellId": cell_id, "kernel_collab": {"by": by}}
+        msg = client.session.msg("execute_request", content, metadata=metadata)
+        run = Run(msg["header"]["msg_id"], cell_id, by, time.time())
+        self.runs[run.msg_id] = run
+        self.writer.clear(cell_id)
+        client.shell_channel.send(msg)
+        return run
+
+    def finish(self, run: Run, *, status: str) -> None:
+        """Mark a run as over (its cell idle) and wake whoever waits on it."""
+        self.runs.pop(run.msg_id, None)
+        self.recent[run.msg_id] = run.cell_id
+        while len(self.recent) > 1000:
+            self.recent.popitem(last=False)
+        run.reply = run.reply or {"status": status}
+        run.done.set()
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def _read_shell(self, client: AsyncKernelClient) -> None:
+        info_id = client.kernel_info()
+        while True:
+            msg = await client.shell_channel.get_msg()
+            parent = msg.get("parent_header", {}).get("msg_id")
+            if parent == info_id and not self.runs:
+                self.set_kernel_status("idle")  # the kernel answers: it has started
+            run = self.runs.get(parent)
+            if run is None or msg.get("msg_type") != "execute_reply":
+                continue
+            run.reply = msg.get("content", {})
+            if run.idle:
+                self.finish(run, status=str(run.reply.get("status", "ok")))
+
+    async def _read_iopub(self, client: AsyncKernelClient) -> None:
+        socket = cast(zmq.asyncio.Socket, client.connect_iopub())
+        socket.setsockopt(zmq.RCVHWM, 0)
+        try:
+            while True:
+                frames = [await socket.recv_multipart()]
+                # Drain what has already arrived into one transaction (one update to relay).
+                while len(frames) < 2000 and await socket.poll(timeout=0):
+                    frames.append(await socket.recv_multipart())
+                self._apply(client.session, frames)
+        finally:
+            socket.close(linger=0)
+
+    def _apply(self, session: Session, batch: list[list[bytes]]) -> None:
+        finished: list[Run] = []
+        with self.room.doc.transaction():
+            for frames in batch:
+                try:
+                    _idents, parts = session.feed_identities(frames, copy=True)
+                    msg = session.deserialize(parts, content=True, copy=True)
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.log.warning("kernel %s: undecodable iopub message: %s",
+                                     self.kernel_id, exc)
+                    continue
+                run = self._route(msg)
+                if run is not None:
+                    finished.append(run)
+        for run in finished:
+            self.finish(run, status=str((run.reply or {}).get("status", "ok")))
+
+    def _route(self, msg: dict[str, Any]) -> Run | None:
+        msg_type = msg.get("msg_type") or msg.get("header", {}).get("msg_type", "")
+        parent = msg.get("parent_header") or {}
+        content = msg.get("content") or {}
+        parent_id = parent.get("msg_id", "")
+        run = self.runs.get(parent_id)
+        if msg_type == "status":
+            if parent.get("msg_type") == "execute_request" and not parent.get("subshell_id"):
+                self.set_kernel_status(str(content.get("execution_state", "unknown")))
+            if run is not None and content.get("execution_state") == "idle":
+                run.idle = True
+                if run.reply is not None:
+                    return run
+            return None
+        if msg_type in OUTPUT_TYPES:
+            cell_id = run.cell_id if run is not None else self.recent.get(parent_id)
+            if cell_id is not None:  # late output (e.g. from a thread) still finds its cell
+                self.writer.handle(cell_id, msg_type, content)
+            return None
+        if msg_type not in KNOWN_IGNORED:
+            self.log.debug("kernel %s: ignoring iopub %s", self.kernel_id, msg_type)
+        return None

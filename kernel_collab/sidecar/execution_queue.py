@@ -1,0 +1,158 @@
+"""The kernel's one execution queue, kept in the document and written only by the sidecar.
+
+Peers ask to run a cell by id (request ``{"type": "execute", "cell_id": ...}``); the queue
+sends the kernel one cell at a time, so an error or an interrupt never leaves requests queued
+inside the kernel to be aborted. Each cell's last run is recorded in its metadata under
+``kernel_collab.last_run``: who, start, end, status, and the source that ran (taken when the
+cell starts). An error stops the rest of the queue, the entries recorded as cancelled with the
+reason, unless the cell is tagged ``raises-exception``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from pycrdt import Map
+
+from .bridge import KernelBridge
+from .peer import Peer
+from .room import RequestError, Room
+
+
+@dataclass
+class Entry:
+    """A queued run request."""
+
+    cell_id: str
+    by: dict[str, Any]
+    at: float
+
+
+class ExecutionQueue:
+    """Runs queued cells on the attached kernel, one at a time."""
+
+    def __init__(self, room: Room, bridge: KernelBridge):
+        self.room = room
+        self.bridge = bridge
+        self.entries: list[Entry] = []
+        self._wake = anyio.Event()
+        room.request_handlers["execute"] = self._handle_execute
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def _handle_execute(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        cell_id = request.get("cell_id")
+        if not isinstance(cell_id, str):
+            raise RequestError("execute needs a cell_id (string)")
+        position = self.enqueue(cell_id, peer.identity)
+        return {"ok": True, "cell_id": cell_id, "position": position}
+
+    def enqueue(self, cell_id: str, by: dict[str, Any]) -> int:
+        """Queue a code cell; return its position (0 = next). Already queued: asker updated."""
+        ycell = self.find_cell(cell_id)
+        if ycell is None:
+            raise RequestError(f"no cell with id {cell_id!r} in this notebook")
+        if ycell.get("cell_type") != "code":
+            raise RequestError(f"cell {cell_id!r} is a {ycell.get('cell_type')} cell, not code")
+        for i, entry in enumerate(self.entries):
+            if entry.cell_id == cell_id:
+                entry.by, entry.at = by, time.time()
+                self._publish()
+                return i
+        self.entries.append(Entry(cell_id, by, time.time()))
+        self._publish()
+        self._wake.set()
+        return len(self.entries) - 1
+
+    def clear(self, reason: str) -> None:
+        """Cancel every waiting entry (restart, interrupt, error), recording why."""
+        if not self.entries:
+            return
+        cancelled = [{**asdict(e), "reason": reason} for e in self.entries]
+        self.entries.clear()
+        self.room.set_status("cancelled", cancelled)
+        self._publish()
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run entries as the kernel becomes free, until cancelled."""
+        task_status.started()
+        while True:
+            while not self.entries or not self.bridge.attached:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            entry = self.entries.pop(0)
+            self._publish()
+            await self._run_one(entry)
+
+    def wake(self) -> None:
+        """Look at the queue again (a kernel was attached)."""
+        self._wake.set()
+
+    async def _run_one(self, entry: Entry) -> None:
+        ycell = self.find_cell(entry.cell_id)
+        if ycell is None:
+            return  # deleted while queued
+        source = str(ycell["source"])
+        started = time.time()
+        with self.room.doc.transaction():
+            ycell["execution_state"] = "running"
+            self._set_last_run(ycell, {"by": entry.by, "start": started, "end": None,
+                                       "status": "running", "source": source})
+        self.room.set_status("running", {**asdict(entry), "start": started})
+        try:
+            run = self.bridge.execute(entry.cell_id, source, entry.by)
+        except RuntimeError as exc:
+            self._end(entry, started, "cancelled", str(exc))
+            return
+        await run.done.wait()
+        status = str((run.reply or {}).get("status", "ok"))
+        self._end(entry, started, status, None)
+        if status == "error" and not self._raises_exception(entry.cell_id):
+            self.clear(f"cell {entry.cell_id} raised an error")
+        elif status not in ("ok", "error"):
+            self.clear(f"kernel {status}")
+
+    def _end(self, entry: Entry, started: float, status: str, error: str | None) -> None:
+        with self.room.doc.transaction():
+            ycell = self.find_cell(entry.cell_id)
+            if ycell is not None:
+                ycell["execution_state"] = "idle"
+                last = {"by": entry.by, "start": started, "end": time.time(), "status": status}
+                if error:
+                    last["error"] = error
+                old = ycell["metadata"].get("kernel_collab") or {}
+                last["source"] = (old.get("last_run") or {}).get("source")
+                self._set_last_run(ycell, last)
+            self.room.set_status("running", None)
+
+    @staticmethod
+    def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
+        metadata = ycell["metadata"]
+        current = metadata.get("kernel_collab")
+        ours = dict(current) if isinstance(current, dict) else {}
+        ours["last_run"] = last_run
+        metadata["kernel_collab"] = ours
+
+    def _raises_exception(self, cell_id: str) -> bool:
+        ycell = self.find_cell(cell_id)
+        if ycell is None:
+            return False
+        tags = ycell["metadata"].get("tags") or []
+        return "raises-exception" in tags
+
+    def find_cell(self, cell_id: str) -> Map[Any] | None:
+        """The Y cell with that id, if any."""
+        for ycell in self.room.notebook.ycells:
+            if ycell.get("id") == cell_id:
+                return ycell  # type: ignore[no-any-return]
+        return None
+
+    def _publish(self) -> None:
+        self.room.set_status("queue", [asdict(e) for e in self.entries])
+

@@ -1,0 +1,589 @@
+"""Kernel iopub messages written into cells' outputs in the shared notebook.
+
+The document ends up as JupyterLab's output area (4.2+) would show it: consecutive stream
+text of one name goes to one output whose ``text`` is a Y text, edited only at its end; the
+last line of a stream behaves like a terminal line (``\\r`` moves the cursor to its start and
+later text overwrites, ``\\b`` moves it back one and, at the end of the line, erases as
+JupyterLab does; ``\\n`` ends the line wherever the cursor is);
+``clear_output(wait=True)`` clears when the cell's next output arrives; display ids are
+tracked across cells for ``update_display_data``. Every stored output is a valid nbformat v4
+output: a malformed message becomes an ``error`` output (ename ``kernel_collab``), a rich
+output over ``max_output_bytes`` is replaced by a visible note, and a cell's stream text is
+cut past ``max_stream_bytes`` with a visible note that keeps counting what is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeGuard
+
+from jupyter_ydoc import YNotebook
+from pycrdt import Array, Map, Text
+
+DEFAULT_MAX_OUTPUT_BYTES: Final = 5 * 1024 * 1024
+DEFAULT_MAX_STREAM_BYTES: Final = 10 * 1024 * 1024
+ERROR_NAME: Final = "kernel_collab"
+"""The ``ename`` of the error output that stands for a malformed message."""
+
+HANDLED: Final = frozenset(
+    {
+        "stream",
+        "display_data",
+        "execute_result",
+        "error",
+        "clear_output",
+        "update_display_data",
+        "execute_input",
+    }
+)
+"""The iopub message types :meth:`OutputWriter.handle` acts on."""
+
+_CONTROL: Final = re.compile("([\r\n\b])")
+_JSON_MIME: Final = re.compile(r"^application/(.*\+)?json$")
+
+Output = dict[str, Any]
+
+
+class _Malformed(ValueError):
+    """A message that cannot become a valid nbformat output; the text says why."""
+
+
+# --- the terminal line ------------------------------------------------------------------
+
+
+class _Line:
+    """The unfinished last line of a stream and the cursor in it: the only part that changes.
+
+    Kept as pieces so that appending to a long line costs only the new text.
+    """
+
+    __slots__ = ("_parts", "chars", "cursor", "nbytes")
+    _parts: list[str]
+    chars: int
+    cursor: int
+    nbytes: int
+
+    def __init__(self, text: str = "") -> None:
+        self._reset(text, len(text))
+
+    def _reset(self, text: str, cursor: int) -> None:
+        self._parts = [text] if text else []
+        self.chars = len(text)
+        self.nbytes = _nbytes(text)
+        self.cursor = cursor
+
+    def feed(self, chunk: str) -> tuple[int, str]:
+        """Write ``chunk``; return how many bytes of the old line stay and the text after them."""
+        if self.cursor == self.chars and "\r" not in chunk and "\b" not in chunk:
+            kept = self.nbytes
+            newline = chunk.rfind("\n")
+            if newline >= 0:
+                last = chunk[newline + 1 :]
+                self._reset(last, len(last))
+            elif chunk:
+                self._parts.append(chunk)
+                self.chars += len(chunk)
+                self.nbytes += _nbytes(chunk)
+                self.cursor = self.chars
+            return kept, chunk
+        old = "".join(self._parts)
+        done, line, cursor = _overwrite(old, self.cursor, chunk)
+        new = done + line
+        keep = _common_prefix(old, new)
+        self._reset(line, cursor)
+        return _nbytes(old[:keep]), new[keep:]
+
+
+def _overwrite(line: str, cursor: int, chunk: str) -> tuple[str, str, int]:
+    """Apply ``chunk`` at ``cursor`` in ``line``: (finished lines, unfinished line, cursor)."""
+    done: list[str] = []
+    for piece in _CONTROL.split(chunk):
+        if piece == "\n":  # ends the line wherever the cursor is, as JupyterLab does
+            done.append(line + "\n")
+            line, cursor = "", 0
+        elif piece == "\r":
+            cursor = 0
+        elif piece == "\b":  # at the end of the line it erases, as in JupyterLab
+            if cursor == len(line):
+                line = line[:-1]
+            cursor = max(cursor - 1, 0)
+        elif piece:
+            line = line[:cursor] + piece + line[cursor + len(piece) :]
+            cursor += len(piece)
+    return "".join(done), line, cursor
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of ``a`` and ``b`` (binary search over C comparisons)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low] and a[:high] != b[:high]
+    while high - low > 1:
+        mid = (low + high) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode())
+
+
+def _utf8(text: str) -> str:
+    """``text`` with lone surrogates (which cannot be stored) replaced."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return text
+
+
+# --- per-cell bookkeeping ---------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Stream:
+    """A stream output this writer appends to."""
+
+    output: Map[Any]
+    text: Text
+    name: str
+    position: int
+    """Index in the cell's outputs."""
+    nbytes: int
+    """Bytes of kept text (not counting a truncation note)."""
+    line: _Line = field(default_factory=_Line)
+    dropped: int = 0
+    """Bytes not stored since the cell's stream budget ran out."""
+    note: str = ""
+    """The truncation note ending the text, once there is one."""
+
+
+@dataclass(eq=False, slots=True)
+class _CellState:
+    """What the writer remembers about one cell's outputs."""
+
+    pending_clear: bool = False
+    last: _Stream | None = None
+    """The cell's last output, when it is a stream that text can be appended to."""
+    stream_bytes: int = 0
+    """Stream text stored in the cell since its outputs were last cleared."""
+    cut: _Stream | None = None
+    """The stream holding the truncation note, once the stream budget is spent."""
+    display_ids: set[str] = field(default_factory=set)
+
+
+def _alive(output: Map[Any]) -> bool:
+    """Whether ``output`` is still in the document (a deleted map reads as empty)."""
+    return "output_type" in output
+
+
+# --- the writer -------------------------------------------------------------------------
+
+
+class OutputWriter:
+    """Writes kernel outputs into cells of one YNotebook; tracks display ids across cells."""
+
+    def __init__(
+        self,
+        notebook: YNotebook,
+        *,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+    ) -> None:
+        self.max_output_bytes = max_output_bytes
+        self.max_stream_bytes = max_stream_bytes
+        self._doc = notebook.ydoc
+        self._ycells: Array[Any] = notebook.ycells
+        self._index: dict[str, int] = {}
+        self._cells: dict[str, _CellState] = {}
+        self._displays: dict[str, list[tuple[str, Map[Any]]]] = {}
+
+    def clear(self, cell_id: str) -> bool:
+        """Start of a run: empty the cell's outputs and forget their display ids and state.
+
+        Returns whether the cell exists (as a code cell).
+        """
+        with self._doc.transaction():
+            self.forget_cell(cell_id)
+            found = self._find(cell_id)
+            if found is None:
+                return False
+            outputs = found[1]
+            if len(outputs):
+                outputs.clear()
+            return True
+
+    def forget_cell(self, cell_id: str) -> None:
+        """Drop what is remembered about a cell (e.g. deleted); the document is not touched."""
+        state = self._cells.pop(cell_id, None)
+        if state is not None:
+            self._unregister(cell_id, state)
+
+    def handle(self, cell_id: str, msg_type: str, content: dict[str, Any]) -> bool:
+        """Apply one iopub message of a run of ``cell_id``, in one transaction.
+
+        Returns False when the type is not handled or the cell is gone (or not a code cell);
+        ``update_display_data`` updates its targets in any cell whether or not this one exists.
+        """
+        if msg_type not in HANDLED:
+            return False
+        with self._doc.transaction():
+            try:
+                return self._dispatch(cell_id, msg_type, content)
+            except _Malformed as exc:
+                return self._report(cell_id, msg_type, str(exc))
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _dispatch(self, cell_id: str, msg_type: str, content: object) -> bool:
+        if msg_type == "update_display_data":
+            self._update_display(_content(content))
+            return True
+        found = self._find(cell_id)
+        if found is None:
+            self.forget_cell(cell_id)
+            return False
+        ycell, outputs = found
+        content = _content(content)
+        state = self._state(cell_id)
+        if msg_type == "stream":
+            name, text = _stream_content(content)
+            self._stream(cell_id, state, outputs, name, text)
+        elif msg_type in ("display_data", "execute_result"):
+            output = self._capped(_rich_output(msg_type, content))
+            self._append(cell_id, state, outputs, output, _display_id(content))
+        elif msg_type == "error":
+            self._append(cell_id, state, outputs, _error_output(content))
+        elif msg_type == "clear_output":
+            if content.get("wait"):
+                state.pending_clear = True
+            else:
+                self._clear_outputs(cell_id, state, outputs)
+        else:  # execute_input
+            count = content.get("execution_count")
+            if _is_count(count) and count is not None:
+                ycell["execution_count"] = count
+        return True
+
+    def _report(self, cell_id: str, msg_type: str, reason: str) -> bool:
+        """Write a malformed message as an error output in its cell."""
+        found = self._find(cell_id)
+        if found is None:
+            return False
+        evalue = f"malformed {msg_type} message from the kernel: {reason}"
+        output = {
+            "output_type": "error",
+            "ename": ERROR_NAME,
+            "evalue": evalue,
+            "traceback": [f"{ERROR_NAME}: {evalue}"],
+        }
+        self._append(cell_id, self._state(cell_id), found[1], output)
+        return True
+
+    # -- cells ------------------------------------------------------------------------------
+
+    def _find(self, cell_id: str) -> tuple[Map[Any], Array[Any]] | None:
+        """The cell and its outputs; the id → index map is rebuilt when it is stale."""
+        ycell = self._cell_at(self._index.get(cell_id), cell_id)
+        if ycell is None:
+            self._index = {}
+            for index, cell in enumerate(self._ycells):
+                other = cell.get("id") if isinstance(cell, Map) else None
+                if isinstance(other, str):
+                    self._index.setdefault(other, index)
+            ycell = self._cell_at(self._index.get(cell_id), cell_id)
+            if ycell is None:
+                return None
+        outputs = ycell.get("outputs")
+        return (ycell, outputs) if isinstance(outputs, Array) else None
+
+    def _cell_at(self, index: int | None, cell_id: str) -> Map[Any] | None:
+        if index is None or index >= len(self._ycells):
+            return None
+        cell = self._ycells[index]
+        return cell if isinstance(cell, Map) and cell.get("id") == cell_id else None
+
+    def _state(self, cell_id: str) -> _CellState:
+        state = self._cells.get(cell_id)
+        if state is None:
+            state = self._cells[cell_id] = _CellState()
+        return state
+
+    def _clear_outputs(self, cell_id: str, state: _CellState, outputs: Array[Any]) -> None:
+        if len(outputs):
+            outputs.clear()
+        self._unregister(cell_id, state)
+        state.pending_clear = False
+        state.last = state.cut = None
+        state.stream_bytes = 0
+
+    def _append(
+        self,
+        cell_id: str,
+        state: _CellState,
+        outputs: Array[Any],
+        output: Output,
+        display_id: str | None = None,
+    ) -> None:
+        """Add a non-stream output (after a pending clear)."""
+        if state.pending_clear:
+            self._clear_outputs(cell_id, state, outputs)
+        youtput: Map[Any] = Map(output)
+        outputs.append(youtput)
+        state.last = None
+        if display_id is not None:
+            self._displays.setdefault(display_id, []).append((cell_id, youtput))
+            state.display_ids.add(display_id)
+
+    # -- display ids ------------------------------------------------------------------------
+
+    def _update_display(self, content: dict[str, Any]) -> None:
+        display_id = _display_id(content)
+        if display_id is None:
+            raise _Malformed("transient.display_id is missing")
+        output = self._capped(_rich_output("display_data", content))
+        targets = [(c, out) for c, out in self._displays.get(display_id, ()) if _alive(out)]
+        for _cell_id, youtput in targets:
+            youtput["data"] = output["data"]
+            youtput["metadata"] = output["metadata"]
+        if targets:
+            self._displays[display_id] = targets
+        else:
+            self._displays.pop(display_id, None)
+
+    def _unregister(self, cell_id: str, state: _CellState) -> None:
+        for display_id in state.display_ids:
+            targets = [t for t in self._displays.get(display_id, ()) if t[0] != cell_id]
+            if targets:
+                self._displays[display_id] = targets
+            else:
+                self._displays.pop(display_id, None)
+        state.display_ids.clear()
+
+    def _capped(self, output: Output) -> Output:
+        """``output``, or a visible note in its place when its JSON is over the limit."""
+        size = _json_size(output)
+        if size <= self.max_output_bytes:
+            return output
+        kinds = ", ".join(output["data"]) or "no data"
+        note = f"[output too large: {size} bytes ({kinds}), limit {self.max_output_bytes} bytes]"
+        return {**output, "data": {"text/plain": note}, "metadata": {}}
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def _stream(
+        self, cell_id: str, state: _CellState, outputs: Array[Any], name: str, text: str
+    ) -> None:
+        if state.pending_clear:
+            self._clear_outputs(cell_id, state, outputs)
+        cut = state.cut
+        if cut is not None and _alive(cut.output):
+            self._count_dropped(cut, _nbytes(text))
+            return
+        if cut is not None:  # the note went with its output (cleared by a peer): start over
+            state.cut = state.last = None
+            state.stream_bytes = _stream_bytes(outputs)
+        stream = self._last_stream(state, outputs, name)
+        if stream is None:
+            stream = self._new_stream(state, outputs, name)
+        self._feed(state, stream, text)
+
+    def _last_stream(self, state: _CellState, outputs: Array[Any], name: str) -> _Stream | None:
+        """The stream to append to: the tracked one if still last and untouched, else re-read."""
+        count = len(outputs)
+        last = state.last
+        if (
+            last is not None
+            and last.position == count - 1
+            and _alive(last.output)
+            and len(last.text) == last.nbytes
+        ):
+            return last if last.name == name else None
+        state.last = None
+        if count == 0:
+            return None
+        youtput = outputs[count - 1]
+        if not isinstance(youtput, Map):
+            return None
+        if youtput.get("output_type") != "stream" or youtput.get("name") != name:
+            return None
+        return self._adopt(state, outputs, youtput, count - 1)
+
+    def _adopt(
+        self, state: _CellState, outputs: Array[Any], youtput: Map[Any], position: int
+    ) -> _Stream:
+        """Track a stream output not written (or no longer known) by this writer."""
+        ytext = youtput.get("text")
+        if not isinstance(ytext, Text):
+            old = "".join(ytext) if isinstance(ytext, list) else str(ytext or "")
+            ytext = Text(_utf8(old))
+            youtput["text"] = ytext
+        value = str(ytext)
+        line = _Line(value[value.rfind("\n") + 1 :])
+        stream = _Stream(youtput, ytext, str(youtput.get("name")), position, len(ytext), line)
+        state.stream_bytes = _stream_bytes(outputs)
+        state.last = stream
+        return stream
+
+    def _new_stream(self, state: _CellState, outputs: Array[Any], name: str) -> _Stream:
+        ytext = Text()
+        youtput: Map[Any] = Map({"output_type": "stream", "name": name, "text": ytext})
+        outputs.append(youtput)
+        state.last = _Stream(youtput, ytext, name, len(outputs) - 1, 0)
+        return state.last
+
+    def _feed(self, state: _CellState, stream: _Stream, chunk: str) -> None:
+        """Apply ``chunk`` to the stream's last line, editing only the end of its Y text."""
+        old_line = stream.line.nbytes
+        line_start = stream.nbytes - old_line
+        kept, tail = stream.line.feed(chunk)
+        at = line_start + kept
+        removed = old_line - kept
+        if removed:
+            del stream.text[at : at + removed]
+        state.stream_bytes -= removed
+        room = self.max_stream_bytes - state.stream_bytes
+        tail, added, dropped = _fit(tail, room, at_line_start=kept == 0)
+        if tail:
+            stream.text.insert(at, tail)
+        stream.nbytes = at + added
+        state.stream_bytes += added
+        if dropped:
+            state.cut, state.last = stream, None
+            self._count_dropped(stream, dropped)
+
+    def _count_dropped(self, stream: _Stream, nbytes: int) -> None:
+        """Count text that is not stored and show the count in the note ending the stream."""
+        stream.dropped += nbytes
+        note = (
+            f"[output truncated: {stream.dropped} bytes dropped, "
+            f"limit {self.max_stream_bytes} bytes]\n"
+        )
+        keep = _common_prefix(stream.note, note)  # the note is ASCII: chars are bytes
+        at = stream.nbytes + keep
+        if len(stream.note) > keep:
+            del stream.text[at : stream.nbytes + len(stream.note)]
+        stream.text.insert(at, note[keep:])
+        stream.note = note
+
+
+def _fit(text: str, room: int, *, at_line_start: bool) -> tuple[str, int, int]:
+    """``text`` cut to ``room`` bytes (then ending a line, for the note): (text, its bytes,
+    bytes dropped)."""
+    encoded = text.encode()
+    if len(encoded) <= room:
+        return text, len(encoded), 0
+    head = encoded[: max(room, 0)].decode("utf-8", "ignore")
+    dropped = len(encoded) - _nbytes(head)
+    if not (head.endswith("\n") if head else at_line_start):
+        head += "\n"  # the note starts on a line of its own
+    return head, _nbytes(head), dropped
+
+
+def _stream_bytes(outputs: Array[Any]) -> int:
+    """Bytes of stream text in ``outputs`` (Y text lengths are in bytes)."""
+    total = 0
+    for youtput in outputs:
+        if isinstance(youtput, Map) and youtput.get("output_type") == "stream":
+            text = youtput.get("text")
+            total += len(text) if isinstance(text, Text) else _nbytes(str(text or ""))
+    return total
+
+
+# --- message contents → nbformat outputs ------------------------------------------------
+
+
+def _content(content: object) -> dict[str, Any]:
+    if not isinstance(content, dict):
+        raise _Malformed(f"content is a {type(content).__name__}, not a dict")
+    return content
+
+
+def _stream_content(content: dict[str, Any]) -> tuple[str, str]:
+    name = content.get("name")
+    if not isinstance(name, str):
+        raise _Malformed("name must be a string")
+    text = content.get("text")
+    if _is_str_list(text):
+        text = "".join(text)
+    if not isinstance(text, str):
+        raise _Malformed("text must be a string")
+    return name, _utf8(text)
+
+
+def _rich_output(msg_type: str, content: dict[str, Any]) -> Output:
+    """A display_data or execute_result output (``transient`` is not stored: nbformat
+    forbids it)."""
+    output: Output = {
+        "output_type": msg_type,
+        "data": _mimebundle(content.get("data")),
+        "metadata": _metadata(content.get("metadata")),
+    }
+    if msg_type == "execute_result":
+        count = content.get("execution_count")
+        if "execution_count" not in content or not _is_count(count):
+            raise _Malformed("execution_count must be a non-negative integer or null")
+        output["execution_count"] = count
+    return output
+
+
+def _error_output(content: dict[str, Any]) -> Output:
+    ename, evalue, traceback = (content.get(k) for k in ("ename", "evalue", "traceback"))
+    if not isinstance(ename, str) or not isinstance(evalue, str):
+        raise _Malformed("ename and evalue must be strings")
+    if not _is_str_list(traceback):
+        raise _Malformed("traceback must be a list of strings")
+    output = {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": traceback}
+    _json_size(output)
+    return output
+
+
+def _mimebundle(data: object) -> dict[str, Any]:
+    """``data`` checked as nbformat wants: str or list of str, any JSON for JSON types."""
+    if not isinstance(data, dict):
+        raise _Malformed("data must be a dict of mime type to content")
+    for mime, value in data.items():
+        if not isinstance(mime, str):
+            raise _Malformed(f"mime type {mime!r} is not a string")
+        if not (isinstance(value, str) or _is_str_list(value) or _JSON_MIME.match(mime)):
+            raise _Malformed(
+                f"data[{mime!r}] is a {type(value).__name__}, not a string or list of strings"
+            )
+    return data
+
+
+def _metadata(metadata: object) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise _Malformed("metadata must be a dict")
+    return metadata
+
+
+def _display_id(content: dict[str, Any]) -> str | None:
+    transient = content.get("transient")
+    display_id = transient.get("display_id") if isinstance(transient, dict) else None
+    return display_id if isinstance(display_id, str) and display_id else None
+
+
+def _json_size(output: Output) -> int:
+    """Bytes of ``output`` as compact UTF-8 JSON; raises if it is not storable JSON."""
+    try:
+        encoded = json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:  # not JSON, or text that is not valid UTF-8
+        raise _Malformed(f"not storable as JSON ({exc})") from exc
+    return len(encoded)
+
+
+def _is_count(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _is_str_list(value: object) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)

@@ -1,0 +1,104 @@
+"""The collaborative kernel through a real Jupyter server: outputs land with no browser open."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from kernel_collab.sidecar import wire
+from tests.files import wait_for_file, write_notebook
+from tests.jupyter_server_process import JupyterServer, running_server
+from tests.peers import NotebookPeer, url_with_token
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[JupyterServer]:
+    """A Jupyter server rooted in ``tmp_path/root``."""
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    with running_server(root, runtime) as srv:
+        yield srv
+
+
+async def ask(url: str, token: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """Send one kernel_collab request on its own connection and return the reply."""
+    async with ws_connect(url_with_token(url, token)) as ws:
+        await ws.send(wire.encode_request(obj))
+        async for data in ws:
+            if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
+                reply = wire.decode(data).request
+                assert reply is not None
+                return reply
+    raise AssertionError("no reply")
+
+
+def cell_outputs(path: Path, index: int) -> list[dict[str, Any]]:
+    """The outputs of a cell as saved on disk."""
+    return list(nbformat.read(path, as_version=4).cells[index].outputs)
+
+
+def stream_text(outputs: list[dict[str, Any]], name: str = "stdout") -> str:
+    """All text of one stream in a cell's outputs."""
+    return "".join(o["text"] for o in outputs if o.get("output_type") == "stream"
+                   and o.get("name") == name)
+
+
+async def test_outputs_reach_the_file_with_no_browser(server: JupyterServer) -> None:
+    nb = write_notebook(
+        server.root / "nb.ipynb",
+        ["import time\nfor i in range(20):\n    print('line', i, flush=True)\n"
+         "    time.sleep(0.5)\n"],
+    )
+    session = await server.start_session("nb.ipynb")
+    assert session["kernel"]["name"] == "python3-collab"
+    sidecar = server.sidecar(nb)
+    reply = await ask(sidecar["url"], sidecar["token"], {"type": "execute", "cell_id": "cell-0"})
+    assert reply["ok"] is True
+    # Nobody is connected any more: the kernel's output still goes into the file.
+    expected = "".join(f"line {i}\n" for i in range(20))
+    await wait_for_file(nb, lambda: stream_text(cell_outputs(nb, 0)) == expected, timeout=60)
+    saved = nbformat.read(nb, as_version=4).cells[0]
+    assert saved.execution_count == 1
+    assert saved.metadata["kernel_collab"]["last_run"]["status"] in ("running", "ok")
+
+
+async def test_flood_of_prints_and_display_updates_loses_nothing(server: JupyterServer) -> None:
+    nb = write_notebook(
+        server.root / "nb.ipynb",
+        [
+            "for i in range(20000):\n    print(i, flush=True)\n",
+            "from IPython.display import display, update_display\n"
+            "h = display('start', display_id=True)\n"
+            "for i in range(1000):\n    h.update(f'value {i}')\n",
+        ],
+    )
+    await server.start_session("nb.ipynb")
+    sidecar = server.sidecar(nb)
+    async with NotebookPeer.connect(sidecar["url"], sidecar["token"]) as peer:
+        for cell in ("cell-0", "cell-1"):
+            await ask(sidecar["url"], sidecar["token"], {"type": "execute", "cell_id": cell})
+
+        def done(p: NotebookPeer) -> bool:
+            cells = p.notebook.get()["cells"]
+            return all(c["execution_count"] for c in cells) and all(
+                (c["metadata"].get("kernel_collab", {}).get("last_run") or {}).get("status")
+                == "ok" for c in cells
+            )
+
+        peer.wait_timeout = 120
+        await peer.wait_until(done)
+        cells = peer.notebook.get()["cells"]
+    printed = stream_text(cells[0]["outputs"])
+    assert printed == "".join(f"{i}\n" for i in range(20000))
+    assert len(cells[0]["outputs"]) == 1
+    displays = cells[1]["outputs"]
+    assert len(displays) == 1
+    assert displays[0]["data"]["text/plain"] == "'value 999'"

@@ -1,0 +1,127 @@
+"""A real Jupyter server in a subprocess, with its own root and runtime directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class JupyterServer:
+    """A running server: its URL, token, directories and log."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    token: str
+    root: Path
+    runtime: Path
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def log(self) -> str:
+        """Everything the server (and the sidecars it started) logged."""
+        return "".join(self.log_lines)
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client authenticated with the server's token."""
+        return httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"token {self.token}"}, timeout=60
+        )
+
+    async def start_session(self, path: str, kernel: str = "python3-collab",
+                            name: str | None = None) -> dict[str, Any]:
+        """``POST /api/sessions`` for a notebook, as JupyterLab does."""
+        async with self.client() as http:
+            body = {"path": path, "type": "notebook", "name": name if name is not None else path,
+                    "kernel": {"name": kernel}}
+            response = await http.post("/api/sessions", json=body)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+    def sidecars(self) -> list[dict[str, Any]]:
+        """The runtime files of the sidecars this server started."""
+        folder = self.runtime / "kernel_collab"
+        if not folder.exists():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("sidecar-*.json"))]
+
+    def sidecar(self, notebook: Path) -> dict[str, Any]:
+        """The runtime record of a notebook's sidecar (written before the session starts)."""
+        for record in self.sidecars():
+            if Path(record["notebook"]) == notebook.resolve():
+                return record
+        raise AssertionError(f"no sidecar runtime file for {notebook}:\n{self.log}")
+
+    def kill(self) -> None:
+        """``kill -9`` the server process."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@contextmanager
+def running_server(root: Path, runtime: Path, *args: str) -> Iterator[JupyterServer]:
+    """Start ``jupyter server`` on ``root`` and stop it (SIGTERM, then kill) at the end."""
+    token = secrets.token_hex(16)
+    port = free_port()
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_TOKEN": token}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
+         "--ServerApp.port_retries=0", "--allow-root", f"--ServerApp.root_dir={root}",
+         f"--IdentityProvider.token={token}", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+    ready: queue.Queue[bool] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "is running at" in line:
+                ready.put(True)
+        ready.put(False)
+
+    threading.Thread(target=pump, daemon=True).start()
+    server = JupyterServer(proc, f"http://127.0.0.1:{port}", token, root, runtime, lines)
+    try:
+        try:
+            ok = ready.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            ok = False
+        if not ok:
+            raise RuntimeError("jupyter server did not start:\n" + "".join(lines))
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
