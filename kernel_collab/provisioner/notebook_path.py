@@ -19,11 +19,13 @@ class NotebookPathError(ValueError):
     """No notebook file can be found for the session."""
 
 
-def find_notebook(env: Mapping[str, str], cwd: str | None, root: Path) -> Path:
-    """The absolute path of the session's ``.ipynb``, or :class:`NotebookPathError`."""
+def find_notebook(env: Mapping[str, str], cwd: str | None, root: Path) -> Path | None:
+    """The absolute path of the session's ``.ipynb``; ``None`` for sessions that are not on a
+    notebook (consoles, bare kernels), which get a plain kernel; :class:`NotebookPathError`
+    for a notebook session whose file cannot be found."""
     tried: list[Path] = []
     for raw in (env.get(NOTEBOOK_ENV), env.get(SESSION_ENV)):
-        if not raw:
+        if not raw or not raw.endswith(".ipynb"):
             continue
         given = Path(raw)
         candidates = [given] if given.is_absolute() else [root / given]
@@ -35,10 +37,7 @@ def find_notebook(env: Mapping[str, str], cwd: str | None, root: Path) -> Path:
             if candidate.suffix == ".ipynb" and candidate.is_file():
                 return candidate
     if not tried:
-        raise NotebookPathError(
-            f"the collaborative kernel needs a notebook session ({SESSION_ENV} is not set): "
-            "start it from a notebook, not as a bare kernel or a console"
-        )
+        return None
     raise NotebookPathError(
         "cannot find the session's notebook; tried " + ", ".join(str(p) for p in tried)
     )

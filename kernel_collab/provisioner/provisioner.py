@@ -9,6 +9,7 @@ dead sidecar is restarted (it restores from the store) and never looks like a de
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,22 @@ from .notebook_path import NotebookPathError, find_notebook
 from .sidecars import REGISTRY, SidecarError, SidecarHandle
 
 
-def _locate(env: Any, cwd: str | None, root_dir: str) -> tuple[Path, Path]:
+def _locate(env: Any, cwd: str | None, root_dir: str) -> tuple[Path, Path | None]:
     root = Path(root_dir).resolve()
     return root, find_notebook(env, cwd, root)
+
+
+def _load_class(name: str) -> type[KernelProvisionerBase]:
+    """An entry point name of jupyter_client.kernel_provisioners, or ``module:Class``."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    else:
+        factory = KernelProvisionerFactory.instance()
+        cls = factory._get_provisioner(name).load()
+    if not (isinstance(cls, type) and issubclass(cls, KernelProvisionerBase)):
+        raise TypeError(f"{name} is not a kernel provisioner class")
+    return cls
 
 
 class CollabProvisioner(KernelProvisionerBase):
@@ -33,8 +47,8 @@ class CollabProvisioner(KernelProvisionerBase):
 
     inner_provisioner = Unicode(
         "local-provisioner",
-        help="Entry point name (group jupyter_client.kernel_provisioners) of the provisioner "
-        "that launches the kernel itself.",
+        help="The provisioner that launches the kernel itself: an entry point name of group "
+        "jupyter_client.kernel_provisioners, or 'module:Class'.",
     ).tag(config=True)
     inner_config = Dict(help="Configuration passed to the inner provisioner.").tag(config=True)
     sidecar_args = List(
@@ -44,9 +58,7 @@ class CollabProvisioner(KernelProvisionerBase):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        factory = KernelProvisionerFactory.instance(parent=self.parent)
-        entry = factory._get_provisioner(self.inner_provisioner)
-        self.inner: KernelProvisionerBase = entry.load()(
+        self.inner: KernelProvisionerBase = _load_class(self.inner_provisioner)(
             kernel_id=self.kernel_id,
             kernel_spec=self.kernel_spec,
             parent=self.parent,
@@ -55,6 +67,7 @@ class CollabProvisioner(KernelProvisionerBase):
         self.notebook: Path | None = None
         self.root: Path | None = None
         self.sidecar: SidecarHandle | None = None
+        self._reported_exit: int | None = None
 
     # -- Popen-like delegation ---------------------------------------------------------------
 
@@ -67,7 +80,14 @@ class CollabProvisioner(KernelProvisionerBase):
         """The kernel's status only; a dead sidecar is restarted here, out of the kernel's way."""
         status = await self.inner.poll()
         if status is None:
+            self._reported_exit = None
             await self._supervise()
+        elif self._reported_exit is None and self.sidecar is not None and self.sidecar.alive:
+            self._reported_exit = status  # tell the document once per death
+            try:
+                await self.sidecar.request({"type": "detach_kernel", "reason": "dead"})
+            except SidecarError as exc:
+                self.log.warning("kernel_collab: %s", exc)
         return status
 
     async def wait(self) -> int | None:
@@ -115,6 +135,9 @@ class CollabProvisioner(KernelProvisionerBase):
     async def post_launch(self, **kwargs: Any) -> None:
         """Start (or find) the sidecar and attach it to this kernel's new connection info."""
         await self.inner.post_launch(**kwargs)
+        if self.notebook is None:
+            self.log.info("kernel_collab: kernel %s has no notebook: no sidecar", self.kernel_id)
+            return
         await self._attach_sidecar()
 
     async def _attach_sidecar(self) -> None:

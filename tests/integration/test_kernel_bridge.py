@@ -102,3 +102,32 @@ async def test_flood_of_prints_and_display_updates_loses_nothing(server: Jupyter
     displays = cells[1]["outputs"]
     assert len(displays) == 1
     assert displays[0]["data"]["text/plain"] == "'value 999'"
+
+
+async def test_server_wide_mode_makes_only_notebook_sessions_collaborative(
+    tmp_path: Path,
+) -> None:
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    nb = write_notebook(root / "plain.ipynb", ["print('collaborative anyway')"])
+    with running_server(
+        root, runtime, "--KernelProvisionerFactory.default_provisioner_name=kernel-collab"
+    ) as srv:
+        session = await srv.start_session("plain.ipynb", kernel="python3")
+        assert session["kernel"]["name"] == "python3"
+        sidecar = srv.sidecar(nb)
+        await ask(sidecar["url"], sidecar["token"], {"type": "execute", "cell_id": "cell-0"})
+        await wait_for_file(
+            nb, lambda: stream_text(cell_outputs(nb, 0)) == "collaborative anyway\n", timeout=60
+        )
+        async with srv.client() as http:
+            console = await http.post("/api/sessions", json={
+                "path": "console-1", "name": "Console 1", "type": "console",
+                "kernel": {"name": "python3"}})  # fmt: skip
+            console.raise_for_status()
+            bare = await http.post("/api/kernels", json={"name": "python3"})
+            bare.raise_for_status()
+            kernels = (await http.get("/api/kernels")).json()
+        assert len(kernels) == 3
+        assert [r["notebook"] for r in srv.sidecars()] == [str(nb.resolve())]
