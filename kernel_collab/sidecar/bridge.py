@@ -23,8 +23,10 @@ from jupyter_client.session import Session
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
+from ..kernel import CELL_MESSAGE
 from .outputs import OutputWriter
 from .room import Room
+from .run_record import find_cell, record_end, record_start
 
 # Messages routed into cells; everything else on iopub is looked at for status or ignored.
 OUTPUT_TYPES = frozenset(
@@ -51,6 +53,9 @@ class Run:
     started: float
     reply: dict[str, Any] | None = None
     idle: bool = False
+    external: bool = False
+    """Asked by another client of the kernel (its reply goes there, not to us)."""
+    errored: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -166,8 +171,24 @@ class KernelBridge(LoggingConfigurable):
         client.shell_channel.send(msg)
         return run
 
+    def _start_external(self, msg_id: str, parent: dict[str, Any], content: Any) -> None:
+        cell_id = content.get("cell_id") if isinstance(content, dict) else None
+        ycell = find_cell(self.room.notebook, cell_id) if isinstance(cell_id, str) else None
+        if ycell is None or not msg_id:
+            return
+        who = str(parent.get("username") or "unknown")
+        by = {"username": who, "name": who, "client": "kernel client"}
+        run = Run(msg_id, str(cell_id), by, time.time(), external=True)
+        self.runs[msg_id] = run
+        self.writer.clear(run.cell_id)
+        record_start(ycell, by, run.started)
+
     def finish(self, run: Run, *, status: str) -> None:
         """Mark a run as over (its cell idle) and wake whoever waits on it."""
+        if run.external:
+            ycell = find_cell(self.room.notebook, run.cell_id)
+            if ycell is not None:
+                record_end(ycell, status)
         self.runs.pop(run.msg_id, None)
         self.recent[run.msg_id] = run.cell_id
         while len(self.recent) > 1000:
@@ -232,10 +253,17 @@ class KernelBridge(LoggingConfigurable):
                 self.set_kernel_status(str(content.get("execution_state", "unknown")))
             if run is not None and content.get("execution_state") == "idle":
                 run.idle = True
+                if run.external:
+                    run.reply = {"status": "error" if run.errored else "ok"}
                 if run.reply is not None:
                     return run
             return None
+        if msg_type == CELL_MESSAGE and run is None:
+            self._start_external(parent_id, parent, content)
+            return None
         if msg_type in OUTPUT_TYPES:
+            if run is not None and msg_type == "error":
+                run.errored = True
             cell_id = run.cell_id if run is not None else self.recent.get(parent_id)
             if cell_id is not None:  # late output (e.g. from a thread) still finds its cell
                 self.writer.handle(cell_id, msg_type, content)

@@ -16,11 +16,11 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from pycrdt import Map
 
 from .bridge import KernelBridge
 from .peer import Peer
 from .room import RequestError, Room
+from .run_record import find_cell, record_end, record_start
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ExecutionQueue:
 
     def enqueue(self, cell_id: str, by: dict[str, Any]) -> int:
         """Queue a code cell; return its position (0 = next). Already queued: asker updated."""
-        ycell = self.find_cell(cell_id)
+        ycell = find_cell(self.room.notebook, cell_id)
         if ycell is None:
             raise RequestError(f"no cell with id {cell_id!r} in this notebook")
         if ycell.get("cell_type") != "code":
@@ -95,63 +95,38 @@ class ExecutionQueue:
         self._wake.set()
 
     async def _run_one(self, entry: Entry) -> None:
-        ycell = self.find_cell(entry.cell_id)
+        ycell = find_cell(self.room.notebook, entry.cell_id)
         if ycell is None:
             return  # deleted while queued
-        source = str(ycell["source"])
         started = time.time()
-        with self.room.doc.transaction():
-            ycell["execution_state"] = "running"
-            self._set_last_run(ycell, {"by": entry.by, "start": started, "end": None,
-                                       "status": "running", "source": source})
+        source = record_start(ycell, entry.by, started)
         self.room.set_status("running", {**asdict(entry), "start": started})
         try:
             run = self.bridge.execute(entry.cell_id, source, entry.by)
         except RuntimeError as exc:
-            self._end(entry, started, "cancelled", str(exc))
+            self._end(entry, "cancelled", str(exc))
             return
         await run.done.wait()
         status = str((run.reply or {}).get("status", "ok"))
-        self._end(entry, started, status, None)
+        self._end(entry, status, None)
         if status == "error" and not self._raises_exception(entry.cell_id):
             self.clear(f"cell {entry.cell_id} raised an error")
         elif status not in ("ok", "error"):
             self.clear(f"kernel {status}")
 
-    def _end(self, entry: Entry, started: float, status: str, error: str | None) -> None:
+    def _end(self, entry: Entry, status: str, error: str | None) -> None:
         with self.room.doc.transaction():
-            ycell = self.find_cell(entry.cell_id)
-            if ycell is not None:
-                ycell["execution_state"] = "idle"
-                last = {"by": entry.by, "start": started, "end": time.time(), "status": status}
-                if error:
-                    last["error"] = error
-                old = ycell["metadata"].get("kernel_collab") or {}
-                last["source"] = (old.get("last_run") or {}).get("source")
-                self._set_last_run(ycell, last)
+            ycell = find_cell(self.room.notebook, entry.cell_id)
+            if ycell is not None:  # a cell deleted while running just ends
+                record_end(ycell, status, error)
             self.room.set_status("running", None)
 
-    @staticmethod
-    def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
-        metadata = ycell["metadata"]
-        current = metadata.get("kernel_collab")
-        ours = dict(current) if isinstance(current, dict) else {}
-        ours["last_run"] = last_run
-        metadata["kernel_collab"] = ours
-
     def _raises_exception(self, cell_id: str) -> bool:
-        ycell = self.find_cell(cell_id)
+        ycell = find_cell(self.room.notebook, cell_id)
         if ycell is None:
             return False
         tags = ycell["metadata"].get("tags") or []
         return "raises-exception" in tags
-
-    def find_cell(self, cell_id: str) -> Map[Any] | None:
-        """The Y cell with that id, if any."""
-        for ycell in self.room.notebook.ycells:
-            if ycell.get("id") == cell_id:
-                return ycell  # type: ignore[no-any-return]
-        return None
 
     def _publish(self) -> None:
         self.room.set_status("queue", [asdict(e) for e in self.entries])

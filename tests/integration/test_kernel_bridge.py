@@ -8,6 +8,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_client.asynchronous.client import AsyncKernelClient
 from websockets.asyncio.client import connect as ws_connect
 
 from kernel_collab.sidecar import wire
@@ -131,3 +132,43 @@ async def test_server_wide_mode_makes_only_notebook_sessions_collaborative(
             kernels = (await http.get("/api/kernels")).json()
         assert len(kernels) == 3
         assert [r["notebook"] for r in srv.sidecars()] == [str(nb.resolve())]
+
+
+async def test_a_plain_kernel_client_naming_a_cell_gets_its_outputs_written(
+    server: JupyterServer,
+) -> None:
+    nb = write_notebook(server.root / "nb.ipynb", ["print('from a plain client')", "x = 1"])
+    session = await server.start_session("nb.ipynb")
+    sidecar = server.sidecar(nb)
+    kernel_id = session["kernel"]["id"]
+    client = AsyncKernelClient()
+    client.load_connection_file(str(server.runtime / f"kernel-{kernel_id}.json"))
+    client.start_channels()
+    try:
+        async with NotebookPeer.connect(sidecar["url"], sidecar["token"]) as peer:
+            # A console execution (no cell id) must not write into any cell; it runs first,
+            # so its output has come and gone by the time the cell's output is in.
+            client.execute("print('console only')")
+            # As JupyterLab does: the cell id travels in the request's metadata.
+            msg = client.session.msg(
+                "execute_request",
+                {"code": "print('from a plain client')", "silent": False,
+                 "store_history": True, "user_expressions": {}, "allow_stdin": False,
+                 "stop_on_error": True},
+                metadata={"cellId": "cell-0"},
+            )  # fmt: skip
+            client.shell_channel.send(msg)
+
+            def written(p: NotebookPeer) -> bool:
+                cell = p.notebook.get()["cells"][0]
+                return stream_text(cell["outputs"]) == "from a plain client\n" and (
+                    cell["metadata"].get("kernel_collab", {}).get("last_run", {})
+                    .get("status") == "ok"
+                )
+
+            await peer.wait_until(written)
+            cells = peer.notebook.get()["cells"]
+            assert cells[1]["outputs"] == []
+            assert "console only" not in str(cells)
+    finally:
+        client.stop_channels()

@@ -1,0 +1,53 @@
+"""What a run leaves in its cell: ``execution_state`` and ``metadata.kernel_collab.last_run``.
+
+``last_run`` holds who ran the cell, when it started and ended, its status (``running``,
+``ok``, ``error``, ``aborted``, ``restart``, ``shutdown``, ``dead``, …) and the source that ran,
+taken when the cell started.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jupyter_ydoc import YNotebook
+from pycrdt import Map
+
+
+def find_cell(notebook: YNotebook, cell_id: str) -> Map[Any] | None:
+    """The Y cell with that id, if any."""
+    for ycell in notebook.ycells:
+        if ycell.get("id") == cell_id:
+            return ycell  # type: ignore[no-any-return]
+    return None
+
+
+def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
+    metadata = ycell["metadata"]
+    current = metadata.get("kernel_collab")
+    ours = dict(current) if isinstance(current, dict) else {}
+    ours["last_run"] = last_run
+    metadata["kernel_collab"] = ours
+
+
+def record_start(ycell: Map[Any], by: dict[str, Any], started: float) -> str:
+    """Mark a cell running; return the source that runs."""
+    source = str(ycell["source"])
+    with ycell.doc.transaction():
+        ycell["execution_state"] = "running"
+        _set_last_run(
+            ycell, {"by": by, "start": started, "end": None, "status": "running", "source": source}
+        )
+    return source
+
+
+def record_end(ycell: Map[Any], status: str, error: str | None = None) -> None:
+    """Mark a cell idle and complete its ``last_run``."""
+    current = ycell["metadata"].get("kernel_collab")
+    last = dict((current or {}).get("last_run") or {}) if isinstance(current, dict) else {}
+    last.update(end=time.time(), status=status)
+    if error:
+        last["error"] = error
+    with ycell.doc.transaction():
+        ycell["execution_state"] = "idle"
+        _set_last_run(ycell, last)
