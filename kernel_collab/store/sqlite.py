@@ -96,7 +96,10 @@ class SQLiteStore:
             self._db = sqlite3.connect(
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
-            # auto_vacuum only takes effect when set before the file's first write.
+            # Both only take effect when set before the file's first write. Small pages keep
+            # a small notebook's store small (a dozen fixed pages) and each commit's WAL
+            # frames few; large snapshots just use more of them.
+            self._db.execute("PRAGMA page_size=1024")
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from kernel_collab.sidecar import wire
 from tests.files import write_notebook
 from tests.peers import NotebookPeer, url_with_token
-from tests.sidecar_process import running_sidecar, start_sidecar
+from tests.sidecar_process import SidecarProcess, running_sidecar, start_sidecar
 
 pytestmark = pytest.mark.anyio
 
@@ -87,13 +87,11 @@ async def _sync(ws: ClientConnection, peer: RawPeer) -> None:
             await ws.send(wire.encode_sync_step2(peer.doc.get_update(message.payload)))
 
 
-@pytest.mark.parametrize("kill_after", [1, 100, 2000])
-async def test_kill_9_when_a_peer_receives_an_update_loses_nothing_seen(
-    tmp_path: Path, kill_after: int
-) -> None:
-    """The observer kills the sidecar the instant an update shows it ``kill_after`` edits."""
-    nb = write_notebook(tmp_path / "nb.ipynb", [""])
-    sidecar = start_sidecar(nb, tmp_path)
+async def _stream_and_kill(sidecar: SidecarProcess, kill_after: int) -> tuple[str, int]:
+    """Stream edits until the observer has seen ``kill_after`` of them, then ``kill -9``.
+
+    Returns what the observer had received and how many edits the writer had seen echoed.
+    """
     url = url_with_token(sidecar.url, sidecar.token)
     # clock after each edit: edit i is acknowledged once the echo reaches clock_after[i].
     clock_after: list[int] = []
@@ -133,7 +131,22 @@ async def test_kill_9_when_a_peer_receives_an_update_loses_nothing_seen(
             tg.start_soon(observe_then_kill)
     sidecar.proc.wait(10)
     assert sidecar.proc.returncode == -signal.SIGKILL
-    acked = sum(1 for clock in clock_after if clock <= writer.acked_clock)
+    return seen_by_observer, sum(1 for clock in clock_after if clock <= writer.acked_clock)
+
+
+@pytest.mark.parametrize("kill_after", [1, 100, 2000])
+async def test_kill_9_when_a_peer_receives_an_update_loses_nothing_seen(
+    tmp_path: Path, kill_after: int
+) -> None:
+    """The observer kills the sidecar the instant an update shows it ``kill_after`` edits."""
+    nb = write_notebook(tmp_path / "nb.ipynb", [""])
+    sidecar = start_sidecar(nb, tmp_path)
+    try:
+        seen_by_observer, acked = await _stream_and_kill(sidecar, kill_after)
+    finally:
+        if sidecar.proc.poll() is None:
+            sidecar.kill()
+
 
     with running_sidecar(nb, tmp_path) as restarted:
         async with NotebookPeer.connect(restarted.url, restarted.token) as peer:

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The one command: kernel_collab's sidecar vs jupyter-collaboration, same workloads, same run.
+#   tests/benchmarks/run.sh --quick    # < 3 min on 2 cores
+#   tests/benchmarks/run.sh            # full, < 20 min
+# Other options go to `python -m tests.benchmarks` (see --help). Exits non-zero without a table
+# if either system does not start or a workload does not complete.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VENV="$ROOT/.venv"
+PEER="$HERE/.peer-venv"
+# jupyter-collaboration 5.0.4 is the newest release (checked with `pip index versions`); it
+# needs jupyterlab>=4.6,<5 and jupyter-server-ydoc 3.0.x (pycrdt-websocket 0.16, pycrdt-store).
+PEER_REQS=("jupyter-collaboration==5.0.4" "jupyter_server>=2.19,<3")
+
+pick_python() {
+    for py in "${PYTHON:-}" python3.11 python3; do
+        if [ -n "$py" ] && command -v "$py" >/dev/null 2>&1; then echo "$py"; return; fi
+    done
+    echo "run.sh: no python3 found" >&2; exit 1
+}
+PY="$(pick_python)"
+
+# 1. The peer system's own environment (never mixed with ours).
+stamp="${PEER_REQS[*]}"
+if [ ! -x "$PEER/bin/jupyter-server" ] || [ "$(cat "$PEER/.bench-stamp" 2>/dev/null)" != "$stamp" ]; then
+    echo "run.sh: creating $PEER ($stamp)" >&2
+    rm -rf "$PEER"
+    "$PY" -m venv "$PEER"
+    "$PEER/bin/pip" install -q "${PEER_REQS[@]}"
+    echo "$stamp" > "$PEER/.bench-stamp"
+fi
+
+# 2. Our package in the project venv (`pip install -e .` is how the project installs).
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+if ! "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("kernel_collab")' 2>/dev/null; then
+    echo "run.sh: installing kernel_collab into $VENV (pip install -e .)" >&2
+    if ! (cd "$ROOT" && "$VENV/bin/pip" install -q -e .); then
+        echo "run.sh: WARNING: 'pip install -e .' failed (see above); installing the" \
+             "dependencies from pyproject.toml and running kernel_collab from the source tree" >&2
+        deps="$("$VENV/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open("'"$ROOT"'/pyproject.toml", "rb"))["project"]["dependencies"]))')"
+        mapfile -t dep_list <<< "$deps"
+        "$VENV/bin/pip" install -q "${dep_list[@]}"
+    fi
+fi
+
+cd "$ROOT"
+exec env PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tests.benchmarks "$@"

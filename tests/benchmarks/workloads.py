@@ -1,0 +1,456 @@
+"""The workloads: the same notebooks, peers and warm-up for every system.
+
+Each workload takes a :class:`~.systems.System` and records samples (seconds, or edits/s, or
+a size ratio) under measure keys that :mod:`.report` describes. A workload that cannot
+complete raises; nothing is recorded half-way as if it were a result.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import secrets
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .peers import Peer, PeerError, join
+from .systems import Deployment, System, file_size
+
+# name → (cells, bytes of PNG output per code cell)
+NOTEBOOKS: dict[str, tuple[int, int]] = {
+    "10": (10, 0),
+    "100": (100, 0),
+    "1000": (1000, 0),
+    "10MB": (100, 200_000),
+}
+WAIT = 60.0
+"""Longest wait for any one expected event (a sync, an edit reaching a peer, a save)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many samples each workload takes."""
+
+    mode: str
+    cold_n: int
+    cold_n_large: int
+    warm_n: int
+    from_start_n: int
+    latency_edits: int
+    latency_warmup: int
+    latency_receivers: tuple[int, ...]
+    burst_edits: int
+    burst_receivers: int
+    burst_repeats: int
+    durable_cap: float
+    save_n: int
+    outside_n: int
+
+
+QUICK = Plan(
+    mode="quick", cold_n=3, cold_n_large=2, warm_n=5, from_start_n=1, latency_edits=200,
+    latency_warmup=20, latency_receivers=(1, 10), burst_edits=5_000, burst_receivers=3,
+    burst_repeats=1, durable_cap=60.0, save_n=3, outside_n=3,
+)
+FULL = Plan(
+    mode="full", cold_n=10, cold_n_large=5, warm_n=20, from_start_n=3, latency_edits=1_000,
+    latency_warmup=50, latency_receivers=(1, 10), burst_edits=10_000, burst_receivers=10,
+    burst_repeats=2, durable_cap=180.0, save_n=15, outside_n=15,
+)
+
+
+@dataclass
+class Recorder:
+    """Samples and notes of one system."""
+
+    samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    notes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        """Record one sample."""
+        self.samples[key].append(value)
+
+    def note(self, key: str, text: str) -> None:
+        """Attach a remark to a measure (shown under the table)."""
+        if text not in self.notes[key]:
+            self.notes[key].append(text)
+
+
+@dataclass
+class Context:
+    """Where a run keeps its files, and its plan."""
+
+    scratch: Path
+    plan: Plan
+    notebooks: dict[str, Path] = field(default_factory=dict)
+    digests: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    _roots: int = 0
+
+    def jitter(self, low: float, high: float) -> float:
+        """A pause drawn uniformly from [low, high] seconds."""
+        return self.rng.uniform(low, high)
+
+    def fresh_root(self, system: System, notebook: str) -> tuple[Path, Path]:
+        """A new empty root directory holding a copy of a notebook; return (root, copy)."""
+        self._roots += 1
+        root = self.scratch / "roots" / f"{system.name}-{self._roots:03d}"
+        root.mkdir(parents=True)
+        copy = root / f"nb{notebook}.ipynb"
+        shutil.copyfile(self.notebooks[notebook], copy)
+        return root, copy
+
+
+# -- notebooks -------------------------------------------------------------------------------
+
+
+def make_notebook(cells: int, png_bytes: int, seed: int = 7) -> dict[str, Any]:
+    """A valid nbformat 4.5 notebook: alternating code and markdown cells with small outputs,
+    or a PNG of ``png_bytes`` (random, so incompressible) on each code cell."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for i in range(cells):
+        if i % 2:
+            out.append({
+                "cell_type": "markdown", "id": f"cell-{i}", "metadata": {},
+                "source": f"## Section {i}\n\nSome prose about step {i}, *emphasised*.",
+            })
+            continue
+        outputs: list[dict[str, Any]] = [
+            {"name": "stdout", "output_type": "stream", "text": f"step {i} done\n"}
+        ]
+        if png_bytes:
+            png = base64.b64encode(rng.randbytes(png_bytes * 3 // 4)).decode()
+            outputs.append({
+                "data": {"image/png": png, "text/plain": [f"<Figure {i}>"]},
+                "metadata": {}, "output_type": "display_data",
+            })
+        out.append({
+            "cell_type": "code", "execution_count": i + 1, "id": f"cell-{i}", "metadata": {},
+            "outputs": outputs,
+            "source": f"x{i} = {i} * 2\nprint('step {i} done')\n# cell {i}",
+        })
+    return {
+        "cells": out,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def write_notebooks(ctx: Context) -> None:
+    """Write the benchmark notebooks once per run."""
+    folder = ctx.scratch / "notebooks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (cells, png) in NOTEBOOKS.items():
+        path = folder / f"nb{name}.ipynb"
+        nb = make_notebook(cells, png)
+        path.write_text(json.dumps(nb, indent=1) + "\n")
+        ctx.notebooks[name] = path
+        ctx.digests[name] = content_digest(nb)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def peers(dep: Deployment, notebook: Path, count: int) -> AsyncIterator[list[Peer]]:
+    """``count`` synced peers of a notebook, each opening the room as a client does."""
+    async with AsyncExitStack() as stack:
+        out = []
+        for i in range(count):
+            url = await dep.room_url(notebook)
+            out.append(await stack.enter_async_context(join(url, f"peer{i}")))
+        yield out
+
+
+def _text(x: Any) -> Any:
+    return "".join(x) if isinstance(x, list) else x
+
+
+def content_digest(nb: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """What must survive a load: each cell's id, type, source and output payloads."""
+    out = []
+    for cell in nb["cells"]:
+        outputs = tuple(
+            (o.get("output_type"), _text(o.get("text")),
+             tuple((k, _text(v)) for k, v in sorted(o.get("data", {}).items())))
+            for o in cell.get("outputs", [])
+        )
+        out.append((cell.get("id"), cell["cell_type"], _text(cell["source"]), outputs))
+    return out
+
+
+def check_content(peer: Peer, ctx: Context, size: str) -> None:
+    """Fail unless the synced document holds the whole notebook (a complete load)."""
+    expected = ctx.digests[size]
+    got = content_digest(peer.notebook.get())
+    if got != expected:
+        bad = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+                   min(len(got), len(expected)))
+        raise PeerError(f"{peer.name}: synced document differs from the {size} notebook "
+                        f"({len(got)} vs {len(expected)} cells, first difference at cell {bad})")
+
+
+def check_cells(peer: Peer, notebook: str) -> None:
+    """Fail unless the synced document has the notebook's cell count (cheap check)."""
+    expected = NOTEBOOKS[notebook][0]
+    got = len(peer.notebook.ycells)
+    if got != expected:
+        raise PeerError(f"{peer.name}: synced {got} cells, the notebook has {expected}")
+
+
+async def timed_join(dep: Deployment, notebook: Path, size: str, t0: float | None = None) -> float:
+    """Open the room and join one peer; seconds from ``t0`` (default: now) to synced."""
+    start = time.perf_counter() if t0 is None else t0
+    url = await dep.room_url(notebook)
+    async with join(url, "opener") as peer:
+        check_cells(peer, size)
+        return peer.synced_at - start
+
+
+async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Call ``check`` every 5 ms until it is true; return when it was first seen true."""
+    with anyio.move_on_after(timeout):
+        while True:
+            if await check():
+                return time.perf_counter()
+            await anyio.sleep(0.005)
+    raise TimeoutError(f"{what}: not seen within {timeout:g} s")
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Write a temporary file beside ``path``; the caller renames it into place."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(3)}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+# -- 1. open ---------------------------------------------------------------------------------
+
+
+async def open_time(system: System, ctx: Context, rec: Recorder) -> None:
+    """Cold and warm open of each notebook size."""
+    plan = ctx.plan
+    if system.shared_server:
+        root, warm_nb = ctx.fresh_root(system, "10")
+        async with system.launch(root, warm_nb) as dep:
+            await timed_join(dep, warm_nb, "10")  # warm-up: the server's first room
+            for size in NOTEBOOKS:
+                n = plan.cold_n_large if size == "10MB" else plan.cold_n
+                copies = []
+                for i in range(n):
+                    copy = root / f"cold{size}-{i}.ipynb"
+                    shutil.copyfile(ctx.notebooks[size], copy)
+                    copies.append(copy)
+                for i, copy in enumerate(copies):
+                    t0 = time.perf_counter()
+                    url = await dep.room_url(copy)
+                    async with join(url, "first") as first:
+                        check_cells(first, size)
+                        rec.add(f"open.cold.{size}", first.synced_at - t0)
+                        if i == 0:
+                            check_content(first, ctx, size)
+                            for _ in range(plan.warm_n):
+                                rec.add(f"open.warm.{size}", await timed_join(dep, copy, size))
+        for size in NOTEBOOKS:
+            for _ in range(plan.from_start_n):
+                root, nb = ctx.fresh_root(system, size)
+                async with system.launch(root, nb) as dep:
+                    rec.add(f"open.start.{size}", await timed_join(dep, nb, size, dep.spawned_at))
+        return
+
+    root, nb = ctx.fresh_root(system, "10")
+    async with system.launch(root, nb) as dep:  # warm-up: one launch, not recorded
+        await timed_join(dep, nb, "10")
+    for size in NOTEBOOKS:
+        n = plan.cold_n_large if size == "10MB" else plan.cold_n
+        for i in range(n):
+            root, nb = ctx.fresh_root(system, size)
+            async with system.launch(root, nb) as dep:
+                url = await dep.room_url(nb)
+                async with join(url, "first") as first:
+                    check_cells(first, size)
+                    cold = first.synced_at - dep.spawned_at
+                    rec.add(f"open.cold.{size}", cold)
+                    rec.add(f"open.start.{size}", cold)
+                    if i == 0:
+                        check_content(first, ctx, size)
+                        for _ in range(plan.warm_n):
+                            rec.add(f"open.warm.{size}", await timed_join(dep, nb, size))
+
+
+# -- 2. edit → peer latency ------------------------------------------------------------------
+
+
+async def edit_latency(system: System, ctx: Context, rec: Recorder) -> None:
+    """One writer types into cell 0; time until each other peer (and its own echo) has it."""
+    plan = ctx.plan
+    root, nb = ctx.fresh_root(system, "10")
+    async with system.launch(root, nb) as dep:
+        for k in plan.latency_receivers:
+            async with peers(dep, nb, k + 1) as group:
+                writer, receivers = group[0], group[1:]
+                for i in range(plan.latency_warmup + plan.latency_edits):
+                    msg, clock = writer.edit(0, "x")
+                    t = await writer.send(msg)
+                    seen = [await r.wait_clock(writer.client_id, clock, WAIT) for r in receivers]
+                    ack = await writer.wait_clock(writer.client_id, clock, WAIT)
+                    if i >= plan.latency_warmup:
+                        for s in seen:
+                            rec.add(f"latency.{k}.each", s - t)
+                        rec.add(f"latency.{k}.slowest", max(seen) - t)
+                        rec.add(f"latency.{k}.ack", ack - t)
+                    await anyio.sleep(0.005)
+
+
+# -- 3 + 4. burst, durability, store size ----------------------------------------------------
+
+
+async def wait_durable(
+    dep: Deployment, nb: Path, client_id: int, clock: int, cap: float, rec: Recorder
+) -> tuple[float, int]:
+    """When a store read first found ``clock`` of ``client_id`` (the read's start time), and
+    how many reads it took. Gives up after ``cap`` s, or 15 s without the store growing."""
+    start = time.perf_counter()
+    last_growth, last_state = start, (-1, -1)
+    reads = 0
+    while True:
+        t = time.perf_counter()
+        stored = await anyio.to_thread.run_sync(dep.stored_clock, nb, client_id)
+        reads += 1
+        if stored >= clock:
+            return t, reads
+        state = (stored, file_size(dep.store_files()))
+        if state != last_state:
+            last_growth, last_state = t, state
+        if t - last_growth > 15.0:
+            rec.note("burst.durable", f"store stopped growing at clock {stored} of {clock}: "
+                     "updates lost")
+            return float("inf"), reads
+        if t - start > cap:
+            rec.note("burst.durable", f"not all in the store after the {cap:g} s cap "
+                     f"(clock {stored} of {clock}); the cap is recorded")
+            return t, reads
+        await anyio.sleep(0.1)
+
+
+async def burst(system: System, ctx: Context, rec: Recorder) -> None:
+    """A burst of single-character edits: throughput to every peer, durability, store size."""
+    plan = ctx.plan
+    for _ in range(plan.burst_repeats):
+        root, nb = ctx.fresh_root(system, "100")
+        nb_bytes = nb.stat().st_size
+        async with system.launch(root, nb) as dep, peers(dep, nb, plan.burst_receivers + 1) as g:
+            writer, receivers = g[0], g[1:]
+            wid = writer.client_id
+            for _ in range(20):  # warm-up
+                msg, clock = writer.edit(0, "w")
+                await writer.send(msg)
+            for r in g:
+                await r.wait_clock(wid, clock, WAIT)
+            t0 = time.perf_counter()
+            for _ in range(plan.burst_edits):
+                msg, clock = writer.edit(0, "x")
+                await writer.ws.send(msg)
+            t_sent = time.perf_counter()
+            cap = plan.durable_cap
+            t_all = max([await r.wait_clock(wid, clock, cap) for r in receivers])
+            t_ack = await writer.wait_clock(wid, clock, cap)
+            durable, reads = await wait_durable(dep, nb, wid, clock, cap, rec)
+            if reads == 1:
+                rec.note("burst.durable_lag", "the first store read after the last echo "
+                         "already held every edit")
+            rec.add("burst.throughput", plan.burst_edits / (t_all - t0))
+            rec.add("burst.send", plan.burst_edits / (t_sent - t0))
+            rec.add("burst.ack", t_ack - t0)
+            rec.add("burst.durable", durable - t0)
+            rec.add("burst.durable_lag", durable - t_ack)
+            store_at_durable = file_size(dep.store_files())
+            await anyio.sleep(3.0)  # let autosave and any compaction run
+            store = file_size(dep.store_files())
+            rec.add("store.ratio", store / nb_bytes)
+            rec.info.setdefault("store", []).append({
+                "notebook_bytes": nb_bytes, "store_bytes_at_durable": store_at_durable,
+                "store_bytes_settled": store,
+                "files": {p.name: p.stat().st_size for p in dep.store_files() if p.exists()},
+                "notebook_bytes_after": nb.stat().st_size,
+                "store_reads_until_durable": reads,
+            })
+
+
+# -- 5. save ---------------------------------------------------------------------------------
+
+
+async def save_latency(system: System, ctx: Context, rec: Recorder) -> None:
+    """Time from an edit leaving a peer to the .ipynb on disk containing it."""
+    root, nb = ctx.fresh_root(system, "10")
+    async with system.launch(root, nb) as dep, peers(dep, nb, 1) as (writer,):
+        for i in range(1 + ctx.plan.save_n):  # the first is a warm-up
+            marker = f"saved{i}z{secrets.token_hex(4)}".encode()
+            msg, _ = writer.edit(1, marker.decode() + " ", at=0)
+
+            async def on_disk(m: bytes = marker) -> bool:
+                return m in await anyio.Path(nb).read_bytes()
+
+            t0 = await writer.send(msg)
+            t = await poll(on_disk, WAIT, f"{system.name}: save of an edit")
+            if i:
+                rec.add("save", t - t0)
+            await anyio.sleep(ctx.jitter(0.3, 1.0))
+
+
+# -- 6. outside change -----------------------------------------------------------------------
+
+
+def _source_contains(peer: Peer, cell: int, text: str) -> Callable[[], bool]:
+    return lambda: text in str(peer.cell_source(cell))
+
+
+async def outside_change(system: System, ctx: Context, rec: Recorder) -> None:
+    """Replace the .ipynb atomically with a changed cell; time until a peer sees it."""
+    root, nb = ctx.fresh_root(system, "10")
+    async with system.launch(root, nb) as dep, peers(dep, nb, 1) as (peer,):
+        await anyio.sleep(2.0)  # let the system settle after opening (watchers, first save)
+        for i in range(1 + ctx.plan.outside_n):  # the first is a warm-up
+            marker = f"outside{i}z{secrets.token_hex(4)}"
+            data = json.loads(await anyio.Path(nb).read_text())
+            data["cells"][2]["source"] = f"# changed {marker}\nprint('outside')"
+            tmp = await anyio.to_thread.run_sync(
+                write_atomically, nb, json.dumps(data, indent=1) + "\n"
+            )
+            waiter = peer.expect(_source_contains(peer, 2, marker))
+            t0 = time.perf_counter()
+            os.replace(tmp, nb)
+            t = await peer.wait(waiter, WAIT)
+            if i:
+                rec.add("outside", t - t0)
+            # Past any poll period and autosave; random so samples are not phase-locked to a
+            # system's polling timer.
+            await anyio.sleep(ctx.jitter(2.0, 3.0))
+
+
+WORKLOADS: dict[str, Callable[[System, Context, Recorder], Awaitable[None]]] = {
+    "open": open_time,
+    "latency": edit_latency,
+    "burst": burst,
+    "save": save_latency,
+    "outside": outside_change,
+}
