@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import nbformat
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -281,3 +283,43 @@ async def test_store_stays_within_twice_the_notebook_after_a_burst(tmp_path: Pat
             assert store <= 2 * notebook_size, (store, notebook_size)
         assert stats["committed_updates"] >= 1
         assert stats["commits"] < 10_000, "every edit was its own commit: no group commit"
+
+
+async def test_continuous_changes_are_still_saved_every_few_seconds(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", [""])
+    with running_sidecar(nb, tmp_path, "--save-delay", "1", "--save-max-interval", "2") as sc:
+        async with NotebookPeer.connect(sc.url, sc.token) as peer:
+            text = peer.notebook.ycells[0]["source"]
+            saved_while_typing: list[str] = []
+            # Someone types a character every 0.25 s, never pausing a full second: the
+            # debounce alone would never save; the maximum interval must.
+            with anyio.move_on_after(6):
+                while not saved_while_typing:
+                    text.insert(len(text), "x")
+                    await peer.flush()
+                    with anyio.move_on_after(0.25):
+                        await wait_for_file(nb, lambda: _cells_on_disk(nb)[0] != "")
+                        saved_while_typing.append(_cells_on_disk(nb)[0])
+            assert saved_while_typing, "nothing was saved in 6 s of continuous typing"
+            assert len(saved_while_typing[0]) < 6 / 0.25
+
+
+async def test_a_peer_vanishing_mid_message_leaves_the_room_intact(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as good:
+            reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port)
+            writer.write(
+                f"GET /?token={sidecar.token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            await writer.drain()
+            assert b"101" in await reader.readline()
+            # Half a binary frame announcing 1000 bytes, then the TCP connection drops.
+            writer.write(bytes([0x82, 0xFE, 0x03, 0xE8, 1, 2, 3, 4]) + b"\x00\x02" * 10)
+            await writer.drain()
+            writer.transport.abort()
+            good.notebook.set_cell(0, source="x = 'still fine'")
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as late:
+                await late.wait_until(lambda p: _source(p, 0) == "x = 'still fine'")
