@@ -150,9 +150,10 @@ class CollabProvisioner(KernelProvisionerBase):
                 k: (v.decode() if isinstance(v, bytes) else v)
                 for k, v in dict(self.connection_info).items()
             }
-            await self.sidecar.request(
+            reply = await self.sidecar.request(
                 {"type": "attach_kernel", "kernel_id": self.kernel_id, "connection_info": info}
             )
+            self.sidecar.document_id = reply.get("document_id")
         except SidecarError as exc:
             await self.inner.kill()
             await self.inner.cleanup(restart=False)

@@ -46,6 +46,7 @@ class SidecarHandle:
     admin_token: str
     kernel_ids: set[str] = field(default_factory=set)
     runtime_file: Path | None = None
+    document_id: str | None = None
 
     @property
     def alive(self) -> bool:

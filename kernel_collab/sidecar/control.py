@@ -35,9 +35,56 @@ class KernelControl:
         self.queue = queue
         self._stop = stop
         self.shut_down = False
+        self._pending_actor: tuple[str, dict[str, Any], float] | None = None
         room.admin_handlers["attach_kernel"] = self._attach
         room.admin_handlers["detach_kernel"] = self._detach
+        room.admin_handlers["room_info"] = self._room_info
+        room.request_handlers["kernel_action"] = self._kernel_action
         room.peer_listeners.append(self._maybe_stop)
+
+    def _identity(self) -> dict[str, Any]:
+        state = self.room.notebook.ystate
+        return {
+            "document_id": state.get("document_id"),
+            "path": state.get("path"),
+            "epoch": self.room.status.get("epoch"),
+        }
+
+    async def _room_info(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+        status = self.room.status
+        return {
+            "ok": True,
+            **self._identity(),
+            "kernel_id": self.bridge.kernel_id if self.bridge.attached else None,
+            "kernel_status": status.get("kernel_status"),
+            "queue": status.get("queue") or [],
+            "running": status.get("running"),
+            "peers": [p.public_identity for p in self.room.peers if not p.admin],
+        }
+
+    async def _kernel_action(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        """A person interrupts or restarts the kernel (the server does it, we record who)."""
+        action = request.get("action")
+        if action not in ("interrupt", "restart"):
+            raise RequestError("kernel_action needs action 'interrupt' or 'restart'")
+        if not peer.may("execute"):
+            raise RequestError(f"{peer.identity.get('name', 'you')} may not {action} the kernel")
+        by = peer.public_identity
+        self._pending_actor = (str(action), by, time.time())
+        if action == "interrupt":
+            self.room.set_status("last_kernel_event", {
+                "event": "interrupt", "by": by, "at": time.time(),
+                "kernel_id": self.bridge.kernel_id})  # fmt: skip
+            self.queue.clear(f"interrupted by {by.get('name') or by.get('username')}")
+        return {"ok": True}
+
+    def _actor(self, action: str) -> dict[str, Any]:
+        """Who asked for ``action`` through our routes in the last minute, else unknown."""
+        pending = self._pending_actor
+        if pending is not None and pending[0] == action and time.time() - pending[2] < 60:
+            self._pending_actor = None
+            return pending[1]
+        return {"name": "unknown"}
 
     async def _attach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         kernel_id, info = request.get("kernel_id"), request.get("connection_info")
@@ -49,11 +96,11 @@ class KernelControl:
             raise RequestError(f"cannot connect to kernel {kernel_id}: {exc}") from exc
         self.shut_down = False
         self.queue.wake()
-        return {"ok": True}
+        return {"ok": True, **self._identity()}
 
     async def _detach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         reason = str(request.get("reason", "shutdown"))
-        by = request.get("by") or {"name": "unknown"}
+        by = request.get("by") or self._actor(reason)
         event = {"event": reason, "by": by, "at": time.time(), "kernel_id": self.bridge.kernel_id}
         self.room.set_status("last_kernel_event", event)
         self.bridge.detach(reason)

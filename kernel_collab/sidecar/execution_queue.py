@@ -45,10 +45,12 @@ class ExecutionQueue:
     # -- requests ----------------------------------------------------------------------------
 
     async def _handle_execute(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        if not peer.may("execute"):
+            raise RequestError(f"{peer.identity.get('name', 'you')} may not run cells here")
         cell_id = request.get("cell_id")
         if not isinstance(cell_id, str):
             raise RequestError("execute needs a cell_id (string)")
-        position = self.enqueue(cell_id, peer.identity)
+        position = self.enqueue(cell_id, peer.public_identity)
         return {"ok": True, "cell_id": cell_id, "position": position}
 
     def enqueue(self, cell_id: str, by: dict[str, Any]) -> int:

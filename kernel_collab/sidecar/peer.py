@@ -20,6 +20,8 @@ CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
 """Reconnect: the peer fell behind or the sidecar is restarting."""
+CLOSE_READ_ONLY = 4403
+"""The peer may not edit: drop local changes and reload the document."""
 
 
 class Transport(Protocol):
@@ -56,6 +58,17 @@ class Peer:
         self._recv: MemoryObjectReceiveStream[bytes]
         self._send, self._recv = anyio.create_memory_object_stream[bytes](queue_size)
         self._close_code = 1000
+
+    def may(self, permission: str) -> bool:
+        """Whether this peer's identity grants ``write`` or ``execute``."""
+        permissions = self.identity.get("permissions") or {}
+        return bool(permissions.get(permission, False))
+
+    @property
+    def public_identity(self) -> dict[str, Any]:
+        """What others may see of this peer (no permissions, nothing secret)."""
+        keys = ("username", "name", "display_name", "initials", "color", "avatar_url")
+        return {k: self.identity[k] for k in keys if k in self.identity}
 
     def send(self, message: bytes) -> None:
         """Queue a message; disconnect the peer if it has fallen too far behind."""

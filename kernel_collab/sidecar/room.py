@@ -10,6 +10,7 @@ commit of everything it contains for the same reason.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import wire
 from .docstore import DocumentStore
-from .peer import CLOSE_PROTOCOL_ERROR, Peer
+from .peer import CLOSE_PROTOCOL_ERROR, CLOSE_READ_ONLY, Peer
 
 EMPTY_UPDATE = b"\x00\x00"
 STATE_KEY = "kernel_collab"
@@ -64,6 +65,7 @@ class Room(LoggingConfigurable):
         self.peer_listeners: list[Callable[[], None]] = []
         """Called after a peer leaves."""
         self.change_listeners: list[Callable[[], None]] = []
+        self._awareness_owner: dict[int, Peer] = {}
         self._pending: list[bytes] = []
         self._applied_seq = 0
         self._committed_seq = 0
@@ -195,6 +197,9 @@ class Room(LoggingConfigurable):
         message = wire.decode(data)
         kind = message.kind
         if kind in (wire.Kind.SYNC_UPDATE, wire.Kind.SYNC_STEP2):
+            if message.payload != EMPTY_UPDATE and not peer.may("write"):
+                peer.close(CLOSE_READ_ONLY, "read-only: your edits were refused; reload")
+                return
             if message.payload != EMPTY_UPDATE:
                 try:
                     self.doc.apply_update(message.payload)
@@ -216,13 +221,38 @@ class Room(LoggingConfigurable):
 
     def _receive_awareness(self, peer: Peer, data: bytes, update: bytes) -> None:
         entries = wire.parse_awareness_clients(update)
-        for client_id, _clock, state in entries:
+        kept = []
+        for client_id, clock, state in entries:
+            owner = self._awareness_owner.get(client_id)
+            if owner is not None and owner is not peer and owner in self.peers:
+                self.log.warning(
+                    "dropped awareness of client %d from %s: it belongs to %s",
+                    client_id, peer.name, owner.name,
+                )  # fmt: skip
+                continue
+            self._awareness_owner[client_id] = peer
             if state:
                 peer.awareness_ids.add(client_id)
+            kept.append((client_id, clock, self._stamp(peer, state)))
+        if not kept:
+            return
+        update = wire.encode_awareness(kept)
         self.awareness.apply_awareness_update(update, origin=peer)
+        message = create_awareness_message(update)
         for other in list(self.peers):
             if other is not peer:
-                other.send(data)
+                other.send(message)
+
+    @staticmethod
+    def _stamp(peer: Peer, state: str) -> str:
+        """A peer's awareness state with ``user`` set from its authenticated identity."""
+        if not state or state == "null":
+            return state
+        value = json.loads(state)
+        if not isinstance(value, dict) or peer.identity.get("anonymous"):
+            return state
+        value["user"] = {**(value.get("user") or {}), **peer.public_identity}
+        return json.dumps(value, separators=(",", ":"))
 
     async def _receive_request(self, peer: Peer, request: dict[str, Any]) -> None:
         rtype = request.get("type")

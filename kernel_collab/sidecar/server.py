@@ -93,8 +93,11 @@ class SyncServer:
     async def _handle(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        admin = self._is_admin(request)
-        identity = _identity(request, admin)
+        trusted = self._is_admin(request)
+        identity = _identity(request, trusted)
+        # A trusted connection speaking for a person (the server's proxy) is that person,
+        # with that person's permissions; only one speaking for nobody is an admin.
+        admin = trusted and request.headers.get(IDENTITY_HEADER) is None
         peer = Peer(
             connection,
             name=f"{identity.get('username', 'peer')}#{next(self._ids)}",
@@ -137,9 +140,14 @@ IDENTITY_HEADER = "X-Kernel-Collab-Identity"
 """JSON identity of the person behind an admin (server extension) connection."""
 
 
-def _identity(request: Request, admin: bool) -> dict[str, Any]:
-    """Who a connection speaks for: set by trusted connections, anonymous otherwise."""
-    if admin:
+def _identity(request: Request, trusted: bool) -> dict[str, Any]:
+    """Who a connection speaks for: set by trusted connections, anonymous otherwise.
+
+    An identity is ``{"username", "name", "display_name", "initials", "color", ...,
+    "permissions": {"write": bool, "execute": bool}}``; direct peers with the sidecar's token
+    may write and execute (they hold the kernel's own secret).
+    """
+    if trusted:
         raw = request.headers.get(IDENTITY_HEADER)
         if raw:
             try:
@@ -147,11 +155,14 @@ def _identity(request: Request, admin: bool) -> dict[str, Any]:
             except json.JSONDecodeError:
                 value = None
             if isinstance(value, dict):
+                value.setdefault("permissions", {"write": False, "execute": False})
                 return value
-        return {"username": "kernel_collab", "name": "kernel_collab"}
+        return {"username": "kernel_collab", "name": "kernel_collab",
+                "permissions": {"write": True, "execute": True}}  # fmt: skip
     query = parse_qs(urlsplit(request.path).query)
     name = query.get("name", ["Anonymous"])[0][:64]
-    return {"username": "anonymous", "name": name, "anonymous": True}
+    return {"username": "anonymous", "name": name, "display_name": name, "anonymous": True,
+            "permissions": {"write": True, "execute": True}}  # fmt: skip
 
 
 async def _ignore_closed(fn: Callable[[], Awaitable[None]]) -> None:

@@ -119,6 +119,15 @@ def encode_request(obj: dict[str, Any]) -> bytes:
     return write_var_uint(REQUEST) + write_var_uint(len(payload)) + payload
 
 
+def encode_awareness(entries: list[tuple[int, int, str]]) -> bytes:
+    """Encode ``(client_id, clock, state_json)`` entries as an awareness update."""
+    out = bytearray(write_var_uint(len(entries)))
+    for client_id, clock, state in entries:
+        raw = state.encode()
+        out += write_var_uint(client_id) + write_var_uint(clock) + write_var_uint(len(raw)) + raw
+    return bytes(out)
+
+
 def parse_awareness_clients(update: bytes) -> list[tuple[int, int, str]]:
     """Return ``(client_id, clock, state_json)`` for each entry of an awareness update."""
     count, pos = read_var_uint(update, 0)

@@ -1,0 +1,1 @@
+"""kernel_collab's Jupyter server extension: authenticated rooms keyed by notebook."""

@@ -1,0 +1,83 @@
+"""Loading the server extension: configuration, checks, routes."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from jupyter_server.services.contents.filemanager import (
+    AsyncFileContentsManager,
+    FileContentsManager,
+)
+from jupyter_server.utils import url_path_join
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+from ..provisioner.notebook_path import NOTEBOOK_ENV
+from .handlers import ExecuteHandler, KernelActionHandler, RoomHandler, SyncHandler
+from .rooms import RoomManager
+
+EXECUTE_ROUTE = r"/api/kernels/(?P<kernel_id>[\w-]+)/execute"
+
+
+class KernelCollabServer(Configurable):
+    """Configuration of kernel_collab's server extension."""
+
+    kernel_name = Unicode(
+        "python3-collab",
+        help="Kernelspec used when a room is opened for a notebook with no session.",
+    ).tag(config=True)
+
+
+def load(serverapp: Any) -> None:
+    """Check the server can host rooms, then register the routes."""
+    config = KernelCollabServer(parent=serverapp)
+    contents = serverapp.contents_manager
+    if not isinstance(contents, FileContentsManager | AsyncFileContentsManager):
+        raise RuntimeError(
+            f"kernel_collab needs a file-based ContentsManager (the sidecar writes the "
+            f".ipynb itself); this server uses {type(contents).__name__}"
+        )
+    web_app = serverapp.web_app
+    base = web_app.settings["base_url"]
+    execute = url_path_join(base, EXECUTE_ROUTE)
+    for rule in web_app.wildcard_router.rules:
+        matcher = getattr(rule.matcher, "regex", None)
+        if (
+            matcher is not None
+            and "execute" in matcher.pattern  # not a catch-all such as the 404 page
+            and matcher.match(url_path_join(base, "/api/kernels/x/execute"))
+        ):
+            raise RuntimeError(
+                f"another extension already serves {execute} ({rule.target}); kernel_collab "
+                "would clash with it: disable one of them"
+            )
+    rooms = RoomManager(serverapp, config.kernel_name)
+    web_app.settings["kernel_collab_rooms"] = rooms
+    _pass_notebook_paths(serverapp)
+    path = r"(?P<path>(?:[^/]+/)*[^/]+\.ipynb)"
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, rf"/api/kernel-collab/rooms/{path}/(?P<action>interrupt|restart)"),
+         KernelActionHandler),
+        (url_path_join(base, rf"/api/kernel-collab/rooms/{path}"), RoomHandler),
+        (url_path_join(base, r"/api/kernel-collab/sync/(?P<document_id>[\w-]+)"), SyncHandler),
+        (execute, ExecuteHandler),
+    ])  # fmt: skip
+    serverapp.log.info("kernel_collab: server extension loaded (rooms keyed by notebook)")
+
+
+def _pass_notebook_paths(serverapp: Any) -> None:
+    """Give each notebook session's kernel the real notebook path (``JPY_SESSION_NAME`` is
+    wrong when a session's name is not its file's name)."""
+    sessions = serverapp.session_manager
+    original = sessions.get_kernel_env
+    root = os.path.abspath(serverapp.root_dir)
+
+    def get_kernel_env(path: str | None, name: Any = None) -> dict[str, str]:
+        env: dict[str, str] = original(path, name)
+        if path and re.search(r"\.ipynb$", path):
+            env[NOTEBOOK_ENV] = os.path.join(root, path.lstrip("/"))
+        return env
+
+    sessions.get_kernel_env = get_kernel_env

@@ -1,0 +1,239 @@
+"""HTTP and WebSocket routes of the server extension.
+
+- ``PUT /api/kernel-collab/rooms/{path}``: ensure the room → ``{document_id, path, kernel_id,
+  session_id}``; ``GET`` the same plus peers, queue and status (404 when there is none).
+- ``POST /api/kernel-collab/rooms/{path}/{interrupt|restart}``: done by a named person.
+- WebSocket ``/api/kernel-collab/sync/{document_id}``: y-websocket sync and awareness,
+  proxied to the sidecar on loopback, stamped with the person's identity and permissions.
+- ``POST /api/kernels/{kernel_id}/execute`` with ``{"cell_id", "document_id"}``: queue a cell.
+
+Reading needs ``contents:read``, editing ``contents:write``, running ``kernels:execute``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from ..provisioner.sidecars import SidecarError, SidecarHandle
+from ..sidecar.peer import CLOSE_TRY_AGAIN
+from .rooms import RoomManager, ask_as, identity_headers, identity_of
+
+CLOSE_NOT_FOUND = 4404
+
+
+class _Base(APIHandler):
+    @property
+    def rooms(self) -> RoomManager:
+        return self.settings["kernel_collab_rooms"]  # type: ignore[no-any-return]
+
+    async def _allowed(self, action: str, resource: str) -> bool:
+        return bool(
+            await ensure_async(self.authorizer.is_authorized(self, self.current_user, action,
+                                                             resource))
+        )
+
+    async def require(self, action: str, resource: str) -> None:
+        """403 unless the current user may ``action`` on ``resource``."""
+        if not await self._allowed(action, resource):
+            raise web.HTTPError(403, f"you need {resource}:{action} for this")
+
+    async def identity(self) -> dict[str, Any]:
+        """The current user as the sidecar sees them, with their permissions."""
+        return identity_of(
+            self.current_user,
+            write=await self._allowed("write", "contents"),
+            execute=await self._allowed("execute", "kernels"),
+        )
+
+    async def room_model(self, handle: SidecarHandle, api_path: str,
+                         session: dict[str, Any] | None) -> dict[str, Any]:
+        """What the room routes return."""
+        try:
+            info = await handle.request({"type": "room_info"})
+        except SidecarError as exc:
+            raise web.HTTPError(503, str(exc)) from exc
+        return {
+            "document_id": info.get("document_id"),
+            "path": api_path,
+            "kernel_id": info.get("kernel_id"),
+            "session_id": (session or {}).get("id"),
+            "epoch": info.get("epoch"),
+            "kernel_status": info.get("kernel_status"),
+            "queue": info.get("queue", []),
+            "running": info.get("running"),
+            "peers": info.get("peers", []),
+        }
+
+
+class RoomHandler(_Base):
+    """``GET``/``PUT /api/kernel-collab/rooms/{path}``."""
+
+    @web.authenticated
+    async def get(self, path: str) -> None:
+        """The room of a notebook (404 when none is open)."""
+        await self.require("read", "contents")
+        api_path = self.rooms.api_path(path)
+        handle = self.rooms.handle_for_path(api_path)
+        if handle is None:
+            raise web.HTTPError(404, f"no collaborative room is open for {api_path}")
+        session = await self.rooms.session_for(api_path)
+        self.finish(json.dumps(await self.room_model(handle, api_path, session)))
+
+    @web.authenticated
+    async def put(self, path: str) -> None:
+        """Ensure the room, starting the collaborative session if none runs."""
+        await self.require("read", "contents")
+        api_path = self.rooms.api_path(path)
+        if self.rooms.handle_for_path(api_path) is None:
+            await self.require("write", "sessions")
+        handle, session = await self.rooms.ensure(api_path)
+        self.finish(json.dumps(await self.room_model(handle, api_path, session)))
+
+
+class KernelActionHandler(_Base):
+    """``POST /api/kernel-collab/rooms/{path}/{interrupt|restart}``: recorded with who did it."""
+
+    @web.authenticated
+    async def post(self, path: str, action: str) -> None:
+        """Interrupt or restart the room's kernel on behalf of the current user."""
+        await self.require("execute", "kernels")
+        api_path = self.rooms.api_path(path)
+        handle = self.rooms.handle_for_path(api_path)
+        session = await self.rooms.session_for(api_path)
+        if handle is None or session is None:
+            raise web.HTTPError(404, f"no collaborative kernel runs for {api_path}")
+        reply = await ask_as(handle, await self.identity(),
+                             {"type": "kernel_action", "action": action})
+        if not reply.get("ok"):
+            raise web.HTTPError(403, str(reply.get("error")))
+        kernel_id = session["kernel"]["id"]
+        manager: Any = self.kernel_manager
+        if action == "interrupt":
+            await ensure_async(manager.interrupt_kernel(kernel_id))
+        else:
+            await ensure_async(manager.restart_kernel(kernel_id))
+        self.finish(json.dumps({"ok": True, "kernel_id": kernel_id, "action": action}))
+
+
+class ExecuteHandler(_Base):
+    """``POST /api/kernels/{kernel_id}/execute`` — JupyterLab's server-side cell executor."""
+
+    @web.authenticated
+    async def post(self, kernel_id: str) -> None:
+        """Queue a cell of the document on the kernel's shared queue."""
+        await self.require("execute", "kernels")
+        body = self.get_json_body() or {}
+        cell_id, document_id = body.get("cell_id"), body.get("document_id")
+        if not isinstance(cell_id, str) or not isinstance(document_id, str):
+            raise web.HTTPError(400, "the body needs cell_id and document_id")
+        handle = self.rooms.handle_for_kernel(kernel_id)
+        if handle is None:
+            raise web.HTTPError(404, f"kernel {kernel_id} is not a collaborative kernel")
+        if handle.document_id != document_id:
+            raise web.HTTPError(
+                400, f"document {document_id} is not the notebook of kernel {kernel_id}"
+            )
+        reply = await ask_as(handle, await self.identity(),
+                             {"type": "execute", "cell_id": cell_id})
+        if not reply.get("ok"):
+            raise web.HTTPError(400, str(reply.get("error")))
+        self.set_status(202)
+        self.finish(json.dumps({"cell_id": cell_id, "position": reply.get("position")}))
+
+
+class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """The y-websocket endpoint, proxied to the document's sidecar."""
+
+    auth_resource = "contents"
+    upstream: ClientConnection | None = None
+
+    def set_default_headers(self) -> None:
+        """No API headers on a WebSocket."""
+
+    @ws_authenticated
+    async def get(self, document_id: str) -> None:
+        """Authorize, find the sidecar, then upgrade."""
+        rooms: RoomManager = self.settings["kernel_collab_rooms"]
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "read", "contents")
+        )
+        if not allowed:
+            raise web.HTTPError(403, "you need contents:read to join this notebook")
+        handle = rooms.handle_for_document(document_id)
+        if handle is None:
+            raise web.HTTPError(404, f"no open room for document {document_id}")
+        write = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "write", "contents")
+        )
+        execute = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "execute", "kernels")
+        )
+        identity = identity_of(self.current_user, write=bool(write), execute=bool(execute))
+        try:
+            self.upstream = await ws_connect(
+                f"{handle.url}?token={handle.admin_token}",
+                additional_headers=identity_headers(identity),
+                max_size=None,
+                compression=None,
+            )
+        except OSError as exc:
+            raise web.HTTPError(503, f"the notebook's sidecar is unreachable: {exc}") from exc
+        await super().get(document_id)
+
+    async def open(self, document_id: str) -> None:
+        """Start relaying the sidecar's messages to the browser.
+
+        Tornado has no task groups: the relay task belongs to this connection, is cancelled
+        in :meth:`on_close`, and closes the upstream connection when it ends.
+        """
+        super().open()
+        assert self.upstream is not None
+        self._relay = asyncio.ensure_future(self._relay_down(self.upstream))
+
+    async def _relay_down(self, upstream: ClientConnection) -> None:
+        try:
+            await self._relay_messages(upstream)
+        finally:
+            await upstream.close()
+
+    async def _relay_messages(self, upstream: ClientConnection) -> None:
+        code, reason = CLOSE_TRY_AGAIN, "the notebook's sidecar went away; reconnect"
+        try:
+            async for data in upstream:
+                self.write_message(data, binary=isinstance(data, bytes))
+        except ConnectionClosed:
+            pass
+        except WebSocketClosedError:
+            return
+        upstream_code = upstream.close_code or 0
+        if upstream_code in (1002, 1009) or upstream_code >= 4000:  # the peer's own fault
+            code, reason = upstream_code, upstream.close_reason or reason
+        self.close(code, reason)
+
+    async def on_message(self, message: str | bytes) -> None:
+        """Forward a browser message to the sidecar, in order."""
+        if self.upstream is None:
+            return
+        try:
+            await self.upstream.send(message)
+        except ConnectionClosed:
+            self.close(CLOSE_TRY_AGAIN, "the notebook's sidecar went away; reconnect")
+
+    def on_close(self) -> None:
+        """The browser left: stop relaying (which closes the upstream connection)."""
+        self.upstream = None
+        relay = getattr(self, "_relay", None)
+        if relay is not None:
+            relay.cancel()

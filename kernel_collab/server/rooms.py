@@ -1,0 +1,139 @@
+"""Rooms keyed by notebook: finding a notebook's sidecar, or starting its collaborative session.
+
+The provisioner's registry (``kernel_collab.provisioner.sidecars.REGISTRY``) is the source of
+truth for which sidecar serves which notebook; this module adds what the server knows:
+sessions, kernels, paths under the server root, and who is asking.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.auth.identity import User
+from tornado import web
+from websockets.asyncio.client import connect as ws_connect
+
+from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
+from ..sidecar import wire
+from ..sidecar.server import IDENTITY_HEADER
+
+COLLAB_PROVISIONER = "kernel-collab"
+
+
+def identity_of(user: User, *, write: bool, execute: bool) -> dict[str, Any]:
+    """The identity the sidecar stamps on a person's connection."""
+    return {
+        "username": user.username,
+        "name": user.name or user.username,
+        "display_name": user.display_name or user.name or user.username,
+        "initials": user.initials,
+        "color": user.color,
+        "avatar_url": user.avatar_url,
+        "permissions": {"write": write, "execute": execute},
+    }
+
+
+def identity_headers(identity: dict[str, Any]) -> dict[str, str]:
+    """Headers of a proxied connection speaking for a person."""
+    return {IDENTITY_HEADER: json.dumps(identity, separators=(",", ":"))}
+
+
+async def ask_as(handle: SidecarHandle, identity: dict[str, Any], request: dict[str, Any],
+                 timeout: float = 30) -> dict[str, Any]:
+    """Send one request to a sidecar on behalf of a person and return its reply."""
+    url = f"{handle.url}?token={handle.admin_token}"
+    async with ws_connect(url, additional_headers=identity_headers(identity)) as ws:
+        await ws.send(wire.encode_request(request))
+        async for data in ws:
+            if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
+                reply = wire.decode(data).request
+                assert reply is not None
+                return reply
+    raise SidecarError(f"sidecar for {handle.notebook} closed before replying")
+
+
+class RoomManager:
+    """Finds and opens rooms for the server extension."""
+
+    def __init__(self, serverapp: Any, kernel_name: str):
+        self.serverapp = serverapp
+        self.kernel_name = kernel_name
+        self.root = Path(serverapp.root_dir).resolve()
+
+    def api_path(self, path: str) -> str:
+        """Normalise a notebook path from a URL; refuse one that leaves the server root."""
+        path = path.strip("/")
+        normal = posixpath.normpath(path) if path else ""
+        if not normal or normal.startswith("..") or normal.startswith("/") or "\\" in normal:
+            raise web.HTTPError(400, f"invalid notebook path {path!r}")
+        if not normal.endswith(".ipynb"):
+            raise web.HTTPError(400, f"{normal} is not a notebook (.ipynb)")
+        absolute = (self.root / normal).resolve()
+        if not absolute.is_relative_to(self.root):
+            raise web.HTTPError(403, f"{normal} is outside the server root")
+        return normal
+
+    def absolute(self, api_path: str) -> Path:
+        """The file of an API path."""
+        return (self.root / api_path).resolve()
+
+    def handle_for_path(self, api_path: str) -> SidecarHandle | None:
+        """The live sidecar of a notebook, if any."""
+        return REGISTRY.get(self.absolute(api_path))
+
+    def handle_for_document(self, document_id: str) -> SidecarHandle | None:
+        """The live sidecar serving a document id, if any."""
+        for handle in list(REGISTRY.handles.values()):
+            if handle.alive and handle.document_id == document_id:
+                return handle
+        return None
+
+    def handle_for_kernel(self, kernel_id: str) -> SidecarHandle | None:
+        """The live sidecar a kernel is attached to, if any."""
+        for handle in list(REGISTRY.handles.values()):
+            if handle.alive and kernel_id in handle.kernel_ids:
+                return handle
+        return None
+
+    async def session_for(self, api_path: str) -> dict[str, Any] | None:
+        """The server's session on a notebook path, if one exists."""
+        for session in await self.serverapp.session_manager.list_sessions():
+            if session.get("path") == api_path and session.get("kernel"):
+                return dict(session)
+        return None
+
+    def is_collaborative(self, kernel_id: str) -> bool:
+        """Whether a kernel was started by the collaborative provisioner."""
+        try:
+            km = self.serverapp.kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            return False
+        provisioner = getattr(km, "provisioner", None)
+        return type(provisioner).__name__ == "CollabProvisioner"
+
+    async def ensure(self, api_path: str) -> tuple[SidecarHandle, dict[str, Any]]:
+        """The notebook's room, starting the collaborative session if none runs."""
+        if not self.absolute(api_path).is_file():
+            raise web.HTTPError(404, f"no notebook at {api_path}")
+        session = await self.session_for(api_path)
+        if session is not None and not self.is_collaborative(session["kernel"]["id"]):
+            raise web.HTTPError(
+                409,
+                f"{api_path} already has a session on kernel {session['kernel']['name']!r}, "
+                "which is not collaborative; change its kernel to open it collaboratively",
+            )
+        handle = self.handle_for_path(api_path)
+        if session is None or handle is None or not handle.kernel_ids:
+            session = await self.serverapp.session_manager.create_session(
+                path=api_path,
+                name=posixpath.basename(api_path),
+                type="notebook",
+                kernel_name=self.kernel_name,
+            )
+            handle = self.handle_for_path(api_path)
+        if handle is None:
+            raise web.HTTPError(500, f"the collaborative session for {api_path} has no sidecar")
+        return handle, dict(session)

@@ -1,0 +1,147 @@
+"""The server extension through a real Jupyter server: rooms, the sync proxy, execute."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tests.files import write_notebook
+from tests.jupyter_server_process import JupyterServer, running_server
+from tests.peers import NotebookPeer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[JupyterServer]:
+    """A Jupyter server rooted in ``tmp_path/root``."""
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    with running_server(root, runtime) as srv:
+        yield srv
+
+
+def sync_url(server: JupyterServer, document_id: str) -> str:
+    """The browser-facing WebSocket of a room."""
+    return server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{document_id}"
+
+
+async def open_room(server: JupyterServer, path: str) -> dict[str, Any]:
+    """``PUT /api/kernel-collab/rooms/{path}``."""
+    async with server.client() as http:
+        response = await http.put(f"/api/kernel-collab/rooms/{path}")
+        assert response.status_code == 200, response.text
+        room: dict[str, Any] = response.json()
+        return room
+
+
+async def test_put_opens_a_room_and_browsers_sync_through_the_proxy(
+    server: JupyterServer,
+) -> None:
+    write_notebook(server.root / "nb.ipynb", ["print('via the server')", "y = 2"])
+    async with server.client() as http:
+        missing = await http.get("/api/kernel-collab/rooms/nb.ipynb")
+        assert missing.status_code == 404
+    room = await open_room(server, "nb.ipynb")
+    assert room["path"] == "nb.ipynb"
+    assert room["document_id"] and room["kernel_id"]
+    again = await open_room(server, "nb.ipynb")  # idempotent: the same room and kernel
+    assert (again["document_id"], again["kernel_id"]) == (room["document_id"], room["kernel_id"])
+
+    url = sync_url(server, room["document_id"])
+    async with NotebookPeer.connect(url, server.token) as alice, NotebookPeer.connect(
+        url, server.token
+    ) as bob:
+        alice.set_awareness({"user": {"name": "I am somebody else"}})
+        alice.notebook.set_cell(1, source="y = 20")
+        await bob.wait_until(lambda p: str(p.notebook.ycells[1]["source"]) == "y = 20")
+        # The sidecar stamps the authenticated identity over whatever a peer claims.
+        await bob.wait_until(lambda p: any(
+            s.get("user", {}).get("username") for s in p.peers.values()))  # fmt: skip
+        names = {s["user"]["name"] for s in bob.peers.values() if "user" in s}
+        assert "I am somebody else" not in names
+
+        async with server.client() as http:
+            response = await http.post(
+                f"/api/kernels/{room['kernel_id']}/execute",
+                json={"cell_id": "cell-0", "document_id": room["document_id"]},
+            )
+            assert response.status_code == 202, response.text
+            status = await http.get("/api/kernel-collab/rooms/nb.ipynb")
+            assert status.status_code == 200
+            assert len(status.json()["peers"]) == 2
+
+        def printed(p: NotebookPeer) -> bool:
+            outputs = p.notebook.get()["cells"][0]["outputs"]
+            return any(o.get("text") == "via the server\n" for o in outputs)
+
+        await bob.wait_until(printed)
+        last_run = bob.notebook.get()["cells"][0]["metadata"]["kernel_collab"]["last_run"]
+        assert last_run["by"]["username"]  # attributed to the authenticated user
+
+
+async def test_requests_without_credentials_or_outside_the_root_are_refused(
+    server: JupyterServer,
+) -> None:
+    write_notebook(server.root / "nb.ipynb", ["x = 1"])
+    room = await open_room(server, "nb.ipynb")
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        for method, path in [
+            ("PUT", "/api/kernel-collab/rooms/nb.ipynb"),
+            ("GET", "/api/kernel-collab/rooms/nb.ipynb"),
+            ("POST", f"/api/kernels/{room['kernel_id']}/execute"),
+        ]:
+            response = await anonymous.request(method, path, json={})
+            assert response.status_code in (401, 403), (method, path, response.status_code)
+    with pytest.raises(InvalidStatus) as refused:
+        async with NotebookPeer.connect(sync_url(server, room["document_id"]), None):
+            pass
+    assert refused.value.response.status_code in (401, 403)
+    async with server.client() as http:
+        escape = await http.put("/api/kernel-collab/rooms/..%2F..%2Fetc%2Fx.ipynb")
+        assert escape.status_code in (400, 403, 404)
+        unknown = await http.get("/api/kernel-collab/rooms/absent.ipynb")
+        assert unknown.status_code == 404
+        wrong_doc = await http.post(
+            f"/api/kernels/{room['kernel_id']}/execute",
+            json={"cell_id": "cell-0", "document_id": "not-this-one"},
+        )
+        assert wrong_doc.status_code == 400
+    with pytest.raises(InvalidStatus) as not_found:
+        async with NotebookPeer.connect(sync_url(server, "no-such-document"), server.token):
+            pass
+    assert not_found.value.response.status_code == 404
+
+
+async def test_interrupt_through_our_route_says_who_did_it(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", ["import time\ntime.sleep(60)", "print('next')"])
+    room = await open_room(server, "nb.ipynb")
+    url = sync_url(server, room["document_id"])
+    async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
+        for cell in ("cell-0", "cell-1"):
+            response = await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                                       json={"cell_id": cell, "document_id": room["document_id"]})
+            assert response.status_code == 202
+
+        def status(p: NotebookPeer) -> dict[str, Any]:
+            value = p.notebook.ystate.get("kernel_collab")
+            return value.to_py() if value is not None else {}
+
+        await peer.wait_until(lambda p: (status(p).get("running") or {}).get("cell_id")
+                              == "cell-0")  # fmt: skip
+        response = await http.post("/api/kernel-collab/rooms/nb.ipynb/interrupt")
+        assert response.status_code == 200, response.text
+        await peer.wait_until(lambda p: (status(p).get("last_kernel_event") or {})
+                              .get("event") == "interrupt")  # fmt: skip
+        event = status(peer)["last_kernel_event"]
+        assert event["by"]["username"]
+        await peer.wait_until(lambda p: status(p).get("running") is None)
+        cancelled = status(peer).get("cancelled") or []
+        assert [c["cell_id"] for c in cancelled] == ["cell-1"]
+        assert "interrupted by" in cancelled[0]["reason"]
