@@ -172,6 +172,7 @@ class CollabProvisioner(KernelProvisionerBase):
             sidecar.process.returncode,
         )
         REGISTRY.forget(sidecar)
+        self.notebook = sidecar.notebook  # it may have been renamed since launch
         try:
             await self._attach_sidecar()
         except RuntimeError as exc:

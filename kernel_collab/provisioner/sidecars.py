@@ -158,6 +158,16 @@ class SidecarRegistry:
             json.dump(data, f)
         return path
 
+    def moved(self, handle: SidecarHandle, new_notebook: Path) -> None:
+        """Re-key a sidecar whose notebook was renamed."""
+        if self.handles.get(handle.notebook) is handle:
+            del self.handles[handle.notebook]
+        handle.notebook = new_notebook
+        self.handles[new_notebook] = handle
+        if handle.runtime_file is not None:
+            handle.runtime_file.unlink(missing_ok=True)
+        handle.runtime_file = self._write_runtime_file(handle)
+
     def forget(self, handle: SidecarHandle) -> None:
         """Drop a stopped sidecar and its runtime file."""
         if self.handles.get(handle.notebook) is handle:

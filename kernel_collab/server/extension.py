@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from functools import partial
 from typing import Any
 
 from jupyter_server.services.contents.filemanager import (
@@ -15,9 +17,11 @@ from traitlets import Unicode
 from traitlets.config import Configurable
 
 from ..provisioner.notebook_path import NOTEBOOK_ENV
+from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
 from .handlers import ExecuteHandler, KernelActionHandler, RoomHandler, SyncHandler
 from .rooms import RoomManager
 
+CONTENTS_EVENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
 EXECUTE_ROUTE = r"/api/kernels/(?P<kernel_id>[\w-]+)/execute"
 
 
@@ -56,6 +60,9 @@ def load(serverapp: Any) -> None:
     rooms = RoomManager(serverapp, config.kernel_name)
     web_app.settings["kernel_collab_rooms"] = rooms
     _pass_notebook_paths(serverapp)
+    serverapp.event_logger.add_listener(
+        schema_id=CONTENTS_EVENTS, listener=partial(_on_contents_event, rooms)
+    )
     path = r"(?P<path>(?:[^/]+/)*[^/]+\.ipynb)"
     web_app.add_handlers(".*$", [
         (url_path_join(base, rf"/api/kernel-collab/rooms/{path}/(?P<action>interrupt|restart)"),
@@ -65,6 +72,39 @@ def load(serverapp: Any) -> None:
         (execute, ExecuteHandler),
     ])  # fmt: skip
     serverapp.log.info("kernel_collab: server extension loaded (rooms keyed by notebook)")
+
+
+async def _on_contents_event(
+    rooms: RoomManager, *, logger: Any, schema_id: str, data: dict[str, Any]
+) -> None:
+    """Rooms follow renames and moves made through Jupyter; a deletion pauses autosave."""
+    action, path = data.get("action"), data.get("path")
+    if action == "rename" and isinstance(path, str):
+        source = rooms.absolute(str(data.get("source_path", "")).strip("/"))
+        target = rooms.absolute(path.strip("/"))
+        for handle in list(REGISTRY.handles.values()):
+            if not handle.alive:
+                continue
+            if handle.notebook == source or handle.notebook.is_relative_to(source):
+                new = target / handle.notebook.relative_to(source)
+                REGISTRY.moved(handle, new)
+                await _tell(handle, {"type": "rename", "absolute": str(new),
+                                     "path": new.relative_to(rooms.root).as_posix()})
+    elif action == "delete" and isinstance(path, str):
+        gone = rooms.absolute(path.strip("/"))
+        for handle in list(REGISTRY.handles.values()):
+            if handle.alive and (handle.notebook == gone or handle.notebook.is_relative_to(gone)):
+                await _tell(handle, {"type": "deleted"})
+
+
+async def _tell(handle: SidecarHandle, request: dict[str, Any]) -> None:
+    try:
+        await handle.request(request)
+    except SidecarError as exc:
+        logging.getLogger("kernel_collab").error(
+            "kernel_collab: could not tell the sidecar of %s about %s: %s",
+            handle.notebook, request["type"], exc,
+        )  # fmt: skip
 
 
 def _pass_notebook_paths(serverapp: Any) -> None:

@@ -14,11 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from .bridge import KernelBridge
+from .disk import DiskSync
 from .execution_queue import ExecutionQueue
 from .peer import Peer
 from .room import RequestError, Room
@@ -28,9 +30,15 @@ class KernelControl:
     """Serves the provisioner's lifecycle requests and decides when to stop."""
 
     def __init__(
-        self, room: Room, bridge: KernelBridge, queue: ExecutionQueue, stop: Callable[[], None]
+        self,
+        room: Room,
+        bridge: KernelBridge,
+        queue: ExecutionQueue,
+        disk: DiskSync,
+        stop: Callable[[], None],
     ):
         self.room = room
+        self.disk = disk
         self.bridge = bridge
         self.queue = queue
         self._stop = stop
@@ -39,6 +47,8 @@ class KernelControl:
         room.admin_handlers["attach_kernel"] = self._attach
         room.admin_handlers["detach_kernel"] = self._detach
         room.admin_handlers["room_info"] = self._room_info
+        room.admin_handlers["rename"] = self._rename
+        room.admin_handlers["deleted"] = self._deleted
         room.request_handlers["kernel_action"] = self._kernel_action
         room.peer_listeners.append(self._maybe_stop)
 
@@ -61,6 +71,22 @@ class KernelControl:
             "running": status.get("running"),
             "peers": [p.public_identity for p in self.room.peers if not p.admin],
         }
+
+    async def _rename(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        """The notebook was renamed or moved through Jupyter: follow it."""
+        path, absolute = request.get("path"), request.get("absolute")
+        if not isinstance(path, str) or not isinstance(absolute, str):
+            raise RequestError("rename needs path (relative to the root) and absolute")
+        old = self.room.notebook.ystate.get("path")
+        if isinstance(old, str) and old != path:
+            await self.room.store.rename(old, path)
+        await self.disk.move(Path(absolute))
+        self.room.notebook.ystate["path"] = path
+        return {"ok": True, **self._identity()}
+
+    async def _deleted(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+        self.disk.pause_deleted()
+        return {"ok": True}
 
     async def _kernel_action(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         """A person interrupts or restarts the kernel (the server does it, we record who)."""

@@ -55,6 +55,7 @@ class DiskSync(LoggingConfigurable):
         self.saves = 0
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
+        self._watch_scope: anyio.CancelScope | None = None
         nb = room.notebook
         nb.ycells.observe_deep(self._on_content_change)
         nb.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
@@ -121,26 +122,41 @@ class DiskSync(LoggingConfigurable):
             await self.save()
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        target = str(self.path)
-
-        def only_target(_change: watchfiles.Change, changed: str) -> bool:
-            return changed == target
-
         started = False
-        async for _changes in watchfiles.awatch(
-            self.path.parent,
-            watch_filter=only_target,
-            debounce=100,
-            step=10,
-            yield_on_timeout=True,
-            rust_timeout=100,
-        ):
-            if not started:
-                started = True
-                task_status.started()
-                continue
-            if _changes:
-                await self.check_disk()
+        while True:  # once per path: a rename restarts the watch on the new directory
+            target = str(self.path)
+
+            def only_target(_change: watchfiles.Change, changed: str, target: str = target) -> bool:
+                return changed == target
+
+            with anyio.CancelScope() as self._watch_scope:
+                async for changes in watchfiles.awatch(
+                    self.path.parent,
+                    watch_filter=only_target,
+                    debounce=100,
+                    step=10,
+                    yield_on_timeout=True,
+                    rust_timeout=100,
+                ):
+                    if not started:
+                        started = True
+                        task_status.started()
+                    elif changes:
+                        await self.check_disk()
+
+    async def move(self, new_path: Path) -> None:
+        """Follow the notebook to a new path (renamed through Jupyter)."""
+        async with self._lock:
+            self.log.info("%s moved to %s", self.path, new_path)
+            self.path = new_path
+            if self._watch_scope is not None:
+                self._watch_scope.cancel()
+            await self._merge_from_disk_locked()  # resumes if the file is there and ours
+
+    def pause_deleted(self) -> None:
+        """The notebook was deleted through Jupyter: keep the document, stop saving."""
+        self._pause(f"{self.path.name} was deleted; the shared document is kept, save to "
+                    "recreate it")
 
     # -- save --------------------------------------------------------------------------------
 

@@ -122,6 +122,10 @@ class DocumentStore(LoggingConfigurable):
         self.pending_bytes = 0
         self.pending_count = 0
 
+    async def rename(self, old_path: str, new_path: str) -> None:
+        """Move the document to another notebook path."""
+        await self._call(self.store.rename, old_path, new_path)
+
     async def set_base(self, base: bytes, base_hash: str) -> None:
         """Record the file content last read from or written to disk, then checkpoint the WAL
         (saves come when changes pause, a cheap moment to shrink it)."""

@@ -98,7 +98,7 @@ async def serve(
     )
     try:
         async with anyio.create_task_group() as tg:
-            KernelControl(room, parts.bridge, parts.queue, stop=tg.cancel_scope.cancel)
+            KernelControl(room, parts.bridge, parts.queue, disk, stop=tg.cancel_scope.cancel)
             await tg.start(room.run)
             await tg.start(disk.run)
             await tg.start(parts.bridge.run)
