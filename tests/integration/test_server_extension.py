@@ -156,23 +156,23 @@ async def test_rename_moves_the_room_and_delete_pauses_autosave(server: JupyterS
     write_notebook(server.root / "nb.ipynb", ["x = 1"])
     (server.root / "moved").mkdir()
     room = await open_room(server, "nb.ipynb")
-    async with NotebookPeer.connect(sync_url(server, room["document_id"]), server.token) as peer:
-        async with server.client() as http:
-            renamed = await http.patch("/api/contents/nb.ipynb", json={"path": "moved/nb2.ipynb"})
-            assert renamed.status_code == 200, renamed.text
-            await peer.wait_until(lambda p: p.notebook.ystate.get("path") == "moved/nb2.ipynb")
-            moved = await http.get("/api/kernel-collab/rooms/moved/nb2.ipynb")
-            assert moved.status_code == 200
-            assert moved.json()["document_id"] == room["document_id"]
-            peer.notebook.set_cell(0, source="x = 'after the rename'")
-            new_file = server.root / "moved" / "nb2.ipynb"
-            await wait_for_file(new_file, lambda: "after the rename" in new_file.read_text())
-            assert not (server.root / "nb.ipynb").exists()
+    url = sync_url(server, room["document_id"])
+    async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
+        renamed = await http.patch("/api/contents/nb.ipynb", json={"path": "moved/nb2.ipynb"})
+        assert renamed.status_code == 200, renamed.text
+        await peer.wait_until(lambda p: p.notebook.ystate.get("path") == "moved/nb2.ipynb")
+        moved = await http.get("/api/kernel-collab/rooms/moved/nb2.ipynb")
+        assert moved.status_code == 200
+        assert moved.json()["document_id"] == room["document_id"]
+        peer.notebook.set_cell(0, source="x = 'after the rename'")
+        new_file = server.root / "moved" / "nb2.ipynb"
+        await wait_for_file(new_file, lambda: "after the rename" in new_file.read_text())
+        assert not (server.root / "nb.ipynb").exists()
 
-            deleted = await http.delete("/api/contents/moved/nb2.ipynb")
-            assert deleted.status_code == 204
-            await peer.wait_until(lambda p: _status(p).get("autosave") == "paused")
-            assert "deleted" in _status(peer)["file_error"]
-            peer.notebook.set_cell(0, source="x = 'typed after the delete'")
-            await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
-            assert not new_file.exists()
+        deleted = await http.delete("/api/contents/moved/nb2.ipynb")
+        assert deleted.status_code == 204
+        await peer.wait_until(lambda p: _status(p).get("autosave") == "paused")
+        assert "deleted" in _status(peer)["file_error"]
+        peer.notebook.set_cell(0, source="x = 'typed after the delete'")
+        await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
+        assert not new_file.exists()
