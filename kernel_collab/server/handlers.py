@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import ws_authenticated
@@ -181,9 +182,13 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self.authorizer.is_authorized(self, self.current_user, "execute", "kernels")
         )
         identity = identity_of(self.current_user, write=bool(write), execute=bool(execute))
+        query = f"token={handle.admin_token}"
+        epoch = self.get_argument("epoch", None)
+        if epoch:
+            query += "&" + urlencode({"epoch": epoch})
         try:
             self.upstream = await ws_connect(
-                f"{handle.url}?token={handle.admin_token}",
+                f"{handle.url}?{query}",
                 additional_headers=identity_headers(identity),
                 max_size=None,
                 compression=None,

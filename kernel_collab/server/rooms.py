@@ -12,6 +12,7 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import User
 from tornado import web
 from websockets.asyncio.client import connect as ws_connect
@@ -127,6 +128,8 @@ class RoomManager:
             )
         handle = self.handle_for_path(api_path)
         if session is None or handle is None or not handle.kernel_ids:
+            if handle is None:  # first open: "Revert to checkpoint" gets this version
+                await ensure_async(self.serverapp.contents_manager.create_checkpoint(api_path))
             session = await self.serverapp.session_manager.create_session(
                 path=api_path,
                 name=posixpath.basename(api_path),

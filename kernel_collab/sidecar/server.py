@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import wire
-from .peer import CLOSE_TOO_BIG, Peer
+from .peer import CLOSE_STALE_EPOCH, CLOSE_TOO_BIG, Peer
 from .room import Room
 
 
@@ -106,6 +106,15 @@ class SyncServer:
             admin=admin,
             log=self._log,
         )
+        epoch = parse_qs(urlsplit(request.path).query).get("epoch", [None])[0]
+        current = self.room.status.get("epoch")
+        if epoch is not None and epoch != current:
+            # The peer's copy comes from another incarnation of this document (store reset,
+            # file reloaded): merging it would duplicate every cell.
+            await connection.close(
+                CLOSE_STALE_EPOCH, f"document epoch is now {current}: drop your copy and reload"
+            )
+            return
         self._log.info("%s joined (%d peers)", peer.name, len(self.room.peers) + 1)
         try:
             async with anyio.create_task_group() as tg:

@@ -323,3 +323,23 @@ async def test_a_peer_vanishing_mid_message_leaves_the_room_intact(tmp_path: Pat
             good.notebook.set_cell(0, source="x = 'still fine'")
             async with NotebookPeer.connect(sidecar.url, sidecar.token) as late:
                 await late.wait_until(lambda p: _source(p, 0) == "x = 'still fine'")
+
+
+async def test_a_peer_from_an_older_epoch_is_told_to_reload(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            epoch = _status(peer)["epoch"]
+    # The store is reset: the document starts a new epoch from the file.
+    (tmp_path / ".kernel_collab.db").unlink()
+    with running_sidecar(nb, tmp_path) as sidecar:
+        stale = f"{sidecar.url}?epoch={epoch}&token={sidecar.token}"
+        async with ws_connect(stale) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as fresh:
+            assert _status(fresh)["epoch"] != epoch
+            async with ws_connect(f"{sidecar.url}?epoch={_status(fresh)['epoch']}"
+                                  f"&token={sidecar.token}") as current:
+                assert wire.decode(await current.recv()).kind is wire.Kind.SYNC_STEP1  # type: ignore[arg-type]
