@@ -176,3 +176,65 @@ async def test_rename_moves_the_room_and_delete_pauses_autosave(server: JupyterS
         peer.notebook.set_cell(0, source="x = 'typed after the delete'")
         await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
         assert not new_file.exists()
+
+
+async def test_roles_are_enforced_by_the_sidecar(tmp_path: Path) -> None:
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    write_notebook(root / "nb.ipynb", ["print('ran')", "x = 1"])
+    with running_server(
+        root, runtime,
+        "--ServerApp.identity_provider_class=tests.auth_roles.RoleIdentityProvider",
+        "--ServerApp.authorizer_class=tests.auth_roles.RoleAuthorizer",
+    ) as srv:  # fmt: skip
+
+        def as_role(role: str) -> httpx.AsyncClient:
+            return httpx.AsyncClient(base_url=srv.url, timeout=60,
+                                     headers={"Authorization": f"token {role}-token"})
+
+        async with as_role("reader") as reader:
+            refused = await reader.put("/api/kernel-collab/rooms/nb.ipynb")
+            assert refused.status_code == 403  # opening starts a kernel: not for readers
+        async with as_role("runner") as runner:
+            opened = await runner.put("/api/kernel-collab/rooms/nb.ipynb")
+            assert opened.status_code == 200, opened.text
+            room = opened.json()
+        url = sync_url(srv, room["document_id"])
+        execute = f"/api/kernels/{room['kernel_id']}/execute"
+        body = {"cell_id": "cell-0", "document_id": room["document_id"]}
+        async with (
+            NotebookPeer.connect(url, "reader-token") as reader_peer,
+            NotebookPeer.connect(url, "editor-token") as editor_peer,
+            NotebookPeer.connect(url, "runner-token") as runner_peer,
+        ):
+            # The reader sees the notebook, but an edit closes its connection and reaches nobody.
+            assert str(reader_peer.notebook.ycells[1]["source"]) == "x = 1"
+            reader_peer.notebook.set_cell(1, source="x = 'reader was here'")
+            with pytest.raises(ConnectionError):
+                await reader_peer.wait_until(lambda p: False)
+            # The editor edits; everyone else sees it.
+            editor_peer.notebook.set_cell(1, source="x = 'editor'")
+            await runner_peer.wait_until(
+                lambda p: str(p.notebook.ycells[1]["source"]) == "x = 'editor'")
+            async with as_role("reader") as reader, as_role("editor") as editor:
+                assert (await reader.post(execute, json=body)).status_code == 403
+                assert (await editor.post(execute, json=body)).status_code == 403
+                interrupt = "/api/kernel-collab/rooms/nb.ipynb/interrupt"
+                assert (await editor.post(interrupt)).status_code == 403
+            async with as_role("runner") as runner:
+                assert (await runner.post(execute, json=body)).status_code == 202
+
+            def ran(p: NotebookPeer) -> bool:
+                cell = p.notebook.get()["cells"][0]
+                return (cell["metadata"].get("kernel_collab", {}).get("last_run", {})
+                        .get("by", {}).get("username")) == "runner" and bool(cell["outputs"])
+
+            await editor_peer.wait_until(ran)
+            assert "reader was here" not in str(runner_peer.notebook.get())
+            # The editor's name on its awareness comes from the server, not from the peer.
+            editor_peer.set_awareness({"user": {"name": "Runner"}})
+            await runner_peer.wait_until(lambda p: any(
+                s.get("user", {}).get("username") == "editor" for s in p.peers.values()))
+            names = [s["user"].get("name") for s in runner_peer.peers.values() if "user" in s]
+            assert names.count("Runner") == 0

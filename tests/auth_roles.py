@@ -1,0 +1,38 @@
+"""A test identity provider and authorizer: one token per role (reader, editor, runner)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_server.auth.authorizer import Authorizer
+from jupyter_server.auth.identity import IdentityProvider, User
+
+TOKENS = {"reader-token": "reader", "editor-token": "editor", "runner-token": "runner"}
+
+
+class RoleIdentityProvider(IdentityProvider):
+    """Authenticates ``Authorization: token <role>-token`` or ``?token=<role>-token``."""
+
+    def get_user(self, handler: Any) -> User | None:
+        """The user of a request's token, if it is one of ours."""
+        auth = handler.request.headers.get("Authorization", "")
+        token = auth.split(" ", 1)[1] if auth.lower().startswith("token ") else None
+        token = token or handler.get_argument("token", None)
+        role = TOKENS.get(token or "")
+        if role is None:
+            return None
+        handler._token_authenticated = True  # as Jupyter's own provider does: no XSRF check
+        return User(username=role, name=role.title(), display_name=role.title(),
+                    initials=role[0].upper(), color="var(--jp-collaborator-color1)")
+
+
+class RoleAuthorizer(Authorizer):
+    """reader: read; editor: read, write contents; runner: everything."""
+
+    def is_authorized(self, handler: Any, user: User, action: str, resource: str) -> bool:
+        """Whether the user's role allows ``action`` on ``resource``."""
+        if user.username == "runner":
+            return True
+        if action == "read":
+            return True
+        return user.username == "editor" and action == "write" and resource == "contents"
