@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,17 +83,23 @@ class JupyterServer:
 
 
 @contextmanager
-def running_server(root: Path, runtime: Path, *args: str) -> Iterator[JupyterServer]:
-    """Start ``jupyter server`` on ``root`` and stop it (SIGTERM, then kill) at the end."""
+def running_server(
+    root: Path, runtime: Path, *args: str, env: Mapping[str, str] | None = None
+) -> Iterator[JupyterServer]:
+    """Start ``jupyter server`` on ``root`` and stop it (SIGTERM, then kill) at the end.
+
+    ``env`` adds to (or overrides) the environment the server and its kernels inherit.
+    """
     token = secrets.token_hex(16)
     port = free_port()
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_TOKEN": token}
+    environ = {**os.environ, **(env or {}), "JUPYTER_RUNTIME_DIR": str(runtime),
+               "JUPYTER_TOKEN": token}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
          "--ServerApp.port_retries=0", "--allow-root", f"--ServerApp.root_dir={root}",
          f"--IdentityProvider.token={token}", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        text=True, env=env,
+        text=True, env=environ,
     )  # fmt: skip
     assert proc.stderr is not None
     lines: list[str] = []

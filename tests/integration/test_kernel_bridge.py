@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
 from jupyter_client.asynchronous.client import AsyncKernelClient
-from websockets.asyncio.client import connect as ws_connect
 
-from kernel_collab.sidecar import wire
 from tests.files import wait_for_file, write_notebook
 from tests.jupyter_server_process import JupyterServer, running_server
-from tests.peers import NotebookPeer, url_with_token
+from tests.kernel_helpers import ask, cell_outputs, stream_text
+from tests.peers import NotebookPeer
 
 pytestmark = pytest.mark.anyio
 
@@ -27,29 +25,6 @@ def server(tmp_path: Path) -> Iterator[JupyterServer]:
     runtime.mkdir()
     with running_server(root, runtime) as srv:
         yield srv
-
-
-async def ask(url: str, token: str, obj: dict[str, Any]) -> dict[str, Any]:
-    """Send one kernel_collab request on its own connection and return the reply."""
-    async with ws_connect(url_with_token(url, token)) as ws:
-        await ws.send(wire.encode_request(obj))
-        async for data in ws:
-            if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
-                reply = wire.decode(data).request
-                assert reply is not None
-                return reply
-    raise AssertionError("no reply")
-
-
-def cell_outputs(path: Path, index: int) -> list[dict[str, Any]]:
-    """The outputs of a cell as saved on disk."""
-    return list(nbformat.read(path, as_version=4).cells[index].outputs)
-
-
-def stream_text(outputs: list[dict[str, Any]], name: str = "stdout") -> str:
-    """All text of one stream in a cell's outputs."""
-    return "".join(o["text"] for o in outputs if o.get("output_type") == "stream"
-                   and o.get("name") == name)
 
 
 async def test_outputs_reach_the_file_with_no_browser(server: JupyterServer) -> None:
