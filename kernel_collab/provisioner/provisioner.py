@@ -146,6 +146,13 @@ class CollabProvisioner(KernelProvisionerBase):
             self.sidecar = await REGISTRY.ensure(
                 self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout
             )
+            others = self.sidecar.kernel_ids - {str(self.kernel_id)}
+            if others:
+                raise SidecarError(
+                    f"{self.notebook.name} already has a collaborative kernel "
+                    f"({', '.join(sorted(others))}); one notebook has one kernel: use that "
+                    "kernel (\"use kernel from another session\") or shut it down first"
+                )
             info = {
                 k: (v.decode() if isinstance(v, bytes) else v)
                 for k, v in dict(self.connection_info).items()

@@ -88,7 +88,13 @@ class SidecarRegistry:
 
     def __init__(self) -> None:
         self.handles: dict[Path, SidecarHandle] = {}
+        self.locks: dict[Path, anyio.Lock] = {}
+        """One per notebook: two kernels starting at once must not start two sidecars."""
         self.log = logging.getLogger("kernel_collab")
+
+    def lock(self, notebook: Path) -> anyio.Lock:
+        """The lock serialising room creation for a notebook."""
+        return self.locks.setdefault(notebook, anyio.Lock())
 
     def get(self, notebook: Path) -> SidecarHandle | None:
         """The live sidecar for a notebook, if any."""
@@ -101,10 +107,11 @@ class SidecarRegistry:
         self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float
     ) -> SidecarHandle:
         """The notebook's sidecar, started if none runs."""
-        handle = self.get(notebook)
-        if handle is None:
-            handle = await self.start(notebook, root, extra_args, start_timeout)
-        return handle
+        async with self.lock(notebook):
+            handle = self.get(notebook)
+            if handle is None:
+                handle = await self.start(notebook, root, extra_args, start_timeout)
+            return handle
 
     async def start(
         self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float

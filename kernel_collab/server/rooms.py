@@ -12,6 +12,7 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+import anyio
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import User
 from tornado import web
@@ -63,6 +64,7 @@ class RoomManager:
         self.serverapp = serverapp
         self.kernel_name = kernel_name
         self.root = Path(serverapp.root_dir).resolve()
+        self._locks: dict[str, anyio.Lock] = {}
 
     def api_path(self, path: str) -> str:
         """Normalise a notebook path from a URL; refuse one that leaves the server root."""
@@ -116,7 +118,12 @@ class RoomManager:
         return type(provisioner).__name__ == "CollabProvisioner"
 
     async def ensure(self, api_path: str) -> tuple[SidecarHandle, dict[str, Any]]:
-        """The notebook's room, starting the collaborative session if none runs."""
+        """The notebook's room, starting the collaborative session if none runs (one opener
+        at a time per notebook: a script racing a browser gets the same room)."""
+        async with self._locks.setdefault(api_path, anyio.Lock()):
+            return await self._ensure(api_path)
+
+    async def _ensure(self, api_path: str) -> tuple[SidecarHandle, dict[str, Any]]:
         if not self.absolute(api_path).is_file():
             raise web.HTTPError(404, f"no notebook at {api_path}")
         session = await self.session_for(api_path)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -238,3 +239,34 @@ async def test_roles_are_enforced_by_the_sidecar(tmp_path: Path) -> None:
                 s.get("user", {}).get("username") == "editor" for s in p.peers.values()))
             names = [s["user"].get("name") for s in runner_peer.peers.values() if "user" in s]
             assert names.count("Runner") == 0
+
+
+async def test_a_script_racing_a_browser_gets_the_same_room(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", ["x = 1"])
+    rooms: list[dict[str, Any]] = []
+
+    async def opener() -> None:
+        rooms.append(await open_room(server, "nb.ipynb"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(opener)
+    assert len({(r["document_id"], r["kernel_id"]) for r in rooms}) == 1
+    assert len(server.sidecars()) == 1
+    async with server.client() as http:
+        sessions = (await http.get("/api/sessions")).json()
+    assert len(sessions) == 1
+
+
+async def test_a_second_kernel_for_the_same_notebook_is_refused(server: JupyterServer) -> None:
+    nb = write_notebook(server.root / "nb.ipynb", ["x = 1"])
+    room = await open_room(server, "nb.ipynb")
+    async with server.client() as http:
+        # A bare kernel told to serve the same notebook (as a second session would be).
+        second = await http.post("/api/sessions", json={
+            "path": "elsewhere/nb.ipynb", "name": "nb.ipynb", "type": "notebook",
+            "kernel": {"name": "python3-collab"}})  # fmt: skip
+    assert second.status_code >= 400
+    assert "already has a collaborative kernel" in second.text
+    assert room["kernel_id"] in second.text
+    assert [r["notebook"] for r in server.sidecars()] == [str(nb.resolve())]
