@@ -123,6 +123,13 @@ class CollabProvisioner(KernelProvisionerBase):
             )
         except NotebookPathError as exc:
             raise RuntimeError(f"kernel_collab: {exc}") from None
+        if self.notebook is not None:
+            existing = REGISTRY.get(self.notebook)
+            if existing is not None:  # refused before a kernel process exists
+                try:
+                    self._check_one_kernel(existing)
+                except SidecarError as exc:
+                    raise RuntimeError(f"kernel_collab: {exc}") from None
         kwargs = await self.inner.pre_launch(**kwargs)
         return kwargs
 
@@ -143,29 +150,33 @@ class CollabProvisioner(KernelProvisionerBase):
     async def _attach_sidecar(self) -> None:
         assert self.notebook is not None and self.root is not None
         try:
-            self.sidecar = await REGISTRY.ensure(
+            sidecar = await REGISTRY.ensure(
                 self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout
             )
-            others = self.sidecar.kernel_ids - {str(self.kernel_id)}
-            if others:
-                raise SidecarError(
-                    f"{self.notebook.name} already has a collaborative kernel "
-                    f"({', '.join(sorted(others))}); one notebook has one kernel: use that "
-                    "kernel (\"use kernel from another session\") or shut it down first"
-                )
+            self._check_one_kernel(sidecar)
             info = {
                 k: (v.decode() if isinstance(v, bytes) else v)
                 for k, v in dict(self.connection_info).items()
             }
-            reply = await self.sidecar.request(
+            reply = await sidecar.request(
                 {"type": "attach_kernel", "kernel_id": self.kernel_id, "connection_info": info}
             )
-            self.sidecar.document_id = reply.get("document_id")
+            sidecar.document_id = reply.get("document_id")
         except SidecarError as exc:
             await self.inner.kill()
             await self.inner.cleanup(restart=False)
             raise RuntimeError(f"kernel_collab: {exc}") from None
-        self.sidecar.kernel_ids.add(str(self.kernel_id))
+        self.sidecar = sidecar  # only now: a refused kernel must never detach the room's one
+        sidecar.kernel_ids.add(str(self.kernel_id))
+
+    def _check_one_kernel(self, sidecar: SidecarHandle) -> None:
+        others = sidecar.kernel_ids - {str(self.kernel_id)}
+        if others:
+            raise SidecarError(
+                f"{sidecar.notebook.name} already has a collaborative kernel "
+                f"({', '.join(sorted(others))}); one notebook has one kernel: use that "
+                "kernel (\"use kernel from another session\") or shut it down first"
+            )
 
     async def _supervise(self) -> None:
         sidecar = self.sidecar

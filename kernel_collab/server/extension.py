@@ -60,6 +60,7 @@ def load(serverapp: Any) -> None:
     rooms = RoomManager(serverapp, config.kernel_name)
     web_app.settings["kernel_collab_rooms"] = rooms
     _pass_notebook_paths(serverapp)
+    _forget_failed_kernel_starts(serverapp.kernel_manager)
     serverapp.event_logger.add_listener(
         schema_id=CONTENTS_EVENTS, listener=partial(_on_contents_event, rooms)
     )
@@ -105,6 +106,20 @@ async def _tell(handle: SidecarHandle, request: dict[str, Any]) -> None:
             "kernel_collab: could not tell the sidecar of %s about %s: %s",
             handle.notebook, request["type"], exc,
         )  # fmt: skip
+
+
+def _forget_failed_kernel_starts(manager: Any) -> None:
+    """jupyter_client 8.10 keeps a kernel whose start failed in ``_pending_kernels`` forever,
+    so the server's shutdown fails on it (404) and hangs. The collaborative provisioner refuses
+    some starts on purpose (a second kernel for a notebook), so drop such ghosts."""
+    original = manager._add_kernel_when_ready
+
+    async def add_kernel_when_ready(kernel_id: str, km: Any, awaitable: Any) -> None:
+        await original(kernel_id, km, awaitable)
+        if kernel_id not in manager._kernels:
+            manager._pending_kernels.pop(kernel_id, None)
+
+    manager._add_kernel_when_ready = add_kernel_when_ready
 
 
 def _pass_notebook_paths(serverapp: Any) -> None:

@@ -147,6 +147,8 @@ class KernelControl:
 async def watch_stdin(stop: Callable[[], None]) -> None:
     """Stop when stdin reaches end of file (the parent process is gone)."""
     fd = sys.stdin.fileno()
-    while await anyio.to_thread.run_sync(os.read, fd, 4096, abandon_on_cancel=True):
-        pass
+    while True:  # the event loop watches the pipe: no thread left blocked in read() at exit
+        await anyio.wait_readable(fd)
+        if not os.read(fd, 4096):
+            break
     stop()
