@@ -27,6 +27,7 @@ from ..kernel import CELL_MESSAGE
 from .outputs import OutputWriter
 from .room import Room
 from .run_record import find_cell, record_end, record_start
+from .widgets import OutputWidgets
 
 # Messages routed into cells; everything else on iopub is looked at for status or ignored.
 OUTPUT_TYPES = frozenset(
@@ -40,7 +41,8 @@ OUTPUT_TYPES = frozenset(
         "execute_input",
     }
 )
-KNOWN_IGNORED = frozenset({"comm_open", "comm_msg", "comm_close", "shutdown_reply", "debug_event"})
+COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
 
 
 @dataclass
@@ -82,6 +84,7 @@ class KernelBridge(LoggingConfigurable):
         self.client: AsyncKernelClient | None = None
         self.kernel_id: str | None = None
         self.runs: dict[str, Run] = {}
+        self.widgets = OutputWidgets()
         self.recent: OrderedDict[str, str] = OrderedDict()
         """Cells of finished runs by request id, for outputs that arrive late."""
         self._attached = anyio.Event()
@@ -241,6 +244,16 @@ class KernelBridge(LoggingConfigurable):
                     finished.append(run)
         for run in finished:
             self.finish(run, status=str((run.reply or {}).get("status", "ok")))
+        self._send_widget_updates()
+
+    def _send_widget_updates(self) -> None:
+        client = self.client
+        updates = self.widgets.take_updates()
+        if client is None or not updates:
+            return
+        for comm_id, data in updates:
+            msg = client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+            client.shell_channel.send(msg)
 
     def _route(self, msg: dict[str, Any]) -> Run | None:
         msg_type = msg.get("msg_type") or msg.get("header", {}).get("msg_type", "")
@@ -261,9 +274,16 @@ class KernelBridge(LoggingConfigurable):
         if msg_type == CELL_MESSAGE and run is None:
             self._start_external(parent_id, parent, content)
             return None
+        if msg_type in COMM_TYPES:
+            self.widgets.observe_comm(msg_type, content)
+            return None
         if msg_type in OUTPUT_TYPES:
             if run is not None and msg_type == "error":
                 run.errored = True
+            widget = self.widgets.capturing(parent_id)
+            if widget is not None and msg_type != "execute_input":
+                self.widgets.capture(widget, msg_type, content)  # the widget's, not the cell's
+                return None
             cell_id = run.cell_id if run is not None else self.recent.get(parent_id)
             if cell_id is not None:  # late output (e.g. from a thread) still finds its cell
                 self.writer.handle(cell_id, msg_type, content)

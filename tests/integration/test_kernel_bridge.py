@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import nbformat
 import pytest
 from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -145,5 +146,52 @@ async def test_a_plain_kernel_client_naming_a_cell_gets_its_outputs_written(
             cells = peer.notebook.get()["cells"]
             assert cells[1]["outputs"] == []
             assert "console only" not in str(cells)
+    finally:
+        client.stop_channels()
+
+
+async def test_output_widget_captures_stay_out_of_the_cell_and_reach_late_joiners(
+    server: JupyterServer,
+) -> None:
+    nb = write_notebook(
+        server.root / "nb.ipynb",
+        ["import ipywidgets as w\nout = w.Output()\ndisplay(out)\n"
+         "with out:\n    print('captured by the widget')\n"
+         "print('in the cell')\nout.comm.comm_id"],
+    )
+    session = await server.start_session("nb.ipynb")
+    sidecar = server.sidecar(nb)
+    async with NotebookPeer.connect(sidecar["url"], sidecar["token"]) as peer:
+        await ask(sidecar["url"], sidecar["token"], {"type": "execute", "cell_id": "cell-0"})
+        await peer.wait_until(lambda p: any(
+            o.get("output_type") == "execute_result"
+            for o in p.notebook.get()["cells"][0]["outputs"]))  # fmt: skip
+        outputs = peer.notebook.get()["cells"][0]["outputs"]
+    assert stream_text(outputs) == "in the cell\n"
+    assert "captured by the widget" not in str(outputs)
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 1
+    comm_id = next(o for o in outputs if o["output_type"] == "execute_result")["data"][
+        "text/plain"].strip("'")
+    # A browser opening the notebook later asks the kernel for the widget's state, as
+    # JupyterLab's widget manager does: the captured output is in it.
+    client = AsyncKernelClient()
+    client.load_connection_file(str(server.runtime / f"kernel-{session['kernel']['id']}.json"))
+    client.start_channels()
+    try:
+        request = client.session.msg("comm_msg", {
+            "comm_id": comm_id, "data": {"method": "request_state"}})  # fmt: skip
+        client.shell_channel.send(request)
+        with anyio.fail_after(30):
+            while True:
+                msg = await client.get_iopub_msg()
+                content = msg["content"]
+                if msg["msg_type"] == "comm_msg" and content.get("comm_id") == comm_id:
+                    state = content["data"].get("state", {})
+                    if "outputs" in state:
+                        break
+        assert state["outputs"] == [
+            {"output_type": "stream", "name": "stdout", "text": "captured by the widget\n"}
+        ]
     finally:
         client.stop_channels()
