@@ -18,6 +18,7 @@ from traitlets.config import Configurable
 
 from ..provisioner.notebook_path import NOTEBOOK_ENV
 from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
+from .coexist import guard_jupyter_collaboration
 from .handlers import ExecuteHandler, KernelActionHandler, RoomHandler, SyncHandler
 from .rooms import RoomManager
 
@@ -61,6 +62,9 @@ def load(serverapp: Any) -> None:
     web_app.settings["kernel_collab_rooms"] = rooms
     _pass_notebook_paths(serverapp)
     _forget_failed_kernel_starts(serverapp.kernel_manager)
+    if guard_jupyter_collaboration(rooms):
+        serverapp.log.info("kernel_collab: jupyter-collaboration's rooms are refused for "
+                           "notebooks a sidecar owns")
     serverapp.event_logger.add_listener(
         schema_id=CONTENTS_EVENTS, listener=partial(_on_contents_event, rooms)
     )

@@ -270,3 +270,28 @@ async def test_a_second_kernel_for_the_same_notebook_is_refused(server: JupyterS
     assert "already has a collaborative kernel" in second.text
     assert room["kernel_id"] in second.text
     assert [r["notebook"] for r in server.sidecars()] == [str(nb.resolve())]
+
+
+async def test_jupyter_collaboration_cannot_open_a_second_room_on_our_notebook(
+    server: JupyterServer,
+) -> None:
+    write_notebook(server.root / "nb.ipynb", ["x = 1"])
+    write_notebook(server.root / "other.ipynb", ["y = 1"])
+    body = {"format": "json", "type": "notebook"}
+    async with server.client() as http:
+        # Indexed by jupyter-collaboration before our room exists (as if opened earlier).
+        before = await http.put("/api/collaboration/session/nb.ipynb", json=body)
+        assert before.status_code in (200, 201), before.text
+        file_id = before.json()["fileId"]
+        await open_room(server, "nb.ipynb")
+        refused = await http.put("/api/collaboration/session/nb.ipynb", json=body)
+        assert refused.status_code == 409
+        assert "kernel_collab" in refused.text
+        untouched = await http.put("/api/collaboration/session/other.ipynb", json=body)
+        assert untouched.status_code in (200, 201)
+    their_room = (server.url.replace("http", "ws", 1)
+                  + f"/api/collaboration/room/json:notebook:{file_id}")
+    with pytest.raises(InvalidStatus) as refused_ws:
+        async with NotebookPeer.connect(their_room, server.token):
+            pass
+    assert refused_ws.value.response.status_code == 409
