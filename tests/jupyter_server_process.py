@@ -92,8 +92,8 @@ def running_server(
     """
     token = secrets.token_hex(16)
     port = free_port()
-    environ = {**os.environ, **(env or {}), "JUPYTER_RUNTIME_DIR": str(runtime),
-               "JUPYTER_TOKEN": token}
+    environ = {"JUPYTER_DATA_DIR": str(runtime.parent / "data"), **os.environ, **(env or {}),
+               "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_TOKEN": token}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
          "--ServerApp.port_retries=0", "--allow-root", f"--ServerApp.root_dir={root}",

@@ -143,6 +143,7 @@ class SidecarApp(Application):
         room.set_status("autosave", "on" if disk.paused is None else "paused")
         bridge = KernelBridge(room, parent=self)
         bridge.set_kernel_status("none")
+        bridge.cleared_listeners.append(disk.cell_ran)
         parts = SidecarParts(room, disk, store, bridge, ExecutionQueue(room, bridge))
         async with anyio.create_task_group() as tg:
             url: str = await tg.start(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -85,6 +86,8 @@ class KernelBridge(LoggingConfigurable):
         self.kernel_id: str | None = None
         self.runs: dict[str, Run] = {}
         self.widgets = OutputWidgets()
+        self.cleared_listeners: list[Callable[[str], None]] = []
+        """Called with a cell id when a run replaces that cell's outputs."""
         self.recent: OrderedDict[str, str] = OrderedDict()
         """Cells of finished runs by request id, for outputs that arrive late."""
         self._attached = anyio.Event()
@@ -170,7 +173,7 @@ class KernelBridge(LoggingConfigurable):
         msg = client.session.msg("execute_request", content, metadata=metadata)
         run = Run(msg["header"]["msg_id"], cell_id, by, time.time())
         self.runs[run.msg_id] = run
-        self.writer.clear(cell_id)
+        self._clear(cell_id)
         client.shell_channel.send(msg)
         return run
 
@@ -183,8 +186,13 @@ class KernelBridge(LoggingConfigurable):
         by = {"username": who, "name": who, "client": "kernel client"}
         run = Run(msg_id, str(cell_id), by, time.time(), external=True)
         self.runs[msg_id] = run
-        self.writer.clear(run.cell_id)
+        self._clear(run.cell_id)
         record_start(ycell, by, run.started)
+
+    def _clear(self, cell_id: str) -> None:
+        self.writer.clear(cell_id)
+        for listener in self.cleared_listeners:
+            listener(cell_id)
 
     def finish(self, run: Run, *, status: str) -> None:
         """Mark a run as over (its cell idle) and wake whoever waits on it."""

@@ -11,6 +11,7 @@ asks to save.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from . import notebook_file as nbfile
+from . import trust
 from .merge import three_way_merge
 from .peer import Peer
 from .room import RequestError, Room
@@ -56,6 +58,8 @@ class DiskSync(LoggingConfigurable):
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
         self._watch_scope: anyio.CancelScope | None = None
+        self.untrusted: set[str] = set()
+        """Cells whose outputs came from an unsigned file and have not run since."""
         nb = room.notebook
         nb.ycells.observe_deep(self._on_content_change)
         nb.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
@@ -69,6 +73,17 @@ class DiskSync(LoggingConfigurable):
         self.doc_hash = self._doc_hash_now()
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.room.set_status("last_saved_hash", self.disk_hash)
+
+    def cell_ran(self, cell_id: str) -> None:
+        """The kernel replaced a cell's outputs: they are trusted now."""
+        self.untrusted.discard(cell_id)
+
+    async def assess_trust(self, nb: dict[str, Any], base: dict[str, Any] | None) -> None:
+        """Update which cells are untrusted after reading ``nb`` from disk."""
+        if await anyio.to_thread.run_sync(trust.is_signed, nb):
+            self.untrusted.clear()
+        else:
+            self.untrusted |= trust.changed_outputs(base, nb)
 
     def _doc_hash_now(self) -> str:
         return nbfile.content_hash(nbfile.serialize(self.room.notebook.get()))
@@ -195,6 +210,11 @@ class DiskSync(LoggingConfigurable):
             self.room.set_status("save_error", f"{self.path.name}: {exc.strerror or exc}")
             return None
         self.saves += 1
+        if not self.untrusted:
+            try:
+                await anyio.to_thread.run_sync(trust.sign, nb)
+            except (OSError, sqlite3.Error) as exc:
+                self.log.warning("%s: saved but not signed (notary: %s)", self.path, exc)
         self.disk_hash = self.doc_hash = new_hash
         self.base = nb
         await self.room.store.set_base(data, new_hash)
@@ -248,7 +268,9 @@ class DiskSync(LoggingConfigurable):
                     return
                 await anyio.sleep(self.parse_retry_delay)  # a writer may still be writing
                 continue
+            base = self.base
             self.merge(disk_nb, data)
+            await self.assess_trust(disk_nb, base)
             await self.room.store.set_base(data, nbfile.content_hash(data))
             return
 

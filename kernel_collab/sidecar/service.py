@@ -52,6 +52,7 @@ async def load(
         notebook.set(nb)
         await store.create(relpath, notebook.ydoc.get_update(), data, nbfile.content_hash(data))
         disk.synced_with(data, nb)
+        await disk.assess_trust(nb, None)
         log.info("%s: loaded %d cells from the file", relpath, len(nb["cells"]))
         return
     notebook.ydoc.apply_update(stored.update)
@@ -69,6 +70,8 @@ async def load(
             disk.base = nbfile.parse(path, stored.base)
         except nbfile.NotebookFileError:
             disk.base = None
+        else:
+            await disk.assess_trust(disk.base, None)
     try:
         data = await anyio.to_thread.run_sync(nbfile.read_bytes, path)
     except nbfile.NotebookFileError as exc:

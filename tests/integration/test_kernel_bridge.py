@@ -195,3 +195,30 @@ async def test_output_widget_captures_stay_out_of_the_cell_and_reach_late_joiner
         ]
     finally:
         client.stop_channels()
+
+
+async def test_saved_notebooks_are_signed_once_every_output_is_the_kernels(
+    server: JupyterServer,
+) -> None:
+    from nbformat.sign import NotebookNotary
+
+    # Written outside Jupyter with an output nobody trusted: not signed, and saving alone must
+    # not sign it.
+    nb = write_notebook(server.root / "nb.ipynb", ["print('fresh')"], outputs=True)
+    await server.start_session("nb.ipynb")
+    sidecar = server.sidecar(nb)
+
+    def signed() -> bool:
+        notary = NotebookNotary(data_dir=str(server.runtime.parent / "data"))
+        try:
+            return bool(notary.check_signature(nbformat.read(nb, as_version=4)))
+        finally:
+            notary.close()
+
+    async with NotebookPeer.connect(sidecar["url"], sidecar["token"]) as peer:
+        peer.notebook.ycells[0]["metadata"]["note"] = "edited"
+        await wait_for_file(nb, lambda: "edited" in nb.read_text())
+        assert not signed()
+        await ask(sidecar["url"], sidecar["token"], {"type": "execute", "cell_id": "cell-0"})
+        await wait_for_file(nb, lambda: stream_text(cell_outputs(nb, 0)) == "fresh\n")
+        await wait_for_file(nb, signed)
