@@ -71,6 +71,7 @@ class DiskSync(LoggingConfigurable):
         self.disk_hash = nbfile.content_hash(data)
         self.base = nb
         self.doc_hash = self._doc_hash_now()
+        self._changed = anyio.Event()  # loading the file is no change to save
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.room.set_status("last_saved_hash", self.disk_hash)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.files import wait_for_file, write_notebook
 from tests.jupyter_server_process import JupyterServer, running_server
@@ -295,3 +297,39 @@ async def test_jupyter_collaboration_cannot_open_a_second_room_on_our_notebook(
         async with NotebookPeer.connect(their_room, server.token):
             pass
     assert refused_ws.value.response.status_code == 409
+
+
+async def test_a_killed_sidecar_tells_browsers_to_reconnect_and_comes_back(
+    server: JupyterServer,
+) -> None:
+    nb = write_notebook(server.root / "nb.ipynb", ["x = 1"])
+    room = await open_room(server, "nb.ipynb")
+    url = sync_url(server, room["document_id"])
+    old = server.sidecar(nb)
+    async with NotebookPeer.connect(url, server.token) as peer, NotebookPeer.connect(
+        url, server.token
+    ) as other:
+        peer.notebook.set_cell(0, source="x = 'acknowledged before the crash'")
+        # Once another peer has it, it is in the store (apply, commit, then relay).
+        await other.wait_until(
+            lambda p: str(p.notebook.ycells[0]["source"]) == "x = 'acknowledged before the crash'")
+        os.kill(old["pid"], signal.SIGKILL)
+        with pytest.raises(ConnectionError) as gone:
+            await peer.wait_until(lambda p: False)
+        closed = gone.value.__cause__
+        assert isinstance(closed, ConnectionClosed) and closed.rcvd is not None
+        assert closed.rcvd.code == 1013  # "try again later": reconnect
+    # The server's supervisor starts a new sidecar from the store; the kernel lives on.
+    def restarted() -> bool:
+        return any(r["pid"] != old["pid"] for r in server.sidecars())
+
+    # Supervision runs on the server's restarter poll; the new runtime file is the event.
+    await wait_for_file(server.runtime / "kernel_collab" / "x", restarted, timeout=30)
+    record = server.sidecar(nb)
+    async with server.client() as http:
+        again = (await http.get("/api/kernel-collab/rooms/nb.ipynb")).json()
+    assert again["document_id"] == room["document_id"]
+    assert again["kernel_id"] == room["kernel_id"]
+    async with NotebookPeer.connect(url, server.token) as back:
+        assert str(back.notebook.ycells[0]["source"]) == "x = 'acknowledged before the crash'"
+    assert record["pid"] != old["pid"]
