@@ -25,23 +25,13 @@ from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
 from ..kernel import CELL_MESSAGE
-from .outputs import OutputWriter
+from .outputs import HANDLED, OutputWriter
 from .room import Room
 from .run_record import find_cell, record_end, record_start
 from .widgets import OutputWidgets
 
 # Messages routed into cells; everything else on iopub is looked at for status or ignored.
-OUTPUT_TYPES = frozenset(
-    {
-        "stream",
-        "display_data",
-        "execute_result",
-        "error",
-        "clear_output",
-        "update_display_data",
-        "execute_input",
-    }
-)
+OUTPUT_TYPES = HANDLED
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
 

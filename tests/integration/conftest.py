@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.jupyter_server_process import JupyterServer, running_server
+
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[JupyterServer]:
+    """A real Jupyter server (with kernel_collab's extension) rooted in ``tmp_path/root``."""
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    with running_server(root, runtime) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

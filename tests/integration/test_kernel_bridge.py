@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,15 +16,6 @@ from tests.peers import NotebookPeer
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[JupyterServer]:
-    """A Jupyter server rooted in ``tmp_path/root``."""
-    root, runtime = tmp_path / "root", tmp_path / "runtime"
-    root.mkdir()
-    runtime.mkdir()
-    with running_server(root, runtime) as srv:
-        yield srv
 
 
 async def test_outputs_reach_the_file_with_no_browser(server: JupyterServer) -> None:

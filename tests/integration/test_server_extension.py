@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from tests.peers import NotebookPeer
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[JupyterServer]:
-    """A Jupyter server rooted in ``tmp_path/root``."""
-    root, runtime = tmp_path / "root", tmp_path / "runtime"
-    root.mkdir()
-    runtime.mkdir()
-    with running_server(root, runtime) as srv:
-        yield srv
 
 
 def sync_url(server: JupyterServer, document_id: str) -> str:
