@@ -72,7 +72,7 @@ def load(serverapp: Any) -> None:
     web_app.add_handlers(".*$", [
         (url_path_join(base, rf"/api/kernel-collab/rooms/{path}/(?P<action>interrupt|restart)"),
          KernelActionHandler),
-        (url_path_join(base, rf"/api/kernel-collab/rooms/{path}"), RoomHandler),
+        (url_path_join(base, r"/api/kernel-collab/rooms/(?P<path>.+)"), RoomHandler),
         (url_path_join(base, r"/api/kernel-collab/sync/(?P<document_id>[\w-]+)"), SyncHandler),
         (execute, ExecuteHandler),
     ])  # fmt: skip

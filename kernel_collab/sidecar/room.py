@@ -77,6 +77,7 @@ class Room(LoggingConfigurable):
         self.committed_updates = 0
         self._subscription = self.doc.observe(self._on_transaction)
         self.request_handlers["stats"] = self._handle_stats
+        self.request_handlers["sync"] = self._handle_sync
 
     # -- document state ----------------------------------------------------------------------
 
@@ -268,6 +269,12 @@ class Room(LoggingConfigurable):
             except RequestError as exc:
                 reply.update(ok=False, error=str(exc))
         peer.send(wire.encode_request(reply))
+
+    async def _handle_sync(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+        """Reply once everything this peer sent before is stored (its messages are handled in
+        order): the client's ``sync()``."""
+        await self.wait_all_committed()
+        return {"ok": True}
 
     async def _handle_stats(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         """Figures for operators and the benchmark: commits, their durations, the store."""

@@ -1,0 +1,208 @@
+"""A script or agent as a collaborator: the notebook API over the Jupyter server's WebSocket.
+
+``connect`` opens the notebook's room (starting its collaborative kernel if none runs), joins
+the document through the server's authenticated sync route, and yields a
+:class:`~kernel_collab.notebook.Notebook`. Edits are sent as they are made; ``sync()`` returns
+once the sidecar has stored them; if the connection drops, the API raises
+:class:`ConnectionError` and tells which edits were not acknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+from jupyter_ydoc import YNotebook
+from pycrdt import (
+    Awareness,
+    TransactionEvent,
+    create_awareness_message,
+    create_sync_message,
+    create_update_message,
+)
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from ..notebook import Notebook
+from ..sidecar import wire
+
+
+class NotebookError(RuntimeError):
+    """The sidecar refused a request; the message is its reason."""
+
+
+class WebSocketTransport:
+    """Carries a :class:`Notebook`'s edits and requests over one WebSocket."""
+
+    def __init__(self, websocket: ClientConnection, notebook: YNotebook, name: str):
+        self.ws = websocket
+        self.ynb = notebook
+        self.awareness = Awareness(notebook.ydoc)
+        self.name = name
+        self._ids = itertools.count(1)
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._changed = anyio.Event()
+        self._synced = anyio.Event()
+        self._closed: BaseException | None = None
+        self._remote = False
+        self._outbox_send, self._outbox = anyio.create_memory_object_stream[bytes](100_000)
+        self.unsent = 0
+        notebook.ydoc.observe(self._on_local_change)
+
+    # -- Transport ---------------------------------------------------------------------------
+
+    async def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and wait for its reply."""
+        request_id = next(self._ids)
+        self._send({**request, "id": request_id})
+        await self.wait_for(lambda: request_id in self._replies)
+        reply = self._replies.pop(request_id)
+        if not reply.get("ok"):
+            raise NotebookError(str(reply.get("error")))
+        return reply
+
+    def touched(self, cell_id: str) -> None:
+        """Show others which cell this client touched last."""
+        state = {"user": {"name": self.name, "client_name": self.name},
+                 "kernel_collab": {"cell_id": cell_id}}  # fmt: skip
+        self.awareness.set_local_state(state)
+        update = self.awareness.encode_awareness_update([self.awareness.client_id])
+        self._queue(create_awareness_message(update))
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds; raise ConnectionError if the connection ends."""
+        while not condition():
+            if self._closed is not None:
+                raise ConnectionError(self._lost_message()) from self._closed
+            await self._changed.wait()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _lost_message(self) -> str:
+        pending = self.unsent
+        detail = f"; {pending} local edits were not sent" if pending else ""
+        return f"the connection to the notebook's sidecar ended{detail}"
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _send(self, request: dict[str, Any]) -> None:
+        self._queue(wire.encode_request(request))
+
+    def _queue(self, message: bytes) -> None:
+        if self._closed is not None:
+            raise ConnectionError(self._lost_message()) from self._closed
+        self.unsent += 1
+        self._outbox_send.send_nowait(message)
+
+    def _on_local_change(self, event: TransactionEvent) -> None:
+        if self._remote or event.update == b"\x00\x00":
+            return
+        if self._closed is not None:
+            self.unsent += 1  # reported by the next sync() or request, never dropped silently
+            return
+        self._queue(create_update_message(event.update))
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Sync, then pump messages both ways until cancelled or disconnected."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write)
+            tg.start_soon(self._read)
+            self._queue(create_sync_message(self.ynb.ydoc))
+            await self.wait_for(self._synced.is_set)
+            task_status.started()
+
+    async def _write(self) -> None:
+        async for message in self._outbox:
+            try:
+                await self.ws.send(message)
+            except ConnectionClosed as exc:
+                self._closed = exc
+                self._notify()
+                return
+            self.unsent -= 1
+
+    async def _read(self) -> None:
+        try:
+            async for data in self.ws:
+                if isinstance(data, bytes):
+                    self._handle(data)
+                self._notify()
+        except ConnectionClosed as exc:
+            self._closed = exc
+        else:
+            self._closed = ConnectionError("closed by the server")
+        self._notify()
+
+    def _handle(self, data: bytes) -> None:
+        message = wire.decode(data)
+        if message.kind is wire.Kind.SYNC_STEP1:
+            self._queue(wire.encode_sync_step2(self.ynb.ydoc.get_update(message.payload)))
+        elif message.kind in (wire.Kind.SYNC_STEP2, wire.Kind.SYNC_UPDATE):
+            self._remote = True
+            try:
+                self.ynb.ydoc.apply_update(message.payload)
+            finally:
+                self._remote = False
+            if message.kind is wire.Kind.SYNC_STEP2:
+                self._synced.set()
+        elif message.kind is wire.Kind.AWARENESS:
+            self.awareness.apply_awareness_update(message.payload, "remote")
+        elif message.request is not None and isinstance(message.request.get("reply_to"), int):
+            self._replies[message.request["reply_to"]] = message.request
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    server_url: str, path: str, *, token: str | None = None, name: str = "kernel_collab client"
+) -> AsyncIterator[ClientNotebook]:
+    """Join the notebook at ``path`` on a Jupyter server as a named collaborator."""
+    headers = {"Authorization": f"token {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=server_url.rstrip("/"), headers=headers,
+                                 timeout=120) as http:  # fmt: skip
+        response = await http.put(f"/api/kernel-collab/rooms/{quote(path)}")
+        if response.status_code != 200:
+            raise NotebookError(f"cannot open {path}: {_reason(response)}")
+        room = response.json()
+    ws_url = server_url.rstrip("/").replace("http", "ws", 1)
+    url = f"{ws_url}/api/kernel-collab/sync/{room['document_id']}"
+    ynb = YNotebook()
+    async with (
+        ws_connect(url, additional_headers=headers, max_size=None) as websocket,
+        anyio.create_task_group() as tg,
+    ):
+        transport = WebSocketTransport(websocket, ynb, name)
+        await tg.start(transport.run)
+        try:
+            yield ClientNotebook(ynb, transport, tg)
+        finally:
+            tg.cancel_scope.cancel()
+
+
+class ClientNotebook(Notebook):
+    """A :class:`Notebook` joined from outside the kernel."""
+
+    def __init__(self, ynotebook: YNotebook, transport: WebSocketTransport, tg: TaskGroup):
+        super().__init__(ynotebook, transport)
+        self.transport = transport
+        self._tg = tg
+
+    async def run(self, cell: Any) -> Any:
+        """Queue a cell; ``await (await nb.run(c)).wait()`` returns its outputs."""
+        return await self.run_async(cell)
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        return str(json.loads(response.text).get("message") or response.text)
+    except (ValueError, AttributeError):
+        return f"HTTP {response.status_code}"

@@ -1,0 +1,105 @@
+"""Scripts and agents as collaborators: ``kernel_collab.client`` through a real server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from kernel_collab.client import NotebookError, connect, connect_blocking
+from tests.files import wait_for_file, write_notebook
+from tests.jupyter_server_process import JupyterServer
+from tests.peers import NotebookPeer
+
+pytestmark = pytest.mark.anyio
+
+
+def sync_url(server: JupyterServer, document_id: str) -> str:
+    """The browser-facing WebSocket of a room."""
+    return server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{document_id}"
+
+
+async def test_a_script_writes_and_runs_cells_while_a_person_watches(
+    server: JupyterServer,
+) -> None:
+    nb_path = write_notebook(server.root / "nb.ipynb", ["x = 41"])
+    async with connect(server.url, "nb.ipynb", token=server.token, name="my-agent") as nb:
+        document_id = nb._ynb.ystate.get("document_id")
+        async with NotebookPeer.connect(sync_url(server, str(document_id)),
+                                        server.token) as person:  # fmt: skip
+            first = nb.cells[0]
+            assert first.source == "x = 41"
+            first.source = "x = 42"
+            c = nb.insert_cell(1, "print(x)")
+            md = nb.append_cell("# Results", cell_type="markdown")
+            c.metadata["tags"] = ["from-agent"]
+            await person.wait_until(lambda p: p.notebook.cell_number == 3
+                                    and str(p.notebook.ycells[0]["source"]) == "x = 42")
+            assert [cell.cell_type for cell in nb.cells] == ["code", "code", "markdown"]
+            await (await nb.run(first)).wait()
+            outputs = await (await nb.run(c)).wait()
+            assert outputs == [{"output_type": "stream", "name": "stdout", "text": "42\n"}]
+            assert c.execution_count == 2
+            assert c.last_run is not None and c.last_run["status"] == "ok"
+            # The person sees the agent as a collaborator, on the cell it touched last.
+            await person.wait_until(lambda p: any(
+                s.get("user", {}).get("client_name") == "my-agent" for s in p.peers.values()))
+            nb.move_cell(md, 0)
+            nb.delete_cell(c)
+            await nb.sync()
+            assert [cell.cell_type for cell in nb.cells] == ["markdown", "code"]
+    await wait_for_file(nb_path, lambda: "# Results" in nb_path.read_text()
+                        and "print(x)" not in nb_path.read_text())
+
+
+async def test_bad_requests_raise_python_errors_naming_the_cell(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", ["x = 1"])
+    async with connect(server.url, "nb.ipynb", token=server.token) as nb:
+        with pytest.raises(IndexError, match="out of range: the notebook has 1 cells"):
+            nb.cells[5]
+        cell = nb.cells[0]
+        with pytest.raises(TypeError, match=f"cell {cell.id}: source must be a str"):
+            cell.source = 42  # type: ignore[assignment]
+        md = nb.append_cell("text", cell_type="markdown")
+        with pytest.raises(ValueError, match="only code runs"):
+            await nb.run(md)
+        nb.delete_cell(md)
+        with pytest.raises(KeyError, match="not in the notebook"):
+            md.source  # noqa: B018
+        with pytest.raises(KeyError, match="not in the notebook"):
+            nb.delete_cell("no-such-id")
+    with pytest.raises(NotebookError, match="not a notebook"):
+        async with connect(server.url, "notes.txt", token=server.token):
+            pass
+
+
+def test_the_blocking_wrapper_for_scripts(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", ["import math\nmath.sqrt(16)"])
+    with connect_blocking(server.url, "nb.ipynb", token=server.token, name="script") as nb:
+        cell = nb.cells[0]
+        outputs = nb.run(cell).wait()
+        assert outputs[0]["data"]["text/plain"] == "4.0"
+        added = nb.append_cell("1 + 1")
+        assert added.source == "1 + 1"
+        assert len(nb.cells) == 2
+        nb.sync()
+
+
+async def test_the_server_going_away_is_a_clear_connection_error(
+    tmp_path: Path,
+) -> None:
+    from tests.jupyter_server_process import running_server
+
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    write_notebook(root / "nb.ipynb", ["x = 1"])
+    with running_server(root, runtime) as srv:
+        async with connect(srv.url, "nb.ipynb", token=srv.token) as nb:
+            nb.cells[0].source = "x = 'stored'"
+            await nb.sync()  # acknowledged: in the store from here on
+            srv.kill()
+            nb.cells[0].source = "x = 'typed after the server died'"
+            with anyio.fail_after(30), pytest.raises(ConnectionError, match="ended"):
+                await nb.sync()
