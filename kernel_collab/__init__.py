@@ -5,6 +5,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 
+def notebook() -> Any:
+    """In a collaborative kernel: the shared notebook this code runs in (see the README)."""
+    from .kernel.api import notebook as _notebook
+
+    return _notebook()
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "kernel_collab"}]
 

@@ -215,6 +215,9 @@ class RunHandle:
 class Notebook:
     """A shared notebook: read and edit cells, and ask for them to run."""
 
+    calling_cell_id: str | None = None
+    """In the kernel: the cell whose code makes the requests (for attribution)."""
+
     def __init__(self, ynotebook: YNotebook, transport: Transport):
         self._ynb = ynotebook
         self._transport = transport
@@ -328,7 +331,10 @@ class Notebook:
             raise ValueError(f"cell {target.id} is a {target.cell_type} cell: only code runs")
         asked = time.time()
         await self.sync()  # the sidecar must have the cell's current source
-        reply = await self._transport.request({"type": "execute", "cell_id": target.id})
+        request: dict[str, Any] = {"type": "execute", "cell_id": target.id}
+        if self.calling_cell_id is not None:
+            request["as_cell"] = self.calling_cell_id  # attributed to whoever ran that cell
+        reply = await self._transport.request(request)
         return RunHandle(self, target, asked, int(reply.get("position", 0)))
 
     async def sync(self) -> None:

@@ -37,6 +37,8 @@ class Blocking:
 
     def __getattr__(self, name: str) -> Any:
         portal: BlockingPortal = self._portal
+        if name == "transaction" and isinstance(self._target, Notebook):
+            return lambda: _held_edits(self._target, portal)
         value = portal.call(_get, self._target, name)
         if inspect.iscoroutinefunction(value):
             return lambda *a, **k: _wrap(
@@ -67,6 +69,21 @@ class Blocking:
         return str(self._portal.call(repr, self._target))
 
 
+@contextlib.contextmanager
+def _held_edits(notebook: Notebook, portal: BlockingPortal) -> Iterator[None]:
+    """A transaction across several blocking calls: others receive the edits as one update."""
+    transport = notebook._transport
+    portal.call(_call, transport.hold)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        portal.call(_call, transport.release)  # type: ignore[attr-defined]
+
+
+async def _call(fn: Any) -> Any:
+    return fn()
+
+
 def _unwrap(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(a._target if isinstance(a, Blocking) else a for a in args)
 
@@ -77,8 +94,6 @@ async def _get(target: Any, name: str) -> Any:
 
 async def _sync_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     result = fn(*args, **kwargs)
-    if isinstance(result, contextlib.AbstractContextManager):
-        raise TypeError("use nb.transaction() with the async client (it holds the loop)")
     return result
 
 

@@ -26,6 +26,7 @@ from pycrdt import (
     create_awareness_message,
     create_sync_message,
     create_update_message,
+    merge_updates,
 )
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -55,6 +56,7 @@ class WebSocketTransport:
         self._remote = False
         self._outbox_send, self._outbox = anyio.create_memory_object_stream[bytes](100_000)
         self.unsent = 0
+        self._held: list[bytes] | None = None
         notebook.ydoc.observe(self._on_local_change)
 
     # -- Transport ---------------------------------------------------------------------------
@@ -110,7 +112,22 @@ class WebSocketTransport:
         if self._closed is not None:
             self.unsent += 1  # reported by the next sync() or request, never dropped silently
             return
+        if self._held is not None:
+            self._held.append(event.update)
+            return
         self._queue(create_update_message(event.update))
+
+    def hold(self) -> None:
+        """Collect local edits instead of sending them (a transaction spanning several calls,
+        as the blocking API makes)."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Send the edits collected since :meth:`hold` as one update."""
+        held, self._held = self._held, None
+        if held:
+            self._queue(create_update_message(merge_updates(*held) if len(held) > 1 else held[0]))
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Sync, then pump messages both ways until cancelled or disconnected."""
@@ -175,6 +192,13 @@ async def connect(
         room = response.json()
     ws_url = server_url.rstrip("/").replace("http", "ws", 1)
     url = f"{ws_url}/api/kernel-collab/sync/{room['document_id']}"
+    async with join(url, headers, name) as notebook:
+        yield notebook
+
+
+@contextlib.asynccontextmanager
+async def join(url: str, headers: dict[str, str], name: str) -> AsyncIterator[ClientNotebook]:
+    """Join a document's WebSocket (through the server, or a sidecar directly)."""
     ynb = YNotebook()
     async with (
         ws_connect(url, additional_headers=headers, max_size=None) as websocket,

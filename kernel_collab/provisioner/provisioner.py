@@ -21,7 +21,10 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Dict, Float, List, Unicode
 
 from .notebook_path import NotebookPathError, find_notebook
-from .sidecars import REGISTRY, SidecarError, SidecarHandle
+from .sidecars import REGISTRY, SidecarError, SidecarHandle, kernel_pointer
+
+POINTER_ENV = "KERNEL_COLLAB_SIDECAR_FILE"
+"""Tells the kernel where to find its sidecar (for the in-kernel notebook API)."""
 
 
 def _locate(env: Any, cwd: str | None, root_dir: str) -> tuple[Path, Path | None]:
@@ -130,6 +133,10 @@ class CollabProvisioner(KernelProvisionerBase):
                     self._check_one_kernel(existing)
                 except SidecarError as exc:
                     raise RuntimeError(f"kernel_collab: {exc}") from None
+        if self.notebook is not None:
+            env = dict(kwargs.get("env") or os.environ)
+            env[POINTER_ENV] = str(kernel_pointer(str(self.kernel_id)))
+            kwargs["env"] = env
         kwargs = await self.inner.pre_launch(**kwargs)
         return kwargs
 
@@ -168,6 +175,7 @@ class CollabProvisioner(KernelProvisionerBase):
             raise RuntimeError(f"kernel_collab: {exc}") from None
         self.sidecar = sidecar  # only now: a refused kernel must never detach the room's one
         sidecar.kernel_ids.add(str(self.kernel_id))
+        REGISTRY.write_kernel_pointer(str(self.kernel_id), sidecar)
 
     def _check_one_kernel(self, sidecar: SidecarHandle) -> None:
         others = sidecar.kernel_ids - {str(self.kernel_id)}
@@ -207,6 +215,7 @@ class CollabProvisioner(KernelProvisionerBase):
                 self.log.warning("kernel_collab: %s", exc)
             if not restart:
                 sidecar.kernel_ids.discard(str(self.kernel_id))
+                kernel_pointer(str(self.kernel_id)).unlink(missing_ok=True)
         await self.inner.cleanup(restart=restart)
 
     async def get_provisioner_info(self) -> dict[str, Any]:

@@ -83,6 +83,11 @@ def runtime_dir() -> Path:
     return path
 
 
+def kernel_pointer(kernel_id: str) -> Path:
+    """Where a kernel finds its sidecar's URL and token."""
+    return runtime_dir() / f"kernel-{kernel_id}.json"
+
+
 class SidecarRegistry:
     """The server process's sidecars, by notebook path."""
 
@@ -174,6 +179,17 @@ class SidecarRegistry:
         if handle.runtime_file is not None:
             handle.runtime_file.unlink(missing_ok=True)
         handle.runtime_file = self._write_runtime_file(handle)
+
+    def write_kernel_pointer(self, kernel_id: str, handle: SidecarHandle) -> Path:
+        """Tell a kernel where its sidecar is (the in-kernel API reads this, mode 0600)."""
+        path = kernel_pointer(kernel_id)
+        data = {"url": handle.url, "token": handle.token, "notebook": str(handle.notebook)}
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+        return path
 
     def forget(self, handle: SidecarHandle) -> None:
         """Drop a stopped sidecar and its runtime file."""

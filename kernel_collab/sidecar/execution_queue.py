@@ -50,7 +50,16 @@ class ExecutionQueue:
         cell_id = request.get("cell_id")
         if not isinstance(cell_id, str):
             raise RequestError("execute needs a cell_id (string)")
-        position = self.enqueue(cell_id, peer.public_identity)
+        by = peer.public_identity
+        as_cell = request.get("as_cell")
+        if isinstance(as_cell, str) and peer.identity.get("anonymous"):
+            # Code running in the kernel asks on behalf of whoever ran its cell.
+            caller = find_cell(self.room.notebook, as_cell)
+            ours = caller["metadata"].get("kernel_collab") if caller is not None else None
+            last = ours.get("last_run") if isinstance(ours, dict) else None
+            if isinstance(last, dict) and last.get("status") == "running":
+                by = dict(last.get("by") or by)
+        position = self.enqueue(cell_id, by)
         return {"ok": True, "cell_id": cell_id, "position": position}
 
     def enqueue(self, cell_id: str, by: dict[str, Any]) -> int:

@@ -1,0 +1,92 @@
+"""``kernel_collab.notebook()``: code in the kernel reads and edits the notebook it runs in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.files import write_notebook
+from tests.jupyter_server_process import JupyterServer
+from tests.peers import NotebookPeer
+
+pytestmark = pytest.mark.anyio
+
+
+def _source(peer: NotebookPeer, index: int) -> str:
+    return str(peer.notebook.ycells[index]["source"])
+
+
+def _cell(peer: NotebookPeer, cell_id: str) -> dict[str, Any]:
+    return next(c for c in peer.notebook.get()["cells"] if c["id"] == cell_id)
+
+
+def _stdout(cell: dict[str, Any]) -> str:
+    return "".join(o.get("text", "") for o in cell["outputs"] if o.get("name") == "stdout")
+
+
+async def test_code_in_the_kernel_edits_and_runs_cells_others_see(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", [
+        "import kernel_collab\n"
+        "nb = kernel_collab.notebook()\n"
+        "print(nb.current_cell.id)\n"
+        "nb.cells[1].source = 'x = 42'\n"
+        "c = nb.insert_cell(2, 'print(x)')\n"
+        "with nb.transaction():\n"
+        "    nb.cells[1].metadata['tags'] = ['written-by-the-kernel']\n"
+        "h = nb.run(nb.cells[1]); h2 = nb.run(c)\n"
+        "try:\n    h.wait()\nexcept RuntimeError as e:\n    print('refused:', e)\n",
+        "x = 0",
+    ])  # fmt: skip
+    room = await _open(server)
+    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
+        response = await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                                   json={"cell_id": "cell-0", "document_id": room["document_id"]})
+        assert response.status_code == 202
+
+        def all_ran(p: NotebookPeer) -> bool:
+            cells = p.notebook.get()["cells"]
+            return len(cells) == 3 and _stdout(cells[2]) == "42\n"
+
+        await peer.wait_until(all_ran)
+        cells = peer.notebook.get()["cells"]
+        assert cells[1]["source"] == "x = 42"
+        assert cells[1]["metadata"]["tags"] == ["written-by-the-kernel"]
+        printed = _stdout(cells[0])
+        assert printed.startswith("cell-0\nrefused: waiting for a run from inside a running cell")
+        # The runs asked by the kernel are attributed to who ran the calling cell.
+        runner = cells[0]["metadata"]["kernel_collab"]["last_run"]["by"]
+        assert cells[2]["metadata"]["kernel_collab"]["last_run"]["by"] == runner
+
+
+async def test_others_edits_are_seen_by_a_cell_stuck_in_a_loop(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", [
+        "import kernel_collab, time\n"
+        "nb = kernel_collab.notebook()\n"
+        "print('waiting', flush=True)\n"
+        "while nb.cells[1].source != 'go':\n    time.sleep(0.02)\n"
+        "print('saw it')\n",
+        "wait",
+    ])  # fmt: skip
+    room = await _open(server)
+    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
+        await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                        json={"cell_id": "cell-0", "document_id": room["document_id"]})
+        await peer.wait_until(lambda p: _stdout(_cell(p, "cell-0")) == "waiting\n")
+        statuses: list[Any] = []
+        peer.notebook.set_cell(1, source="go")
+        await peer.wait_until(lambda p: (statuses.append(
+            (p.notebook.ystate.get("kernel_collab") or {}).get("kernel_status"))
+            or _stdout(_cell(p, "cell-0")) == "waiting\nsaw it\n"))  # fmt: skip
+        # The replica's sync traffic never made the kernel look idle while the cell ran.
+        assert "idle" not in statuses[:-2]
+
+
+async def _open(server: JupyterServer) -> dict[str, Any]:
+    async with server.client() as http:
+        response = await http.put("/api/kernel-collab/rooms/nb.ipynb")
+        assert response.status_code == 200, response.text
+        room: dict[str, Any] = response.json()
+        return room
