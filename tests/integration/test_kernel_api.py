@@ -76,10 +76,13 @@ async def test_others_edits_are_seen_by_a_cell_stuck_in_a_loop(server: JupyterSe
                         json={"cell_id": "cell-0", "document_id": room["document_id"]})
         await peer.wait_until(lambda p: _stdout(_cell(p, "cell-0")) == "waiting\n")
         statuses: list[Any] = []
+
+        def saw_it(p: NotebookPeer) -> bool:
+            statuses.append((p.notebook.ystate.get("kernel_collab") or {}).get("kernel_status"))
+            return _stdout(_cell(p, "cell-0")) == "waiting\nsaw it\n"
+
         peer.notebook.set_cell(1, source="go")
-        await peer.wait_until(lambda p: (statuses.append(
-            (p.notebook.ystate.get("kernel_collab") or {}).get("kernel_status"))
-            or _stdout(_cell(p, "cell-0")) == "waiting\nsaw it\n"))  # fmt: skip
+        await peer.wait_until(saw_it)
         # The replica's sync traffic never made the kernel look idle while the cell ran.
         assert "idle" not in statuses[:-2]
 
