@@ -135,7 +135,15 @@ class DiskSync(LoggingConfigurable):
                     last = time.monotonic()
                     continue
                 break
-            await self.save()
+            try:
+                await self.save()
+            except (nbfile.NotebookFileError, ValueError, TypeError, KeyError,
+                    AttributeError) as exc:  # fmt: skip
+                # The document does not make a valid notebook (a peer broke the schema):
+                # keep it in the store, keep the file as it is, say so, keep serving.
+                self.log.error("%s: not saved, the document is not a valid notebook: %s",
+                               self.path, exc)  # fmt: skip
+                self.room.set_status("save_error", f"not saved: {exc}")
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         started = False

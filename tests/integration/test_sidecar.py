@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import nbformat
 import pytest
+from pycrdt import Map
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -343,3 +344,16 @@ async def test_a_peer_from_an_older_epoch_is_told_to_reload(tmp_path: Path) -> N
             async with ws_connect(f"{sidecar.url}?epoch={_status(fresh)['epoch']}"
                                   f"&token={sidecar.token}") as current:
                 assert wire.decode(await current.recv()).kind is wire.Kind.SYNC_STEP1  # type: ignore[arg-type]
+
+
+async def test_an_update_breaking_the_schema_does_not_stop_the_room(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as bad:
+            bad.notebook.ycells.append(Map({"cell_type": "code", "source": 5}))  # no id, no Text
+            await bad.wait_until(lambda p: _status(p).get("save_error") is not None)
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as good:
+            good.notebook.set_cell(0, source="x = 'still served'")
+            await good.wait_until(lambda p: _source(p, 0) == "x = 'still served'")
+        assert sidecar.proc.poll() is None
+        assert _cells_on_disk(nb) == ["x = 1"]  # the file is not replaced by a broken notebook
