@@ -7,7 +7,8 @@ from typing import Any
 from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.auth.identity import IdentityProvider, User
 
-TOKENS = {"reader-token": "reader", "editor-token": "editor", "runner-token": "runner"}
+TOKENS = {"reader-token": "reader", "editor-token": "editor", "runner-token": "runner",
+          "runner2-token": "runner2"}
 
 
 class RoleIdentityProvider(IdentityProvider):
@@ -31,7 +32,7 @@ class RoleAuthorizer(Authorizer):
 
     def is_authorized(self, handler: Any, user: User, action: str, resource: str) -> bool:
         """Whether the user's role allows ``action`` on ``resource``."""
-        if user.username == "runner":
+        if user.username in ("runner", "runner2"):
             return True
         if action == "read":
             return True

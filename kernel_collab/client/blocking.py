@@ -15,7 +15,7 @@ from typing import Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ..notebook import Cell, CellList, MetadataView, Notebook, RunHandle
-from .connection import connect
+from .connection import InputCallback, connect
 
 _VIEWS = (Notebook, Cell, CellList, MetadataView, RunHandle)
 
@@ -99,10 +99,11 @@ async def _sync_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 
 @contextlib.contextmanager
 def connect_blocking(server_url: str, path: str, *, token: str | None = None,
-                     name: str = "kernel_collab client") -> Iterator[Any]:
+                     name: str = "kernel_collab client",
+                     on_input: InputCallback | None = None) -> Iterator[Any]:
     """``with connect_blocking(url, "nb.ipynb", token=...) as nb:`` — the API without async:
     ``nb.run(cell).wait()`` blocks until the cell has run."""
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(
-        connect(server_url, path, token=token, name=name)
+        connect(server_url, path, token=token, name=name, on_input=on_input)
     ) as notebook:
         yield Blocking(notebook, portal)

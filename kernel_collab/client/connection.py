@@ -10,9 +10,10 @@ once the sidecar has stored them; if the connection drops, the API raises
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,9 @@ from websockets.exceptions import ConnectionClosed
 from ..notebook import Notebook
 from ..sidecar import wire
 
+InputCallback = Callable[[str, bool], "str | Awaitable[str]"]
+"""``on_input(prompt, password)`` answers ``input()``/``getpass()`` in runs this client asked."""
+
 
 class NotebookError(RuntimeError):
     """The sidecar refused a request; the message is its reason."""
@@ -43,8 +47,16 @@ class NotebookError(RuntimeError):
 class WebSocketTransport:
     """Carries a :class:`Notebook`'s edits and requests over one WebSocket."""
 
-    def __init__(self, websocket: ClientConnection, notebook: YNotebook, name: str):
+    def __init__(
+        self,
+        websocket: ClientConnection,
+        notebook: YNotebook,
+        name: str,
+        on_input: InputCallback | None = None,
+    ):
         self.ws = websocket
+        self.on_input = on_input
+        self._tg: TaskGroup | None = None
         self.ynb = notebook
         self.awareness = Awareness(notebook.ydoc)
         self.name = name
@@ -132,6 +144,7 @@ class WebSocketTransport:
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Sync, then pump messages both ways until cancelled or disconnected."""
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             tg.start_soon(self._write)
             tg.start_soon(self._read)
             self._queue(create_sync_message(self.ynb.ydoc))
@@ -176,11 +189,31 @@ class WebSocketTransport:
             self.awareness.apply_awareness_update(message.payload, "remote")
         elif message.request is not None and isinstance(message.request.get("reply_to"), int):
             self._replies[message.request["reply_to"]] = message.request
+        elif message.request is not None and message.request.get("type") == "input_request":
+            assert self._tg is not None
+            self._tg.start_soon(self._answer, message.request)
+
+    async def _answer(self, prompt: dict[str, Any]) -> None:
+        """Answer a kernel prompt for a run this client asked for, with ``on_input``."""
+        reply: dict[str, Any] = {"type": "input_reply", "request_id": prompt["request_id"]}
+        if self.on_input is None:
+            reply["error"] = "this client was connected without on_input: it takes no input"
+        else:
+            value = self.on_input(str(prompt.get("prompt", "")), bool(prompt.get("password")))
+            if inspect.isawaitable(value):
+                value = await value
+            reply["value"] = str(value)
+        self._send(reply)
 
 
 @contextlib.asynccontextmanager
 async def connect(
-    server_url: str, path: str, *, token: str | None = None, name: str = "kernel_collab client"
+    server_url: str,
+    path: str,
+    *,
+    token: str | None = None,
+    name: str = "kernel_collab client",
+    on_input: InputCallback | None = None,
 ) -> AsyncIterator[ClientNotebook]:
     """Join the notebook at ``path`` on a Jupyter server as a named collaborator."""
     headers = {"Authorization": f"token {token}"} if token else {}
@@ -192,19 +225,21 @@ async def connect(
         room = response.json()
     ws_url = server_url.rstrip("/").replace("http", "ws", 1)
     url = f"{ws_url}/api/kernel-collab/sync/{room['document_id']}"
-    async with join(url, headers, name) as notebook:
+    async with join(url, headers, name, on_input) as notebook:
         yield notebook
 
 
 @contextlib.asynccontextmanager
-async def join(url: str, headers: dict[str, str], name: str) -> AsyncIterator[ClientNotebook]:
+async def join(
+    url: str, headers: dict[str, str], name: str, on_input: InputCallback | None = None
+) -> AsyncIterator[ClientNotebook]:
     """Join a document's WebSocket (through the server, or a sidecar directly)."""
     ynb = YNotebook()
     async with (
         ws_connect(url, additional_headers=headers, max_size=None) as websocket,
         anyio.create_task_group() as tg,
     ):
-        transport = WebSocketTransport(websocket, ynb, name)
+        transport = WebSocketTransport(websocket, ynb, name, on_input)
         await tg.start(transport.run)
         try:
             yield ClientNotebook(ynb, transport, tg)

@@ -19,6 +19,7 @@ from .docstore import DocumentStore
 from .execution_queue import ExecutionQueue
 from .room import Room
 from .service import SidecarParts, StartError, announce, load, serve
+from .stdin_relay import StdinRelay
 
 TOKEN_ENV = "KERNEL_COLLAB_TOKEN"
 ADMIN_TOKEN_ENV = "KERNEL_COLLAB_ADMIN_TOKEN"
@@ -82,7 +83,7 @@ class SidecarApp(Application):
         ),
         "debug": ({"Application": {"log_level": 10}}, "Log debug messages."),
     }
-    classes = [DocumentStore, DiskSync, Room, KernelBridge]
+    classes = [DocumentStore, DiskSync, Room, KernelBridge, StdinRelay]
 
     @default("log_level")
     def _log_level_default(self) -> int:

@@ -106,7 +106,7 @@ class KernelBridge(LoggingConfigurable):
             signature_scheme=connection_info.get("signature_scheme", "hmac-sha256"),
             username="kernel_collab",
         )
-        client.start_channels(iopub=False, hb=False, stdin=False)
+        client.start_channels(iopub=False, hb=False, stdin=True)
         self.client = client
         self.kernel_id = kernel_id
         self.room.set_status("kernel_id", kernel_id)
@@ -114,6 +114,23 @@ class KernelBridge(LoggingConfigurable):
         self._detached = anyio.Event()
         self._attached.set()
         self.log.info("kernel %s attached", kernel_id)
+
+    async def wait_attached(self) -> AsyncKernelClient:
+        """The kernel client, once a kernel is attached."""
+        while self.client is None:
+            await self._attached.wait()
+        return self.client
+
+    def detached_event(self) -> anyio.Event:
+        """An event set when the current kernel is detached."""
+        return self._detached
+
+    def interrupt(self) -> None:
+        """Interrupt the kernel with a control-channel ``interrupt_request``."""
+        if self.client is not None:
+            self.client.control_channel.send(
+                self.client.session.msg("interrupt_request", {})
+            )
 
     def detach(self, reason: str) -> None:
         """Stop talking to the kernel (restart, shutdown, death); unfinished runs end."""
@@ -147,7 +164,7 @@ class KernelBridge(LoggingConfigurable):
     # -- execution ---------------------------------------------------------------------------
 
     def execute(self, cell_id: str, code: str, by: dict[str, Any]) -> Run:
-        """Send one cell to the kernel (stdin is not relayed yet, so ``input()`` fails fast)."""
+        """Send one cell to the kernel."""
         client = self.client
         if client is None:
             raise RuntimeError("no kernel attached")
@@ -156,7 +173,7 @@ class KernelBridge(LoggingConfigurable):
             "silent": False,
             "store_history": True,
             "user_expressions": {},
-            "allow_stdin": False,
+            "allow_stdin": True,  # prompts go to the person who asked (stdin_relay)
             "stop_on_error": True,
         }
         metadata = {"cellId": cell_id, "kernel_collab": {"by": by}}

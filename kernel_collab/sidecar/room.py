@@ -64,6 +64,8 @@ class Room(LoggingConfigurable):
         """Requests only admin connections may make (kernel lifecycle)."""
         self.peer_listeners: list[Callable[[], None]] = []
         """Called after a peer leaves."""
+        self.join_listeners: list[Callable[[Peer], None]] = []
+        """Called after a peer joins."""
         self.change_listeners: list[Callable[[], None]] = []
         self._awareness_owner: dict[int, Peer] = {}
         self._pending: list[bytes] = []
@@ -175,6 +177,8 @@ class Room(LoggingConfigurable):
         states = [cid for cid in self.awareness.states if cid != self.awareness.client_id]
         if states:
             peer.send(create_awareness_message(self.awareness.encode_awareness_update(states)))
+        for listener in self.join_listeners:
+            listener(peer)
 
     def leave(self, peer: Peer) -> None:
         """Remove a peer and tell the others its awareness states are gone."""

@@ -21,6 +21,7 @@ from .execution_queue import ExecutionQueue
 from .peer import CLOSE_GOING_AWAY
 from .room import Room
 from .server import SyncServer
+from .stdin_relay import StdinRelay
 
 
 class StartError(Exception):
@@ -106,6 +107,7 @@ async def serve(
             await tg.start(disk.run)
             await tg.start(parts.bridge.run)
             await tg.start(parts.queue.run)
+            await tg.start(StdinRelay(room, parts.bridge, parent=room.parent).run)
             ws_server = await server.start(port)
             tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
             if watch_stdin_eof:

@@ -103,3 +103,22 @@ async def test_the_server_going_away_is_a_clear_connection_error(
             nb.cells[0].source = "x = 'typed after the server died'"
             with anyio.fail_after(30), pytest.raises(ConnectionError, match="ended"):
                 await nb.sync()
+
+
+async def test_input_in_a_clients_run_goes_to_its_on_input(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", ["print('hi', input('who? '))", "input('again? ')"])
+    asked: list[tuple[str, bool]] = []
+
+    def answer(prompt: str, password: bool) -> str:
+        asked.append((prompt, password))
+        return "agent"
+
+    async with connect(server.url, "nb.ipynb", token=server.token, on_input=answer) as nb:
+        outputs = await (await nb.run(nb.cells[0])).wait()
+        assert outputs == [{"output_type": "stream", "name": "stdout", "text": "hi agent\n"}]
+        assert asked == [("who? ", False)]
+    async with connect(server.url, "nb.ipynb", token=server.token) as nb:  # no on_input
+        handle = await nb.run(nb.cells[1])
+        await handle.wait()
+        assert handle.status == "error"
+        assert "could not answer" in str(nb.status.get("input_interrupted"))

@@ -89,8 +89,6 @@ CELLS: dict[str, str] = {
     "rx-first": gate("rx") + "print('first')\n",
     "rx-raise": "raise ValueError('expected')\n",
     "rx-third": "print('third ran')\n",
-    "input": "name = input('name? ')\n",
-    "after-input": "print('kernel alive')\n",
     "count-a": "21 * 2\n",
     "count-b": gate("count") + "print('b done')\n",
     "status-gate": gate("status") + "print('released')\n",
@@ -322,19 +320,6 @@ async def test_a_raises_exception_cell_does_not_stop_the_queue(main: Session) ->
         assert stream_text(outputs_of(peer, "rx-third")) == "third ran\n"
         cancelled = collab_state(peer).get("cancelled") or []
         assert "rx-third" not in [e.get("cell_id") for e in cancelled]
-
-
-async def test_input_fails_at_once_and_the_kernel_goes_on(main: Session) -> None:
-    async with main.peer() as peer:
-        result = await main.run(peer, "input")
-        run = last_run(peer, "input")
-        assert run is not None and run["status"] == "error"
-        assert run["end"] - run["start"] < 10, "input() waited for an answer nobody can give"
-        errors = [o for o in result["outputs"] if o["output_type"] == "error"]
-        assert [e["ename"] for e in errors] == ["StdinNotImplementedError"]
-        after = await main.run(peer, "after-input")
-        assert stream_text(after["outputs"]) == "kernel alive\n"
-        assert (last_run(peer, "after-input") or {}).get("status") == "ok"
 
 
 # --- execution state, counts and kernel status --------------------------------------------
