@@ -83,7 +83,7 @@ class SidecarApp(Application):
         ),
         "debug": ({"Application": {"log_level": 10}}, "Log debug messages."),
     }
-    classes = [DocumentStore, DiskSync, Room, KernelBridge, StdinRelay]
+    classes = [DocumentStore, DiskSync, Room, KernelBridge, ExecutionQueue, StdinRelay]
 
     @default("log_level")
     def _log_level_default(self) -> int:
@@ -145,7 +145,7 @@ class SidecarApp(Application):
         bridge = KernelBridge(room, parent=self)
         bridge.set_kernel_status("none")
         bridge.cleared_listeners.append(disk.cell_ran)
-        parts = SidecarParts(room, disk, store, bridge, ExecutionQueue(room, bridge))
+        parts = SidecarParts(room, disk, store, bridge, ExecutionQueue(room, bridge, parent=self))
         async with anyio.create_task_group() as tg:
             url: str = await tg.start(
                 lambda task_status: serve(

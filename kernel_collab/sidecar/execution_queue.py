@@ -16,6 +16,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from traitlets import Int
+from traitlets.config import LoggingConfigurable
 
 from .bridge import KernelBridge
 from .peer import Peer
@@ -32,15 +34,22 @@ class Entry:
     at: float
 
 
-class ExecutionQueue:
+class ExecutionQueue(LoggingConfigurable):
     """Runs queued cells on the attached kernel, one at a time."""
 
-    def __init__(self, room: Room, bridge: KernelBridge):
+    max_entries_per_person = Int(
+        1000, help="Cells one person (or client) may have waiting in the queue at once."
+    ).tag(config=True)
+
+    def __init__(self, room: Room, bridge: KernelBridge, **kwargs: Any):
+        super().__init__(**kwargs)
         self.room = room
         self.bridge = bridge
         self.entries: list[Entry] = []
         self._wake = anyio.Event()
+        self._cells_changed = anyio.Event()
         room.request_handlers["execute"] = self._handle_execute
+        room.notebook.ycells.observe(lambda _event: self._cells_changed.set())
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -74,6 +83,12 @@ class ExecutionQueue:
                 entry.by, entry.at = by, time.time()
                 self._publish()
                 return i
+        mine = sum(1 for e in self.entries if e.by.get("username") == by.get("username"))
+        if mine >= self.max_entries_per_person:
+            raise RequestError(
+                f"{by.get('name', 'you')} already has {mine} cells queued "
+                f"(limit {self.max_entries_per_person}); wait for some to run"
+            )
         self.entries.append(Entry(cell_id, by, time.time()))
         self._publish()
         self._wake.set()
@@ -92,14 +107,27 @@ class ExecutionQueue:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run entries as the kernel becomes free, until cancelled."""
-        task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._drop_deleted)
+            task_status.started()
+            while True:
+                while not self.entries or not self.bridge.attached:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                entry = self.entries.pop(0)
+                self._publish()
+                await self._run_one(entry)
+
+    async def _drop_deleted(self) -> None:
+        """A queued cell that is deleted leaves the queue."""
         while True:
-            while not self.entries or not self.bridge.attached:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-            entry = self.entries.pop(0)
-            self._publish()
-            await self._run_one(entry)
+            await self._cells_changed.wait()
+            self._cells_changed = anyio.Event()
+            present = {c.get("id") for c in self.room.notebook.ycells}
+            kept = [e for e in self.entries if e.cell_id in present]
+            if len(kept) != len(self.entries):
+                self.entries = kept
+                self._publish()
 
     def wake(self) -> None:
         """Look at the queue again (a kernel was attached)."""

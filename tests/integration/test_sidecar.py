@@ -357,3 +357,22 @@ async def test_an_update_breaking_the_schema_does_not_stop_the_room(tmp_path: Pa
             await good.wait_until(lambda p: _source(p, 0) == "x = 'still served'")
         assert sidecar.proc.poll() is None
         assert _cells_on_disk(nb) == ["x = 1"]  # the file is not replaced by a broken notebook
+
+
+async def test_the_queue_dedupes_limits_floods_and_forgets_deleted_cells(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", [f"c{i}" for i in range(5)])
+    # No kernel is attached to a standalone sidecar: requests wait in the queue.
+    with running_sidecar(nb, tmp_path, "--ExecutionQueue.max_entries_per_person=3") as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            for cell in ("cell-0", "cell-1", "cell-0", "cell-2"):
+                assert (await request(sidecar, {"type": "execute", "cell_id": cell}))["ok"]
+            flood = await request(sidecar, {"type": "execute", "cell_id": "cell-3"})
+            assert flood["ok"] is False and "limit 3" in flood["error"]
+            await peer.wait_until(lambda p: [e["cell_id"] for e in _status(p).get("queue", [])]
+                                  == ["cell-0", "cell-1", "cell-2"])  # fmt: skip
+            for bad, reason in [("nope", "no cell with id"), (None, "needs a cell_id")]:
+                refused = await request(sidecar, {"type": "execute", "cell_id": bad})
+                assert reason in refused["error"]
+            del peer.notebook.ycells[1]  # cell-1, queued, is deleted
+            await peer.wait_until(lambda p: [e["cell_id"] for e in _status(p).get("queue", [])]
+                                  == ["cell-0", "cell-2"])  # fmt: skip
