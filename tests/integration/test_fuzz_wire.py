@@ -1,0 +1,82 @@
+"""Property-based fuzzing of what peers send: the room stays up and nothing stored is lost."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import anyio
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+from pycrdt import Doc, Text, create_update_message
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from kernel_collab.sidecar import wire
+from tests.files import write_notebook
+from tests.peers import NotebookPeer, url_with_token
+from tests.sidecar_process import SidecarProcess, running_sidecar
+
+SEED = random.randrange(2**32)
+EXAMPLES = 150
+
+_valid_update = create_update_message(Doc().get_update())
+
+
+def _y_update(text: str) -> bytes:
+    doc: Doc[Text] = Doc()
+    doc.get("other", type=Text).insert(0, text)
+    return create_update_message(doc.get_update())
+
+
+payloads = st.one_of(
+    st.binary(max_size=300),  # random bytes
+    st.builds(lambda n, b: _valid_update[:n] + b, st.integers(0, len(_valid_update)),
+              st.binary(max_size=8)),  # truncated or extended messages
+    st.builds(lambda t: bytes([0, 2]) + bytes([len(t) % 128]) + t, st.binary(max_size=60)),
+    st.builds(lambda s: wire.encode_request({"type": s}), st.text(max_size=20)),
+    st.builds(lambda s: bytes([1]) + s, st.binary(max_size=80)),  # awareness garbage
+    st.builds(_y_update, st.text(max_size=30)),  # valid updates outside the schema's roots
+)  # fmt: skip
+
+
+async def _send(sidecar: SidecarProcess, payload: bytes) -> None:
+    async with ws_connect(url_with_token(sidecar.url, sidecar.token)) as ws:
+        await ws.send(payload)
+        await ws.send(wire.encode_request({"type": "stats", "id": 1}))
+        code = None
+        try:
+            with anyio.fail_after(10):
+                async for data in ws:
+                    if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
+                        return  # the connection survived a harmless message
+        except ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd is not None else None
+        assert code == 1002, f"closed without a protocol-error reason: {code}"
+
+
+def test_random_and_malformed_messages_never_take_the_room_down(tmp_path: Path) -> None:
+    print(f"fuzz seed {SEED}, {EXAMPLES} examples")
+    nb = write_notebook(tmp_path / "nb.ipynb", ["kept = True"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+
+        @seed(SEED)
+        @settings(max_examples=EXAMPLES, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(payloads)
+        def fuzz(payload: bytes) -> None:
+            anyio.run(_send, sidecar, payload)
+
+        fuzz()
+
+        async def check() -> None:
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+                assert str(peer.notebook.ycells[0]["source"]) == "kept = True"
+                peer.notebook.set_cell(0, source="kept = 'and editable'")
+                async with NotebookPeer.connect(sidecar.url, sidecar.token) as other:
+                    await other.wait_until(
+                        lambda p: str(p.notebook.ycells[0]["source"]) == "kept = 'and editable'")
+
+        anyio.run(check)
+        assert sidecar.proc.poll() is None
+
