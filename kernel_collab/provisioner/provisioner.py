@@ -85,7 +85,12 @@ class CollabProvisioner(KernelProvisionerBase):
         if status is None:
             self._reported_exit = None
             await self._supervise()
-        elif self._reported_exit is None and self.sidecar is not None and self.sidecar.alive:
+        elif (
+            self._reported_exit is None
+            and not getattr(self.parent, "shutting_down", False)  # asked for: not a death
+            and self.sidecar is not None
+            and self.sidecar.alive
+        ):
             self._reported_exit = status  # tell the document once per death
             try:
                 await self.sidecar.request({"type": "detach_kernel", "reason": "dead"})

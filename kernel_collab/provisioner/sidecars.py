@@ -143,9 +143,10 @@ class SidecarRegistry:
             if process.returncode is None:
                 process.kill()
             await process.wait()
+            reason = line.partition(b"\n")[0].decode(errors="replace").strip()
             raise SidecarError(
                 f"the kernel_collab sidecar for {notebook} did not start "
-                f"(exit code {process.returncode}); its log above says why"
+                f"(exit code {process.returncode}): {reason or 'see the server log'}"
             )
         url = line[len(READY_PREFIX) :].split(b"\n", 1)[0].decode().strip()
         handle = SidecarHandle(notebook, root, process, url, token, admin_token)

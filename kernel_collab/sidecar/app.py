@@ -107,6 +107,9 @@ class SidecarApp(Application):
     def exit_error(self, message: str) -> None:
         """Print one line naming what failed and exit non-zero."""
         sys.stderr.write(f"kernel_collab sidecar: error: {message}\n")
+        # Also on stdout, where whoever started the sidecar waits for its ready line.
+        sys.stdout.write(f"kernel_collab sidecar error: {message}\n")
+        sys.stdout.flush()
         self.exit(2)
 
     def resolve_path(self) -> tuple[Path, Path, str]:
@@ -145,7 +148,9 @@ class SidecarApp(Application):
         bridge = KernelBridge(room, parent=self)
         bridge.set_kernel_status("none")
         bridge.cleared_listeners.append(disk.cell_ran)
-        parts = SidecarParts(room, disk, store, bridge, ExecutionQueue(room, bridge, parent=self))
+        queue = ExecutionQueue(room, bridge, parent=self)
+        bridge.ready_listeners.append(queue.wake)
+        parts = SidecarParts(room, disk, store, bridge, queue)
         async with anyio.create_task_group() as tg:
             url: str = await tg.start(
                 lambda task_status: serve(

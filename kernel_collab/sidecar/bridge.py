@@ -75,6 +75,9 @@ class KernelBridge(LoggingConfigurable):
         self.client: AsyncKernelClient | None = None
         self.kernel_id: str | None = None
         self.runs: dict[str, Run] = {}
+        self.iopub_ready = False
+        """Whether iopub delivers yet (a ZMQ subscription joins late; until then nothing runs)."""
+        self.ready_listeners: list[Callable[[], None]] = []
         self.widgets = OutputWidgets()
         self.cleared_listeners: list[Callable[[str], None]] = []
         """Called with a cell id when a run replaces that cell's outputs."""
@@ -88,8 +91,8 @@ class KernelBridge(LoggingConfigurable):
 
     @property
     def attached(self) -> bool:
-        """Whether a kernel is connected."""
-        return self.client is not None
+        """Whether a kernel is connected and its iopub delivers."""
+        return self.client is not None and self.iopub_ready
 
     def set_kernel_status(self, status: str) -> None:
         """Publish the kernel's status (starting, idle, busy, restarting, dead, none)."""
@@ -108,6 +111,7 @@ class KernelBridge(LoggingConfigurable):
         )
         client.start_channels(iopub=False, hb=False, stdin=True)
         self.client = client
+        self.iopub_ready = False
         self.kernel_id = kernel_id
         self.room.set_status("kernel_id", kernel_id)
         self.set_kernel_status("starting")
@@ -134,11 +138,10 @@ class KernelBridge(LoggingConfigurable):
 
     def detach(self, reason: str) -> None:
         """Stop talking to the kernel (restart, shutdown, death); unfinished runs end."""
-        client, self.client = self.client, None
-        self._attached = anyio.Event()
-        self._detached.set()
-        if client is not None:
-            client.stop_channels()
+        self.client = None
+        if self._attached.is_set():  # the run loop may be waiting on an unset one: keep it
+            self._attached = anyio.Event()
+        self._detached.set()  # the run loop closes the client once its readers are cancelled
         for run in list(self.runs.values()):
             self.finish(run, status=reason)
         self.log.info("kernel %s detached (%s)", self.kernel_id, reason)
@@ -151,11 +154,14 @@ class KernelBridge(LoggingConfigurable):
                 await self._attached.wait()
                 client = self.client
                 assert client is not None
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._read_iopub, client)
-                    tg.start_soon(self._read_shell, client)
-                    await self._detached.wait()
-                    tg.cancel_scope.cancel()
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._read_iopub, client)
+                        tg.start_soon(self._read_shell, client)
+                        await self._detached.wait()
+                        tg.cancel_scope.cancel()
+                finally:
+                    client.stop_channels()
         finally:
             if self.client is not None:
                 self.client.stop_channels()
@@ -217,12 +223,18 @@ class KernelBridge(LoggingConfigurable):
     # -- loops -------------------------------------------------------------------------------
 
     async def _read_shell(self, client: AsyncKernelClient) -> None:
-        info_id = client.kernel_info()
+        client.kernel_info()
         while True:
-            msg = await client.shell_channel.get_msg()
+            # Ready only once iopub delivers (as jupyter_client's wait_for_ready): until then,
+            # ask again; each reply's status message on iopub proves the subscription.
+            msg = None
+            with anyio.move_on_after(0.5):
+                msg = await client.shell_channel.get_msg()
+            if msg is None:
+                if not self.iopub_ready:
+                    client.kernel_info()
+                continue
             parent = msg.get("parent_header", {}).get("msg_id")
-            if parent == info_id and not self.runs:
-                self.set_kernel_status("idle")  # the kernel answers: it has started
             run = self.runs.get(parent)
             if run is None or msg.get("msg_type") != "execute_reply":
                 continue
@@ -240,6 +252,9 @@ class KernelBridge(LoggingConfigurable):
                 while len(frames) < 2000 and await socket.poll(timeout=0):
                     frames.append(await socket.recv_multipart())
                 self._apply(client.session, frames)
+                # zmq futures that are already done do not yield: let commit and relay run
+                # between batches, or a flood of output would starve them.
+                await anyio.lowlevel.checkpoint()
         finally:
             socket.close(linger=0)
 
@@ -276,6 +291,12 @@ class KernelBridge(LoggingConfigurable):
         content = msg.get("content") or {}
         parent_id = parent.get("msg_id", "")
         run = self.runs.get(parent_id)
+        if not self.iopub_ready:
+            self.iopub_ready = True
+            if not self.runs:
+                self.set_kernel_status("idle")
+            for listener in self.ready_listeners:
+                listener()
         if msg_type == "status":
             if parent.get("msg_type") == "execute_request" and not parent.get("subshell_id"):
                 self.set_kernel_status(str(content.get("execution_state", "unknown")))

@@ -19,6 +19,8 @@ from traitlets.config import LoggingConfigurable
 from ..store import SQLiteStore, StoredDocument
 
 T = TypeVar("T")
+ROW_OVERHEAD = 48
+"""Bytes a stored update costs beyond its data (row header, index entry), for the policy."""
 
 
 class DocumentStore(LoggingConfigurable):
@@ -32,7 +34,7 @@ class DocumentStore(LoggingConfigurable):
         "at the price of an fsync per group commit.",
     ).tag(config=True)
     compact_min_bytes = Int(
-        16 * 1024, help="Never compact while the updates since the snapshot are smaller."
+        8 * 1024, help="Never compact while the updates since the snapshot are smaller."
     ).tag(config=True)
     compact_ratio = Float(
         0.5,
@@ -98,7 +100,7 @@ class DocumentStore(LoggingConfigurable):
         """Commit updates (one transaction) before anyone sees them."""
         await self._call(self.store.append, self.document_id, updates)
         self.pending_count += len(updates)
-        self.pending_bytes += sum(len(u) for u in updates)
+        self.pending_bytes += sum(len(u) + ROW_OVERHEAD for u in updates)
 
     def wants_compaction(self) -> bool:
         """Whether the updates since the snapshot have grown past the policy's bound."""

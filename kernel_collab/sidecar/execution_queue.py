@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from traitlets import Int
+from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
 from .bridge import KernelBridge
@@ -37,6 +37,9 @@ class Entry:
 class ExecutionQueue(LoggingConfigurable):
     """Runs queued cells on the attached kernel, one at a time."""
 
+    publish_interval = Float(
+        0.05, help="Shortest time between two updates of the queue in the document."
+    ).tag(config=True)
     max_entries_per_person = Int(
         1000, help="Cells one person (or client) may have waiting in the queue at once."
     ).tag(config=True)
@@ -48,6 +51,7 @@ class ExecutionQueue(LoggingConfigurable):
         self.entries: list[Entry] = []
         self._wake = anyio.Event()
         self._cells_changed = anyio.Event()
+        self._queue_changed = anyio.Event()
         room.request_handlers["execute"] = self._handle_execute
         room.notebook.ycells.observe(lambda _event: self._cells_changed.set())
 
@@ -109,6 +113,7 @@ class ExecutionQueue(LoggingConfigurable):
         """Run entries as the kernel becomes free, until cancelled."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drop_deleted)
+            tg.start_soon(self._publisher)
             task_status.started()
             while True:
                 while not self.entries or not self.bridge.attached:
@@ -168,5 +173,14 @@ class ExecutionQueue(LoggingConfigurable):
         return "raises-exception" in tags
 
     def _publish(self) -> None:
-        self.room.set_status("queue", [asdict(e) for e in self.entries])
+        """The queue in the document follows, at most every ``publish_interval`` (a burst of
+        a thousand requests is a few updates, not a thousand copies of the queue)."""
+        self._queue_changed.set()
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._queue_changed.wait()
+            self._queue_changed = anyio.Event()
+            self.room.set_status("queue", [asdict(e) for e in self.entries])
+            await anyio.sleep(self.publish_interval)
 

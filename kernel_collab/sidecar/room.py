@@ -128,7 +128,8 @@ class Room(LoggingConfigurable):
         seq = self._applied_seq
         if not batch:
             return
-        to_store = self._unstored + batch
+        merged = batch[0] if len(batch) == 1 else merge_updates(*batch)
+        to_store = [*self._unstored, merged]  # one row per group commit
         started = time.perf_counter()
         try:
             await self.store.append(to_store)
@@ -151,7 +152,7 @@ class Room(LoggingConfigurable):
         self.commit_times.append(time.perf_counter() - started)
         self.committed_updates += len(batch)
         self._committed_seq = seq
-        message = create_update_message(batch[0] if len(batch) == 1 else merge_updates(*batch))
+        message = create_update_message(merged)
         for peer in list(self.peers):
             peer.send(message)
         self._committed.set()

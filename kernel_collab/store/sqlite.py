@@ -104,9 +104,9 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
-            # Keep the WAL small: checkpoint every ~1 MiB, truncate it back to 1 MiB after.
-            self._db.execute("PRAGMA wal_autocheckpoint=256")
-            self._db.execute("PRAGMA journal_size_limit=1048576")
+            # Keep the WAL small: checkpoint every 64 pages, truncate it back to 64 KiB after.
+            self._db.execute("PRAGMA wal_autocheckpoint=64")
+            self._db.execute("PRAGMA journal_size_limit=65536")
             self._open_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
