@@ -18,9 +18,13 @@ from pathlib import Path
 
 import anyio
 
-from . import report
+from . import plots, report
+from .kernel import kernel_workloads
 from .systems import JupyterCollaboration, Sidecar, System
 from .workloads import FULL, QUICK, WORKLOADS, Context, Recorder, write_notebooks
+
+ALL = [*WORKLOADS, "kernel"]
+"""Every workload; ``kernel`` runs kernel_collab alone, against a plain kernel client."""
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,8 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer samples (< 3 min on 2 cores)")
     p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv",
                    help="venv with jupyter-collaboration (made by run.sh)")
-    p.add_argument("--only", default=",".join(WORKLOADS),
-                   help=f"comma-separated workloads to run (default: all of {list(WORKLOADS)})")
+    p.add_argument("--only", default=",".join(ALL),
+                   help=f"comma-separated workloads to run (default: all of {ALL})")
     p.add_argument("--ours", choices=["kernel_collab", "jupyter-collaboration"],
                    default="kernel_collab",
                    help="system in the 'ours' column; jupyter-collaboration gives an A/A run "
@@ -53,7 +57,7 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
     """Run the workloads for both systems, then print and save the report."""
     plan = QUICK if args.quick else FULL
     only = [w.strip() for w in args.only.split(",") if w.strip()]
-    unknown = set(only) - set(WORKLOADS)
+    unknown = set(only) - set(ALL)
     if unknown:
         print(f"unknown workloads: {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -64,11 +68,22 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
         ours = JupyterCollaboration(scratch, args.peer_venv, name="jupyter-collaboration-A")
     theirs = JupyterCollaboration(scratch, args.peer_venv)
     recs = {ours.name: Recorder(), theirs.name: Recorder()}
+    floor = Recorder()
     ctx = Context(scratch=scratch, plan=plan)
     write_notebooks(ctx)
     started = time.monotonic()
     timings: dict[str, dict[str, float]] = {}
     for i, name in enumerate(only):
+        if name == "kernel":
+            if not isinstance(ours, Sidecar):
+                print("kernel: skipped (it runs kernel_collab only)", file=sys.stderr)
+                continue
+            t = time.monotonic()
+            print(f"[{time.monotonic() - started:6.1f}s] kernel: {ours.name} and a plain "
+                  "kernel client …", file=sys.stderr, flush=True)
+            await kernel_workloads(ours, ctx, recs[ours.name], floor)
+            timings["kernel"] = {ours.name: round(time.monotonic() - t, 2)}
+            continue
         order = [ours, theirs] if i % 2 == 0 else [theirs, ours]  # alternate who goes first
         for system in order:
             t = time.monotonic()
@@ -76,12 +91,18 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
                   file=sys.stderr, flush=True)
             await WORKLOADS[name](system, ctx, recs[system.name])
             timings.setdefault(name, {})[system.name] = round(time.monotonic() - t, 2)
+    labels = {"n": f" ({plan.burst_edits:,} edits)", "crowd": str(plan.crowd_receivers),
+              "flushed": f"{plan.lines_flushed:,}", "buffered": f"{plan.lines_buffered:,}",
+              "cells": f"{plan.queue_cells:,}"}
     rows, notes = report.build(
-        (ours.name, recs[ours.name]), (theirs.name, recs[theirs.name]), plan.burst_edits
+        (ours.name, recs[ours.name]), (theirs.name, recs[theirs.name]), floor, labels
     )
+    for old in plots.NAMES:  # no stale plots beside this run's
+        (args.out.parent / old).unlink(missing_ok=True)
+    pngs = plots.write_all(args.out.parent, (ours.name, theirs.name), recs[ours.name],
+                           recs[theirs.name], floor, plan)
     versions = {s.name: s.versions() for s in (ours, theirs)}
     label_theirs = f"{theirs.name} {versions[theirs.name].get('jupyter-collaboration', '')}"
-    print(report.table(rows, notes, ours.name, label_theirs.strip()))
     report.write_json(args.out, {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": plan.mode,
@@ -95,7 +116,15 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
         "rows": rows,
         "notes": notes,
         "info": {name: rec.info for name, rec in recs.items()},
+        "floor": {"what": "plain jupyter_client kernel client, plain python3 kernel",
+                  "info": floor.info},
+        "plots": [str(p) for p in pngs],
     })
+    # Printed only now: any failure above exits non-zero with no table.
+    print(report.table(rows, notes, ours.name, label_theirs.strip()))
+    print("\nplots:")
+    for png in pngs:
+        print(f"  {png}")
     print(f"results: {args.out}  ({time.monotonic() - started:.0f} s)", file=sys.stderr)
     return 0
 

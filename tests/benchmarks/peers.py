@@ -7,10 +7,16 @@ of writer A" is then ``B.seen[A.client_id] >= clock(E)``. A peer that edits also
 the server sends to a mirror document (its own Doc already has its edits), so the same test
 on the server's echo is the writer's acknowledgement. Times are ``time.perf_counter()``
 values taken when a message came off the socket, before it is applied.
+
+``listeners`` are called with that time after each document update is applied (the kernel
+workloads watch a cell's outputs grow with them). kernel_collab's own requests (message type
+100, ``kernel_collab.sidecar.wire``) are sent with :meth:`Peer.request` or, without waiting,
+:meth:`Peer.request_message`; other systems never see them.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable
@@ -35,7 +41,12 @@ from pycrdt import (
 )
 from websockets.asyncio.client import ClientConnection, connect
 
+from kernel_collab.sidecar import wire
+
 EMPTY_UPDATE = b"\x00\x00"
+REQUEST = wire.REQUEST
+"""kernel_collab's request/reply message type (``varuint(100) · varuint(len) · JSON``)."""
+_request_ids = itertools.count(1)
 
 
 class PeerError(RuntimeError):
@@ -104,6 +115,11 @@ class Peer:
         """What the server sent, once this peer has edits of its own (for echoes)."""
         self._local = False
         self._outbox: list[bytes] = []
+        self.listeners: list[Callable[[float], None]] = []
+        """Called with the arrival time after each document update has been applied."""
+        self.replies: dict[Any, dict[str, Any]] = {}
+        """kernel_collab replies received, by ``reply_to`` (only those asked for)."""
+        self._reply_events: dict[Any, anyio.Event] = {}
         self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -116,6 +132,9 @@ class Peer:
             if isinstance(message, str):
                 raise PeerError(f"{self.name}: unexpected text frame {message[:80]!r}")
             self.received_bytes += len(message)
+            if message[0] == REQUEST:
+                self._on_reply(message)
+                continue
             if message[0] != YMessageType.SYNC:
                 # Awareness (1) and system-specific messages (jupyter-collaboration's RAW
                 # type 2, kernel_collab's requests) carry nothing the benchmarks wait for.
@@ -133,11 +152,20 @@ class Peer:
                 if kind == YSyncMessageType.SYNC_STEP2 and not self.synced.is_set():
                     self.synced_at = now
                     self.synced.set()
+                for listener in self.listeners:
+                    listener(now)
             if self._waiters:
                 for w in [w for w in self._waiters if _holds(w.predicate)]:
                     w.at = now
                     w.event.set()
                     self._waiters.remove(w)
+
+    def _on_reply(self, message: bytes) -> None:
+        reply = wire.decode(message).request or {}
+        key = reply.get("reply_to")
+        if key in self._reply_events:
+            self.replies[key] = reply
+            self._reply_events.pop(key).set()
 
     def _record(self, now: float) -> None:
         doc = self.doc if self._mirror is None else self._mirror
@@ -202,6 +230,38 @@ class Peer:
             raise PeerError(f"{self.name}: an edit produced {len(updates)} updates")
         clock = decode_state_vector(self.doc.get_state())[self.client_id]
         return create_update_message(updates[0]), clock
+
+    def request_message(
+        self, obj: dict[str, Any], *, want_reply: bool = False
+    ) -> tuple[bytes, str]:
+        """Encode a kernel_collab request (README: "Wire protocol") with a fresh ``id``;
+        return the message and the id. With ``want_reply`` the reply is kept in
+        :attr:`replies` under that id."""
+        key = f"{self.name}-{next(_request_ids)}"
+        if want_reply:
+            self._reply_events[key] = anyio.Event()
+        return wire.encode_request({**obj, "id": key}), key
+
+    async def wait_reply(self, key: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The reply to a request sent with ``want_reply``; a refusal is an error."""
+        event = self._reply_events.get(key)
+        if event is not None:
+            try:
+                with anyio.fail_after(timeout):
+                    await event.wait()
+            except TimeoutError:
+                self._reply_events.pop(key, None)
+                raise PeerError(f"{self.name}: no reply to {key} within {timeout:g} s") from None
+        reply = self.replies.pop(key)
+        if reply.get("ok") is not True:
+            raise PeerError(f"{self.name}: request {key} refused: {reply}")
+        return reply
+
+    async def request(self, obj: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        """Send a kernel_collab request and wait for its reply; a refusal is an error."""
+        message, key = self.request_message(obj, want_reply=True)
+        await self.ws.send(message)
+        return await self.wait_reply(key, timeout)
 
     async def send(self, message: bytes) -> float:
         """Send one message; return the time just before it was handed to the socket."""

@@ -45,5 +45,12 @@ if ! "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("kernel_co
     fi
 fi
 
+# 3. Benchmark-only packages (matplotlib for the plots) in .venv; they are not the project's
+#    dependencies and stay out of pyproject.toml.
+if ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    echo "run.sh: installing $HERE/requirements.txt into $VENV" >&2
+    "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
+fi
+
 cd "$ROOT"
 exec env PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tests.benchmarks "$@"

@@ -24,8 +24,8 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -56,9 +56,22 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
+def proc_status_kib(pid: int, key: str = "VmRSS") -> int:
+    """A ``/proc/PID/status`` figure in KiB (``VmRSS``: resident set; ``VmHWM``: its peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise LaunchError(f"no {key} in /proc/{pid}/status")
+
+
 def file_size(paths: list[Path]) -> int:
-    """Total size of the files that exist among ``paths``."""
-    return sum(p.stat().st_size for p in paths if p.exists())
+    """Total size of the files that exist among ``paths`` (one removed meanwhile counts 0:
+    SQLite deletes its journal and may truncate its WAL at any moment)."""
+    total = 0
+    for p in paths:
+        with suppress(FileNotFoundError):
+            total += p.stat().st_size
+    return total
 
 
 async def _stop(process: Process, name: str) -> None:
@@ -84,6 +97,8 @@ class Deployment(ABC):
     """``perf_counter()`` just before the server process was spawned."""
     ready_at: float = 0.0
     log: Path = field(default_factory=Path)
+    pid: int = 0
+    """The process that holds the documents (ours: the sidecar; theirs: the server)."""
 
     @abstractmethod
     async def room_url(self, notebook: Path) -> str:
@@ -122,8 +137,11 @@ class System(ABC):
         return logs / f"{self.name}-{self._launches:03d}.log"
 
     @abstractmethod
-    def launch(self, root: Path, notebook: Path) -> AbstractAsyncContextManager[Deployment]:
-        """Start serving ``root``; ``notebook`` is the file a per-notebook server serves."""
+    def launch(
+        self, root: Path, notebook: Path, extra_args: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[Deployment]:
+        """Start serving ``root``; ``notebook`` is the file a per-notebook server serves.
+        ``extra_args`` go to the process's command line."""
 
     @abstractmethod
     def versions(self) -> dict[str, str]:
@@ -189,7 +207,9 @@ class Sidecar(System):
         return out
 
     @asynccontextmanager
-    async def launch(self, root: Path, notebook: Path) -> AsyncIterator[Deployment]:
+    async def launch(
+        self, root: Path, notebook: Path, extra_args: Sequence[str] = ()
+    ) -> AsyncIterator[Deployment]:
         if not (REPO_ROOT / "kernel_collab" / "sidecar" / "__main__.py").exists():
             raise LaunchError("kernel_collab's sidecar is missing (no sidecar/__main__.py)")
         token = secrets.token_hex(16)
@@ -200,7 +220,7 @@ class Sidecar(System):
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
         cmd = [sys.executable, "-m", "kernel_collab.sidecar", str(notebook), "--port", "0",
-               "--root", str(root)]
+               "--root", str(root), *extra_args]
         with log.open("wb") as log_file:
             spawned = time.perf_counter()
             process = await anyio.open_process(
@@ -208,7 +228,7 @@ class Sidecar(System):
             )
             dep = SidecarDeployment(
                 name=self.name, root=root, spawned_at=spawned, log=log, token=token,
-                notebook=notebook,
+                notebook=notebook, pid=process.pid,
             )
             try:
                 assert process.stdout is not None
@@ -367,7 +387,9 @@ class JupyterCollaboration(System):
         return result
 
     @asynccontextmanager
-    async def launch(self, root: Path, notebook: Path) -> AsyncIterator[Deployment]:
+    async def launch(
+        self, root: Path, notebook: Path, extra_args: Sequence[str] = ()
+    ) -> AsyncIterator[Deployment]:
         token = secrets.token_hex(16)
         port = free_port()
         log = self._log_path()
@@ -384,7 +406,7 @@ class JupyterCollaboration(System):
         cmd = [
             str(self.server), "--no-browser", "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",
+            f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", *extra_args,
         ]
         base = f"127.0.0.1:{port}"
         with log.open("wb") as log_file:
@@ -393,7 +415,8 @@ class JupyterCollaboration(System):
                 cmd, stdin=None, stdout=log_file, stderr=log_file, cwd=root, env=env
             )
             dep = JupyterDeployment(
-                name=self.name, root=root, spawned_at=spawned, log=log, base=base, token=token
+                name=self.name, root=root, spawned_at=spawned, log=log, base=base, token=token,
+                pid=process.pid,
             )
             try:
                 with anyio.move_on_after(START_TIMEOUT):

@@ -13,6 +13,8 @@ import os
 import random
 import secrets
 import shutil
+import statistics
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +26,7 @@ from typing import Any
 import anyio
 
 from .peers import Peer, PeerError, join
-from .systems import Deployment, System, file_size
+from .systems import Deployment, SidecarDeployment, System, file_size, proc_status_kib
 
 # name → (cells, bytes of PNG output per code cell)
 NOTEBOOKS: dict[str, tuple[int, int]] = {
@@ -55,17 +57,35 @@ class Plan:
     durable_cap: float
     save_n: int
     outside_n: int
+    crowd_receivers: int
+    """Peers receiving each edit in the crowd phase of the latency workload."""
+    crowd_edits: int
+    memory_n: int
+    lines_flushed: int
+    """Lines of the flushed print loop (ipykernel manages ~4,000 flushed prints/s alone)."""
+    lines_buffered: int
+    lines_repeats: int
+    stamp_samples: int
+    stamp_repeats: int
+    queue_cells: int
+    queue_repeats: int
+    running_samples: int
 
 
 QUICK = Plan(
     mode="quick", cold_n=3, cold_n_large=2, warm_n=5, from_start_n=1, latency_edits=200,
     latency_warmup=20, latency_receivers=(1, 10), burst_edits=5_000, burst_receivers=3,
-    burst_repeats=1, durable_cap=60.0, save_n=3, outside_n=3,
+    burst_repeats=1, durable_cap=12.0, save_n=3, outside_n=3, crowd_receivers=50,
+    crowd_edits=100, memory_n=1, lines_flushed=10_000, lines_buffered=100_000, lines_repeats=1,
+    stamp_samples=200, stamp_repeats=1, queue_cells=300, queue_repeats=1, running_samples=100,
 )
 FULL = Plan(
     mode="full", cold_n=10, cold_n_large=5, warm_n=20, from_start_n=3, latency_edits=1_000,
     latency_warmup=50, latency_receivers=(1, 10), burst_edits=10_000, burst_receivers=10,
-    burst_repeats=2, durable_cap=180.0, save_n=15, outside_n=15,
+    burst_repeats=2, durable_cap=180.0, save_n=15, outside_n=15, crowd_receivers=50,
+    crowd_edits=300, memory_n=3, lines_flushed=100_000, lines_buffered=100_000,
+    lines_repeats=2, stamp_samples=200, stamp_repeats=2, queue_cells=1_000, queue_repeats=2,
+    running_samples=300,
 )
 
 
@@ -76,6 +96,8 @@ class Recorder:
     samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     notes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     info: dict[str, Any] = field(default_factory=dict)
+    given: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Figures a system reports itself (median, p99, n), not samples taken here."""
 
     def add(self, key: str, value: float) -> None:
         """Record one sample."""
@@ -300,25 +322,54 @@ async def open_time(system: System, ctx: Context, rec: Recorder) -> None:
 # -- 2. edit → peer latency ------------------------------------------------------------------
 
 
+async def _latency_phase(
+    dep: Deployment, nb: Path, receivers: int, edits: int, warmup: int, key: str, rec: Recorder
+) -> None:
+    """``receivers + 1`` peers; the first types ``edits`` characters into cell 0, one at a
+    time, each once every other peer and its own echo have it."""
+    async with peers(dep, nb, receivers + 1) as group:
+        writer, others = group[0], group[1:]
+        for i in range(warmup + edits):
+            msg, clock = writer.edit(0, "x")
+            t = await writer.send(msg)
+            seen = [await r.wait_clock(writer.client_id, clock, WAIT) for r in others]
+            ack = await writer.wait_clock(writer.client_id, clock, WAIT)
+            if i >= warmup:
+                for s in seen:
+                    rec.add(f"latency.{key}.each", s - t)
+                rec.add(f"latency.{key}.slowest", max(seen) - t)
+                rec.add(f"latency.{key}.ack", ack - t)
+            await anyio.sleep(0.005)
+
+
 async def edit_latency(system: System, ctx: Context, rec: Recorder) -> None:
-    """One writer types into cell 0; time until each other peer (and its own echo) has it."""
+    """One writer types into cell 0; time until each other peer (and its own echo) has it.
+    Then, for ours, the sidecar's own commit timings (``stats`` request) over those edits;
+    then the same with a crowd of peers."""
     plan = ctx.plan
     root, nb = ctx.fresh_root(system, "10")
     async with system.launch(root, nb) as dep:
         for k in plan.latency_receivers:
-            async with peers(dep, nb, k + 1) as group:
-                writer, receivers = group[0], group[1:]
-                for i in range(plan.latency_warmup + plan.latency_edits):
-                    msg, clock = writer.edit(0, "x")
-                    t = await writer.send(msg)
-                    seen = [await r.wait_clock(writer.client_id, clock, WAIT) for r in receivers]
-                    ack = await writer.wait_clock(writer.client_id, clock, WAIT)
-                    if i >= plan.latency_warmup:
-                        for s in seen:
-                            rec.add(f"latency.{k}.each", s - t)
-                        rec.add(f"latency.{k}.slowest", max(seen) - t)
-                        rec.add(f"latency.{k}.ack", ack - t)
-                    await anyio.sleep(0.005)
+            await _latency_phase(dep, nb, k, plan.latency_edits, plan.latency_warmup, str(k),
+                                 rec)
+        if isinstance(dep, SidecarDeployment):
+            async with peers(dep, nb, 1) as (asker,):
+                stats = await asker.request({"type": "stats"})
+            rec.info["latency_stats"] = stats
+            commits = int(stats.get("commits") or 0)
+            p50, p99 = stats.get("commit_p50_s"), stats.get("commit_p99_s")
+            if not commits or p50 is None or p99 is None:
+                raise PeerError(f"{system.name}: stats reply without commit timings: {stats}")
+            rec.given["commit"] = {"n": commits, "median": p50, "p99": p99,
+                                   "p99_is_max": commits < 100}
+            k = max(plan.latency_receivers)
+            each = sorted(rec.samples[f"latency.{k}.each"])
+            lat_p50 = statistics.median(each)
+            lat_p99 = each[max(0, -(-99 * len(each) // 100) - 1)]
+            rec.given["commit.share"] = {"n": commits, "median": p50 / lat_p50,
+                                         "p99": p99 / lat_p99, "p99_is_max": False}
+        await _latency_phase(dep, nb, plan.crowd_receivers, plan.crowd_edits,
+                             max(5, plan.latency_warmup // 2), "crowd", rec)
 
 
 # -- 3 + 4. burst, durability, store size ----------------------------------------------------
@@ -347,15 +398,50 @@ async def wait_durable(
             return float("inf"), reads
         if t - start > cap:
             rec.note("burst.durable", f"not all in the store after the {cap:g} s cap "
-                     f"(clock {stored} of {clock}); the cap is recorded")
+                     f"(clock {stored} of {clock}); the cap is recorded: a lower bound")
             return t, reads
         await anyio.sleep(0.1)
 
 
+STORE_SAMPLE_PERIOD = 0.005
+"""Seconds between two readings of the store's size during a burst."""
+
+
+class StoreSampler(threading.Thread):
+    """Samples a store's size on disk every ``period`` seconds, in a thread of its own so the
+    event loop (the peers) is not slowed and the sampling is not delayed by it."""
+
+    def __init__(self, files: list[Path], period: float = STORE_SAMPLE_PERIOD) -> None:
+        super().__init__(daemon=True)
+        self.files = files
+        self.period = period
+        self.samples: list[tuple[float, int]] = []
+        self.error: Exception | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                self.samples.append((time.perf_counter(), file_size(self.files)))
+                self._halt.wait(self.period)
+        except Exception as exc:  # noqa: BLE001 - stop() raises it, in the workload
+            self.error = exc
+
+    def stop(self) -> list[tuple[float, int]]:
+        """Stop sampling (and take one last sample); return ``(perf_counter, bytes)``."""
+        self._halt.set()
+        self.join()
+        if self.error is not None:
+            raise RuntimeError(f"store size sampling failed: {self.error!r}") from self.error
+        self.samples.append((time.perf_counter(), file_size(self.files)))
+        return self.samples
+
+
 async def burst(system: System, ctx: Context, rec: Recorder) -> None:
-    """A burst of single-character edits: throughput to every peer, durability, store size."""
+    """A burst of single-character edits: throughput to every peer, durability, store size
+    (sampled all along, until every edit is stored)."""
     plan = ctx.plan
-    for _ in range(plan.burst_repeats):
+    for repeat in range(plan.burst_repeats):
         root, nb = ctx.fresh_root(system, "100")
         nb_bytes = nb.stat().st_size
         async with system.launch(root, nb) as dep, peers(dep, nb, plan.burst_receivers + 1) as g:
@@ -366,27 +452,47 @@ async def burst(system: System, ctx: Context, rec: Recorder) -> None:
                 await writer.send(msg)
             for r in g:
                 await r.wait_clock(wid, clock, WAIT)
+            sampler = StoreSampler(dep.store_files())
+            sampler.start()
             t0 = time.perf_counter()
             for _ in range(plan.burst_edits):
                 msg, clock = writer.edit(0, "x")
                 await writer.ws.send(msg)
             t_sent = time.perf_counter()
             cap = plan.durable_cap
-            t_all = max([await r.wait_clock(wid, clock, cap) for r in receivers])
+            # The echo first, then at once the store: how far the store is behind the echo.
             t_ack = await writer.wait_clock(wid, clock, cap)
             durable, reads = await wait_durable(dep, nb, wid, clock, cap, rec)
+            t_all = max([await r.wait_clock(wid, clock, cap) for r in receivers])
+            series = sampler.stop()
             if reads == 1:
-                rec.note("burst.durable_lag", "the first store read after the last echo "
-                         "already held every edit")
+                # The store already held every edit when first read after the echo: it was
+                # not behind (by design for ours: stored before relayed).
+                lag = 0.0
+                rec.note("burst.durable_lag", "0: the first store read after the last echo "
+                         f"(started {(durable - t_ack) * 1e3:.0f} ms after it) already held "
+                         "every edit")
+            else:
+                lag = durable - t_ack  # start of the first read that held them all
             rec.add("burst.throughput", plan.burst_edits / (t_all - t0))
             rec.add("burst.send", plan.burst_edits / (t_sent - t0))
             rec.add("burst.ack", t_ack - t0)
             rec.add("burst.durable", durable - t0)
-            rec.add("burst.durable_lag", durable - t_ack)
+            rec.add("burst.durable_lag", lag)
+            if repeat == 0:
+                rec.info["store_series"] = {
+                    "notebook_bytes": nb_bytes, "edits": plan.burst_edits,
+                    "t": [round(t - t0, 4) for t, _ in series], "bytes": [b for _, b in series],
+                    "t_sent": t_sent - t0, "t_ack": t_ack - t0,
+                    "t_durable": None if durable == float("inf") else durable - t0,
+                }
             store_at_durable = file_size(dep.store_files())
             await anyio.sleep(3.0)  # let autosave and any compaction run
             store = file_size(dep.store_files())
             rec.add("store.ratio", store / nb_bytes)
+            # The largest size seen: sampled from the first edit until all were stored (or the
+            # cap), and the settled reading.
+            rec.add("store.peak", max(store, *(b for _, b in series)) / nb_bytes)
             rec.info.setdefault("store", []).append({
                 "notebook_bytes": nb_bytes, "store_bytes_at_durable": store_at_durable,
                 "store_bytes_settled": store,
@@ -447,10 +553,92 @@ async def outside_change(system: System, ctx: Context, rec: Recorder) -> None:
             await anyio.sleep(ctx.jitter(2.0, 3.0))
 
 
+# -- 7. memory -------------------------------------------------------------------------------
+
+MEMORY_SETTLE = 1.0
+"""Least seconds between a peer being synced and the RSS reading (loading, saving, the first
+snapshot finish); then the reading waits for RSS to stop moving, up to ``MEMORY_SETTLE_MAX``."""
+MEMORY_SETTLE_MAX = 5.0
+MEMORY_AFTER_CLOSE = 2.0
+"""Seconds between the last peer leaving and the 'closed' RSS reading."""
+THEIR_CLEANUP_DELAY = 1.0
+"""jupyter-collaboration keeps a room 60 s after its last peer leaves (``YDocExtension.
+document_cleanup_delay``); the memory workload sets 1 s so 'closed' is seen within the run."""
+
+
+async def _rss(dep: Deployment) -> int:
+    """VmRSS of the process holding the documents, in bytes, once settled: after
+    ``MEMORY_SETTLE`` s, the first of readings 0.25 s apart that moved less than 1 MiB from
+    the one before (or the last, at ``MEMORY_SETTLE_MAX`` s)."""
+    await anyio.sleep(MEMORY_SETTLE)
+    last = proc_status_kib(dep.pid) * 1024
+    with anyio.move_on_after(MEMORY_SETTLE_MAX - MEMORY_SETTLE):
+        while True:
+            await anyio.sleep(0.25)
+            rss = proc_status_kib(dep.pid) * 1024
+            if abs(rss - last) < 1 << 20:
+                return rss
+            last = rss
+    return last
+
+
+async def memory(system: System, ctx: Context, rec: Recorder) -> None:
+    """RSS growth of the process holding the document (ours: the sidecar; theirs: the
+    server) with the ~10 MB notebook open and a peer synced, and after it is closed, over the
+    same process (theirs) or a sidecar of the 10-cell notebook (ours: one process per
+    notebook), each with one synced peer. Both read ``VmRSS`` from ``/proc/PID/status``."""
+    nb_bytes = ctx.notebooks["10MB"].stat().st_size
+    not_fallen = 0
+    for _ in range(ctx.plan.memory_n):
+        entry: dict[str, Any] = {"notebook_bytes": nb_bytes}
+        if system.shared_server:
+            root, small = ctx.fresh_root(system, "10")
+            big = root / "nb10MB.ipynb"
+            shutil.copyfile(ctx.notebooks["10MB"], big)
+            args = [f"--YDocExtension.document_cleanup_delay={THEIR_CLEANUP_DELAY:g}"]
+            async with system.launch(root, small, args) as dep, peers(dep, small, 1):
+                base = await _rss(dep)
+                async with peers(dep, big, 1) as (peer,):
+                    check_cells(peer, "10MB")
+                    opened = await _rss(dep)
+                await anyio.sleep(MEMORY_AFTER_CLOSE - MEMORY_SETTLE)
+                closed = await _rss(dep)
+                entry["peak_bytes"] = proc_status_kib(dep.pid, "VmHWM") * 1024
+                deleted = "Deleting Y document from memory" in dep.log.read_text(errors="replace")
+                rec.note("memory.closed", "its room was deleted from memory before the reading "
+                         "(server log)" if deleted else "its room was NOT yet deleted from "
+                         "memory at the reading (server log)")
+        else:
+            root, small = ctx.fresh_root(system, "10")
+            async with system.launch(root, small) as dep, peers(dep, small, 1):
+                base = await _rss(dep)
+            root, big = ctx.fresh_root(system, "10MB")
+            async with system.launch(root, big) as dep:
+                async with peers(dep, big, 1) as (peer,):
+                    check_cells(peer, "10MB")
+                    opened = await _rss(dep)
+                await anyio.sleep(MEMORY_AFTER_CLOSE - MEMORY_SETTLE)
+                closed = await _rss(dep)
+                entry["peak_bytes"] = proc_status_kib(dep.pid, "VmHWM") * 1024
+            rec.note("memory.closed", "the sidecar keeps the document while it runs (its kernel "
+                     "may still be running); it exits, returning all of it, once the kernel is "
+                     "shut down and the last peer has left")
+        entry.update(base_bytes=base, open_bytes=opened, closed_bytes=closed)
+        rec.info.setdefault("memory", []).append(entry)
+        rec.add("memory.open", (opened - base) / nb_bytes)
+        rec.add("memory.closed", (closed - base) / nb_bytes)
+        not_fallen += closed >= opened
+    if not_fallen:
+        rec.note("memory.closed", f"RSS did not fall after closing in {not_fallen} of "
+                 f"{ctx.plan.memory_n} runs (memory freed inside the process can stay with its "
+                 "allocator)")
+
+
 WORKLOADS: dict[str, Callable[[System, Context, Recorder], Awaitable[None]]] = {
     "open": open_time,
     "latency": edit_latency,
     "burst": burst,
     "save": save_latency,
     "outside": outside_change,
+    "memory": memory,
 }
