@@ -52,6 +52,7 @@ class ExecutionQueue(LoggingConfigurable):
         self._wake = anyio.Event()
         self._cells_changed = anyio.Event()
         self._queue_changed = anyio.Event()
+        self._publish_due = False
         room.request_handlers["execute"] = self._handle_execute
         room.notebook.ycells.observe(lambda _event: self._cells_changed.set())
 
@@ -94,7 +95,7 @@ class ExecutionQueue(LoggingConfigurable):
                 f"(limit {self.max_entries_per_person}); wait for some to run"
             )
         self.entries.append(Entry(cell_id, by, time.time()))
-        self._publish()
+        self._publish(soon=True)
         self._wake.set()
         return len(self.entries) - 1
 
@@ -104,8 +105,9 @@ class ExecutionQueue(LoggingConfigurable):
             return
         cancelled = [{**asdict(e), "reason": reason} for e in self.entries]
         self.entries.clear()
-        self.room.set_status("cancelled", cancelled)
-        self._publish()
+        with self.room.doc.transaction():  # peers see both at once
+            self.room.set_status("cancelled", cancelled)
+            self._publish()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -172,15 +174,22 @@ class ExecutionQueue(LoggingConfigurable):
         tags = ycell["metadata"].get("tags") or []
         return "raises-exception" in tags
 
-    def _publish(self) -> None:
-        """The queue in the document follows, at most every ``publish_interval`` (a burst of
-        a thousand requests is a few updates, not a thousand copies of the queue)."""
-        self._queue_changed.set()
+    def _publish(self, *, soon: bool = False) -> None:
+        """Write the queue into the document: now, or (new requests) at most every
+        ``publish_interval``, so a burst of a thousand requests is a few updates rather than a
+        thousand copies of the queue."""
+        if soon:
+            self._publish_due = True
+            self._queue_changed.set()
+            return
+        self._publish_due = False
+        self.room.set_status("queue", [asdict(e) for e in self.entries])
 
     async def _publisher(self) -> None:
         while True:
             await self._queue_changed.wait()
-            self._queue_changed = anyio.Event()
-            self.room.set_status("queue", [asdict(e) for e in self.entries])
-            await anyio.sleep(self.publish_interval)
+            self._queue_changed = anyio.Event()  # only this task replaces it: no lost wake-up
+            if self._publish_due:
+                self._publish()
+                await anyio.sleep(self.publish_interval)
 
