@@ -58,6 +58,7 @@ def load(serverapp: Any) -> None:
                 f"another extension already serves {execute} ({rule.target}); kernel_collab "
                 "would clash with it: disable one of them"
             )
+    _refuse_later_clashes(web_app, url_path_join(base, "/api/kernels/x/execute"))
     rooms = RoomManager(serverapp, config.kernel_name)
     web_app.settings["kernel_collab_rooms"] = rooms
     _pass_notebook_paths(serverapp)
@@ -110,6 +111,27 @@ async def _tell(handle: SidecarHandle, request: dict[str, Any]) -> None:
             "kernel_collab: could not tell the sidecar of %s about %s: %s",
             handle.notebook, request["type"], exc,
         )  # fmt: skip
+
+
+def _refuse_later_clashes(web_app: Any, probe: str) -> None:
+    """An extension loaded after ours that serves the execute route fails to load, saying why
+    (tornado would otherwise silently give the route to whichever was added first)."""
+    original = web_app.add_handlers
+
+    def add_handlers(host_pattern: str, handlers: list[Any]) -> None:
+        for spec in handlers:
+            pattern = spec[0] if isinstance(spec, tuple) else getattr(spec, "regex", None)
+            pattern = getattr(pattern, "pattern", pattern)
+            handler = spec[1] if isinstance(spec, tuple) else getattr(spec, "handler_class", None)
+            if (isinstance(pattern, str) and "execute" in pattern and handler is not ExecuteHandler
+                    and re.fullmatch(pattern, probe)):  # fmt: skip
+                raise RuntimeError(
+                    f"{handler} would serve {probe.replace('/x/', '/{kernel_id}/')}, which "
+                    "kernel_collab serves: disable one of the two extensions"
+                )
+        original(host_pattern, handlers)
+
+    web_app.add_handlers = add_handlers
 
 
 def _forget_failed_kernel_starts(manager: Any) -> None:

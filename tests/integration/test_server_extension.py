@@ -323,3 +323,22 @@ async def test_a_killed_sidecar_tells_browsers_to_reconnect_and_comes_back(
     async with NotebookPeer.connect(url, server.token) as back:
         assert str(back.notebook.ycells[0]["source"]) == "x = 'acknowledged before the crash'"
     assert record["pid"] != old["pid"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ServerApp.contents_manager_class=tests.memory_contents.NoFilesContentsManager"],
+         "kernel_collab needs a file-based ContentsManager"),
+        (["--ServerApp.jpserver_extensions=tests.clashing_extension=True"],
+         "which kernel_collab serves: disable one of the two extensions"),
+    ],
+)
+async def test_an_unsupported_setup_is_refused_at_start_up_with_a_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    with running_server(root, runtime, *args) as srv:
+        assert message in srv.log
