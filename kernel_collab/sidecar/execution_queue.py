@@ -122,7 +122,7 @@ class ExecutionQueue(LoggingConfigurable):
                     self._wake = anyio.Event()
                     await self._wake.wait()
                 entry = self.entries.pop(0)
-                self._publish()
+                self._publish(soon=True)  # "running" says which one runs meanwhile
                 await self._run_one(entry)
 
     async def _drop_deleted(self) -> None:
@@ -145,13 +145,14 @@ class ExecutionQueue(LoggingConfigurable):
         if ycell is None:
             return  # deleted while queued
         started = time.time()
-        source = record_start(ycell, entry.by, started)
-        self.room.set_status("running", {**asdict(entry), "start": started})
-        try:
-            run = self.bridge.execute(entry.cell_id, source, entry.by)
-        except RuntimeError as exc:
-            self._end(entry, "cancelled", str(exc))
-            return
+        with self.room.doc.transaction():  # one update: running, its cell, its cleared outputs
+            source = record_start(ycell, entry.by, started)
+            self.room.set_status("running", {**asdict(entry), "start": started})
+            try:
+                run = self.bridge.execute(entry.cell_id, source, entry.by)
+            except RuntimeError as exc:
+                self._end(entry, "cancelled", str(exc))
+                return
         await run.done.wait()
         status = str((run.reply or {}).get("status", "ok"))
         self._end(entry, status, None)
