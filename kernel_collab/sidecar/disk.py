@@ -36,7 +36,8 @@ class DiskSync(LoggingConfigurable):
 
     save_delay = Float(1.0, help="Seconds after the last change before autosave.").tag(config=True)
     save_max_interval = Float(
-        5.0, help="Longest time changes stay unsaved while they keep coming."
+        4.0, help="Longest time changes stay unsaved while they keep coming (the file is then "
+        "never more than ~5 s behind, serialisation included)."
     ).tag(config=True)
     watch = Bool(True, help="Watch the file for outside changes and merge them.").tag(config=True)
     parse_retries = Int(

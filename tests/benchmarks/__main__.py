@@ -20,10 +20,12 @@ import anyio
 
 from . import plots, report
 from .kernel import kernel_workloads
+from .proxy import proxy_workload
 from .systems import JupyterCollaboration, Sidecar, System
 from .workloads import FULL, QUICK, WORKLOADS, Context, Recorder, write_notebooks
 
-ALL = [*WORKLOADS, "kernel"]
+RUNS = {**WORKLOADS, "proxy": proxy_workload}
+ALL = [*RUNS, "kernel"]
 """Every workload; ``kernel`` runs kernel_collab alone, against a plain kernel client."""
 
 HERE = Path(__file__).resolve().parent
@@ -89,7 +91,7 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
             t = time.monotonic()
             print(f"[{time.monotonic() - started:6.1f}s] {name}: {system.name} …",
                   file=sys.stderr, flush=True)
-            await WORKLOADS[name](system, ctx, recs[system.name])
+            await RUNS[name](system, ctx, recs[system.name])
             timings.setdefault(name, {})[system.name] = round(time.monotonic() - t, 2)
     labels = {"n": f" ({plan.burst_edits:,} edits)", "crowd": str(plan.crowd_receivers),
               "flushed": f"{plan.lines_flushed:,}", "buffered": f"{plan.lines_buffered:,}",

@@ -102,6 +102,24 @@ def _measures() -> list[Measure]:
                 Measure("commit.share", "commit share of edit→peer, 10 peers§", "%", 100.0,
                         vs="none", na="pycrdt-store reports no commit timings"),
             ]
+    proxy_na = ("jupyter-collaboration has no sidecar: its peers always go through its "
+                "server (its figure is the 'via server' row)")
+    out += [
+        Measure("latency.proxy.each", "edit→peer, 10 peers, via server proxy, each‖", "ms",
+                1e3, (p99_half,)),
+        Measure("latency.proxy.slowest", "edit→slowest of 10 peers, via server proxy‖", "ms",
+                1e3, (p99_half,)),
+        Measure("latency.proxy.ack", "edit→own echo (ack), 10 peers, via server proxy‖", "ms",
+                1e3),
+        Measure("latency.direct.each", "edit→peer, 10 peers, same room, straight to sidecar‖",
+                "ms", 1e3, vs="none", na=proxy_na),
+        Measure("latency.direct.slowest", "edit→slowest of 10 peers, straight to sidecar‖", "ms",
+                1e3, vs="none", na=proxy_na),
+        Measure("latency.overhead.each", "proxy overhead: via proxy / direct, each‖", "x", 1.0,
+                vs="none", na=proxy_na),
+        Measure("latency.overhead.slowest", "proxy overhead: via proxy / direct, slowest‖", "x",
+                1.0, vs="none", na=proxy_na),
+    ]
     out += [
         Measure("burst.throughput", "burst{n}: edits/s until all peers have them", "edits/s",
                 1.0, (Goal("ratio", ">=", 5.0, ISSUES),)),
@@ -116,6 +134,11 @@ def _measures() -> list[Measure]:
                 (Goal("ours", "<=", 2.0, ISSUES),)),
         Measure("save", "edit→.ipynb on disk", "s", 1.0,
                 (Goal("ours", "<=", 1.5, "DESIGN.md: autosave ~1 s after the last change"),)),
+        Measure("save.output.age", "save under output: newest printed - newest on disk♦", "s",
+                1.0, vs="none", na=THEIRS_NO_KERNEL),
+        Measure("save.output.peak", "save under output: age just before each save♦", "s", 1.0,
+                (Goal("ours", "<=", 5.0, "issues: saved at least every 5 s while output "
+                      "keeps coming", stat="p99"),), vs="none", na=THEIRS_NO_KERNEL),
         Measure("outside", "outside .ipynb change→peer", "s", 1.0,
                 (Goal("ours", "<=", 0.3, "DESIGN.md: outside changes seen in ≤ 0.3 s"),
                  Goal("ratio", "<=", 0.5, ISSUES))),
@@ -301,6 +324,21 @@ def table(rows: list[dict[str, Any]], notes: list[str], ours: str, theirs: str) 
                    "thread) over the latency workload, from its `stats` reply (N = commits); "
                    "share = commit p50 / edit→peer p50 (p99 column: p99 / p99). theirs: n/a, "
                    "pycrdt-store reports no commit timings (and relays before storing).")
+    if any(k.startswith(("latency.proxy.", "latency.direct.")) for k in keys):
+        out.append("‖ ours: a jupyter server with kernel_collab's extension; PUT "
+                   "/api/kernel-collab/rooms/{path}, then 11 peers on the WebSocket "
+                   "/api/kernel-collab/sync/{document_id} (the server relays to the sidecar), "
+                   "and, alternating rounds in the same room, 11 peers straight on the sidecar; "
+                   "overhead = via proxy / direct (of the medians; p99 column: of the p99s). "
+                   "theirs: its own 10-peer latency again (its peers always go through its "
+                   "server).")
+    if any(k.startswith("save.output.") for k in keys):
+        out.append("♦ ours only (theirs: n/a, it runs no kernel without a browser): a cell of "
+                   "the same room prints a stamped line every 50 ms, run by a peer through the "
+                   "proxy; the .ipynb's directory is watched (watchfiles) and the file read at "
+                   "each change; age = stamp of the newest line printed - stamp of the newest "
+                   "line on disk, every 50 ms until the last line is on disk; 'before each "
+                   "save' = its peak, the longest the file went stale (goal on the max).")
     if any(k.startswith("memory.") for k in keys):
         out.append("¶ VmRSS from /proc/PID/status of the process holding the document (ours: "
                    "the sidecar; theirs: the jupyter server), with one peer synced, minus the "

@@ -70,14 +70,21 @@ class Plan:
     queue_cells: int
     queue_repeats: int
     running_samples: int
+    proxy_edits: int
+    """Edits per path (via the server's proxy, straight to the sidecar) with 10 peers."""
+    proxy_warmup: int
+    ticker_seconds: float
+    """How long the cell of the save-under-output workload prints (a line every 50 ms)."""
+    ticker_runs: int
 
 
 QUICK = Plan(
-    mode="quick", cold_n=3, cold_n_large=2, warm_n=5, from_start_n=1, latency_edits=200,
+    mode="quick", cold_n=3, cold_n_large=2, warm_n=5, from_start_n=1, latency_edits=150,
     latency_warmup=20, latency_receivers=(1, 10), burst_edits=5_000, burst_receivers=3,
     burst_repeats=1, durable_cap=12.0, save_n=3, outside_n=3, crowd_receivers=50,
     crowd_edits=100, memory_n=1, lines_flushed=10_000, lines_buffered=100_000, lines_repeats=1,
     stamp_samples=200, stamp_repeats=1, queue_cells=300, queue_repeats=1, running_samples=100,
+    proxy_edits=100, proxy_warmup=10, ticker_seconds=8.0, ticker_runs=1,
 )
 FULL = Plan(
     mode="full", cold_n=10, cold_n_large=5, warm_n=20, from_start_n=3, latency_edits=1_000,
@@ -85,7 +92,7 @@ FULL = Plan(
     burst_repeats=2, durable_cap=180.0, save_n=15, outside_n=15, crowd_receivers=50,
     crowd_edits=300, memory_n=3, lines_flushed=100_000, lines_buffered=100_000,
     lines_repeats=2, stamp_samples=200, stamp_repeats=2, queue_cells=1_000, queue_repeats=2,
-    running_samples=300,
+    running_samples=300, proxy_edits=1_000, proxy_warmup=25, ticker_seconds=8.0, ticker_runs=2,
 )
 
 
