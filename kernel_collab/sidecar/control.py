@@ -43,6 +43,7 @@ class KernelControl:
         self.queue = queue
         self._stop = stop
         self.shut_down = False
+        self._stopping = False
         self._pending_actor: tuple[str, dict[str, Any], float] | None = None
         room.admin_handlers["attach_kernel"] = self._attach
         room.admin_handlers["detach_kernel"] = self._detach
@@ -139,7 +140,8 @@ class KernelControl:
         return {"ok": True}
 
     def _maybe_stop(self) -> None:
-        if self.shut_down and self.room.people == 0:
+        if self.shut_down and self.room.people == 0 and not self._stopping:
+            self._stopping = True
             self.room.log.info("kernel shut down and nobody is in the notebook: stopping")
             self._stop()
 
