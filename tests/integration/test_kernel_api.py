@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.files import write_notebook
@@ -93,3 +94,43 @@ async def _open(server: JupyterServer) -> dict[str, Any]:
         assert response.status_code == 200, response.text
         room: dict[str, Any] = response.json()
         return room
+
+
+async def test_kernel_script_and_peer_editing_at_once_converge(server: JupyterServer) -> None:
+    from kernel_collab.client import connect
+
+    write_notebook(server.root / "nb.ipynb", [
+        "import kernel_collab\nnb = kernel_collab.notebook()\n"
+        "for i in range(30):\n    nb.cells[1].source += f'k{i};'\n"
+        "    nb.append_cell(f'# kernel {i}')\n",
+        "",
+    ])  # fmt: skip
+    room = await _open(server)
+    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    async with (
+        NotebookPeer.connect(url, server.token) as peer,
+        connect(server.url, "nb.ipynb", token=server.token, name="script") as script,
+        server.client() as http,
+    ):
+        await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                        json={"cell_id": "cell-0", "document_id": room["document_id"]})
+        for i in range(30):  # meanwhile a script and a person type into the same cell
+            script.cells[1].source = script.cells[1].source + f"s{i};"
+            text = peer.notebook.ycells[1]["source"]
+            text.insert(0, f"p{i};")
+            await anyio.lowlevel.checkpoint()
+        await script.sync()
+
+        def converged(p: NotebookPeer) -> bool:
+            source = str(p.notebook.ycells[1]["source"])
+            return (p.notebook.cell_number == 32
+                    and all(f"{w}{i};" in source for w in "kps" for i in range(30)))  # fmt: skip
+
+        await peer.wait_until(converged)
+        await script.transport.wait_for(lambda: len(script.cells) == 32
+                                        and script.cells[1].source
+                                        == str(peer.notebook.ycells[1]["source"]))  # fmt: skip
+        def cells(nb: dict[str, Any]) -> list[tuple[str, str]]:
+            return [(c["id"], c["source"]) for c in nb["cells"]]
+
+        assert cells(script.to_dict()) == cells(peer.notebook.get())
