@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 CELL_MESSAGE = "kernel_collab_cell"
+POINTER_ENV = "KERNEL_COLLAB_SIDECAR_FILE"
+"""Set by the provisioner: the file telling the kernel where its sidecar is (in-kernel API)."""
 
 
 def load_ipython_extension(ipython: Any) -> None:

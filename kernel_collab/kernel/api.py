@@ -22,8 +22,8 @@ from anyio.from_thread import start_blocking_portal
 from ..client.blocking import Blocking
 from ..client.connection import join
 from ..notebook import Cell, RunHandle
+from . import POINTER_ENV
 
-POINTER_ENV = "KERNEL_COLLAB_SIDECAR_FILE"
 _lock = threading.Lock()
 _notebook: KernelNotebook | None = None
 

@@ -20,11 +20,9 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Dict, Float, List, Unicode
 
+from ..kernel import POINTER_ENV
 from .notebook_path import NotebookPathError, find_notebook
 from .sidecars import REGISTRY, SidecarError, SidecarHandle, kernel_pointer
-
-POINTER_ENV = "KERNEL_COLLAB_SIDECAR_FILE"
-"""Tells the kernel where to find its sidecar (for the in-kernel notebook API)."""
 
 
 def _locate(env: Any, cwd: str | None, root_dir: str) -> tuple[Path, Path | None]:

@@ -53,27 +53,36 @@ class SidecarHandle:
         """Whether the process is still running."""
         return self.process.returncode is None
 
-    async def request(self, obj: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-        """Send one admin request and return its reply (raising :class:`SidecarError`)."""
+    async def exchange(
+        self, obj: dict[str, Any], headers: dict[str, str] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Send one request on a connection with the admin token (and ``headers``, e.g. the
+        identity of the person it is for) and return the reply, whatever it says."""
         try:
             with anyio.fail_after(timeout):
                 async with ws_connect(
-                    f"{self.url}?token={self.admin_token}", max_size=None
+                    f"{self.url}?token={self.admin_token}",
+                    additional_headers=headers,
+                    max_size=None,
                 ) as ws:
                     await ws.send(wire.encode_request(obj))
                     async for data in ws:
                         if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
                             reply = wire.decode(data).request
                             assert reply is not None
-                            if not reply.get("ok"):
-                                raise SidecarError(
-                                    f"sidecar for {self.notebook} refused {obj.get('type')}: "
-                                    f"{reply.get('error')}"
-                                )
                             return reply
         except (OSError, TimeoutError) as exc:
             raise SidecarError(f"sidecar for {self.notebook} unreachable: {exc}") from exc
         raise SidecarError(f"sidecar for {self.notebook} closed before replying")
+
+    async def request(self, obj: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """Send one admin request and return its reply (raising :class:`SidecarError`)."""
+        reply = await self.exchange(obj, timeout=timeout)
+        if not reply.get("ok"):
+            raise SidecarError(
+                f"sidecar for {self.notebook} refused {obj.get('type')}: {reply.get('error')}"
+            )
+        return reply
 
 
 def runtime_dir() -> Path:

@@ -34,29 +34,35 @@ from .rooms import RoomManager, ask_as, identity_headers, identity_of
 CLOSE_NOT_FOUND = 4404
 
 
+async def allowed(handler: JupyterHandler, action: str, resource: str) -> bool:
+    """Whether the server's authorizer lets the current user ``action`` on ``resource``."""
+    return bool(await ensure_async(
+        handler.authorizer.is_authorized(handler, handler.current_user, action, resource)
+    ))  # fmt: skip
+
+
+async def identity_for(handler: JupyterHandler) -> dict[str, Any]:
+    """The current user as the sidecar sees them, with their permissions."""
+    return identity_of(
+        handler.current_user,
+        write=await allowed(handler, "write", "contents"),
+        execute=await allowed(handler, "execute", "kernels"),
+    )
+
+
 class _Base(APIHandler):
     @property
     def rooms(self) -> RoomManager:
         return self.settings["kernel_collab_rooms"]  # type: ignore[no-any-return]
 
-    async def _allowed(self, action: str, resource: str) -> bool:
-        return bool(
-            await ensure_async(self.authorizer.is_authorized(self, self.current_user, action,
-                                                             resource))
-        )
-
     async def require(self, action: str, resource: str) -> None:
         """403 unless the current user may ``action`` on ``resource``."""
-        if not await self._allowed(action, resource):
+        if not await allowed(self, action, resource):
             raise web.HTTPError(403, f"you need {resource}:{action} for this")
 
     async def identity(self) -> dict[str, Any]:
         """The current user as the sidecar sees them, with their permissions."""
-        return identity_of(
-            self.current_user,
-            write=await self._allowed("write", "contents"),
-            execute=await self._allowed("execute", "kernels"),
-        )
+        return await identity_for(self)
 
     async def room_model(self, handle: SidecarHandle, api_path: str,
                          session: dict[str, Any] | None) -> dict[str, Any]:
@@ -167,21 +173,12 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
     async def get(self, document_id: str) -> None:
         """Authorize, find the sidecar, then upgrade."""
         rooms: RoomManager = self.settings["kernel_collab_rooms"]
-        allowed = await ensure_async(
-            self.authorizer.is_authorized(self, self.current_user, "read", "contents")
-        )
-        if not allowed:
+        if not await allowed(self, "read", "contents"):
             raise web.HTTPError(403, "you need contents:read to join this notebook")
         handle = rooms.handle_for_document(document_id)
         if handle is None:
             raise web.HTTPError(404, f"no open room for document {document_id}")
-        write = await ensure_async(
-            self.authorizer.is_authorized(self, self.current_user, "write", "contents")
-        )
-        execute = await ensure_async(
-            self.authorizer.is_authorized(self, self.current_user, "execute", "kernels")
-        )
-        identity = identity_of(self.current_user, write=bool(write), execute=bool(execute))
+        identity = await identity_for(self)
         query = f"token={handle.admin_token}"
         epoch = self.get_argument("epoch", None)
         if epoch:

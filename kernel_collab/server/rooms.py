@@ -16,13 +16,9 @@ import anyio
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import User
 from tornado import web
-from websockets.asyncio.client import connect as ws_connect
 
-from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
-from ..sidecar import wire
+from ..provisioner.sidecars import REGISTRY, SidecarHandle
 from ..sidecar.server import IDENTITY_HEADER
-
-COLLAB_PROVISIONER = "kernel-collab"
 
 
 def identity_of(user: User, *, write: bool, execute: bool) -> dict[str, Any]:
@@ -43,18 +39,10 @@ def identity_headers(identity: dict[str, Any]) -> dict[str, str]:
     return {IDENTITY_HEADER: json.dumps(identity, separators=(",", ":"))}
 
 
-async def ask_as(handle: SidecarHandle, identity: dict[str, Any], request: dict[str, Any],
-                 timeout: float = 30) -> dict[str, Any]:
+async def ask_as(handle: SidecarHandle, identity: dict[str, Any],
+                 request: dict[str, Any]) -> dict[str, Any]:
     """Send one request to a sidecar on behalf of a person and return its reply."""
-    url = f"{handle.url}?token={handle.admin_token}"
-    async with ws_connect(url, additional_headers=identity_headers(identity)) as ws:
-        await ws.send(wire.encode_request(request))
-        async for data in ws:
-            if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
-                reply = wire.decode(data).request
-                assert reply is not None
-                return reply
-    raise SidecarError(f"sidecar for {handle.notebook} closed before replying")
+    return await handle.exchange(request, identity_headers(identity))
 
 
 class RoomManager:

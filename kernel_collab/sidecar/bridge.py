@@ -30,8 +30,6 @@ from .room import Room
 from .run_record import find_cell, record_end, record_start
 from .widgets import OutputWidgets
 
-# Messages routed into cells; everything else on iopub is looked at for status or ignored.
-OUTPUT_TYPES = HANDLED
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
 
@@ -313,7 +311,7 @@ class KernelBridge(LoggingConfigurable):
         if msg_type in COMM_TYPES:
             self.widgets.observe_comm(msg_type, content)
             return None
-        if msg_type in OUTPUT_TYPES:
+        if msg_type in HANDLED:  # outputs, routed into cells
             if run is not None and msg_type == "error":
                 run.errored = True
             widget = self.widgets.capturing(parent_id)

@@ -53,25 +53,13 @@ class PeerError(RuntimeError):
     """A peer could not connect, sync, or see what it waited for."""
 
 
-def read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
-    """Read a lib0 variable-length unsigned integer; return it and the next position."""
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
 def decode_state_vector(sv: bytes) -> dict[int, int]:
     """Decode an encoded Y state vector into ``{client_id: clock}``."""
-    count, pos = read_var_uint(sv, 0)
+    count, pos = wire.read_var_uint(sv, 0)
     out: dict[int, int] = {}
     for _ in range(count):
-        client, pos = read_var_uint(sv, pos)
-        clock, pos = read_var_uint(sv, pos)
+        client, pos = wire.read_var_uint(sv, pos)
+        clock, pos = wire.read_var_uint(sv, pos)
         out[client] = clock
     return out
 
