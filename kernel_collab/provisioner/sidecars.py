@@ -159,6 +159,13 @@ class SidecarRegistry:
             )
         url = line[len(READY_PREFIX) :].split(b"\n", 1)[0].decode().strip()
         handle = SidecarHandle(notebook, root, process, url, token, admin_token)
+        # Known before any kernel attaches, so browsers can rejoin a restarted sidecar at once.
+        try:
+            handle.document_id = (await handle.request({"type": "room_info"})).get("document_id")
+        except SidecarError:
+            process.kill()
+            await process.wait()
+            raise
         handle.runtime_file = self._write_runtime_file(handle)
         self.handles[notebook] = handle
         self.log.info("kernel_collab: sidecar for %s at %s (pid %d)", notebook, url, process.pid)

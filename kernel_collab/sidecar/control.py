@@ -66,7 +66,7 @@ class KernelControl:
         return {
             "ok": True,
             **self._identity(),
-            "kernel_id": self.bridge.kernel_id if self.bridge.attached else None,
+            "kernel_id": self.bridge.kernel_id if self.bridge.client is not None else None,
             "kernel_status": status.get("kernel_status"),
             "queue": status.get("queue") or [],
             "running": status.get("running"),

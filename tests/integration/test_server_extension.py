@@ -316,12 +316,15 @@ async def test_a_killed_sidecar_tells_browsers_to_reconnect_and_comes_back(
     # Supervision runs on the server's restarter poll; the new runtime file is the event.
     await wait_for_file(server.runtime / "kernel_collab" / "x", restarted, timeout=30)
     record = server.sidecar(nb)
-    async with server.client() as http:
-        again = (await http.get("/api/kernel-collab/rooms/nb.ipynb")).json()
-    assert again["document_id"] == room["document_id"]
-    assert again["kernel_id"] == room["kernel_id"]
     async with NotebookPeer.connect(url, server.token) as back:
         assert str(back.notebook.ycells[0]["source"]) == "x = 'acknowledged before the crash'"
+        # The same kernel is re-attached to the new sidecar (a moment after it starts).
+        await back.wait_until(lambda p: (p.notebook.ystate.get("kernel_collab") or {})
+                              .get("kernel_id") == room["kernel_id"])  # fmt: skip
+        async with server.client() as http:
+            again = (await http.get("/api/kernel-collab/rooms/nb.ipynb")).json()
+    assert again["document_id"] == room["document_id"]
+    assert again["kernel_id"] == room["kernel_id"]
     assert record["pid"] != old["pid"]
 
 
