@@ -19,7 +19,13 @@ from traitlets.config import Configurable
 from ..provisioner.notebook_path import NOTEBOOK_ENV
 from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
 from .coexist import guard_jupyter_collaboration
-from .handlers import ExecuteHandler, KernelActionHandler, RoomHandler, SyncHandler
+from .handlers import (
+    ExecuteHandler,
+    KernelActionHandler,
+    ModeHandler,
+    RoomHandler,
+    SyncHandler,
+)
 from .rooms import RoomManager
 
 CONTENTS_EVENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
@@ -74,6 +80,7 @@ def load(serverapp: Any) -> None:
         (url_path_join(base, rf"/api/kernel-collab/rooms/{path}/(?P<action>interrupt|restart)"),
          KernelActionHandler),
         (url_path_join(base, r"/api/kernel-collab/rooms/(?P<path>.+)"), RoomHandler),
+        (url_path_join(base, r"/api/kernel-collab/mode/(?P<path>.+)"), ModeHandler),
         (url_path_join(base, r"/api/kernel-collab/sync/(?P<document_id>[\w-]+)"), SyncHandler),
         (execute, ExecuteHandler),
     ])  # fmt: skip

@@ -81,6 +81,7 @@ class _Base(APIHandler):
             "queue": info.get("queue", []),
             "running": info.get("running"),
             "peers": info.get("peers", []),
+            "permissions": (await self.identity())["permissions"],
         }
 
 
@@ -107,6 +108,16 @@ class RoomHandler(_Base):
             await self.require("write", "sessions")
         handle, session = await self.rooms.ensure(api_path)
         self.finish(json.dumps(await self.room_model(handle, api_path, session)))
+
+
+class ModeHandler(_Base):
+    """``GET /api/kernel-collab/mode/{path}``: whether the notebook opens collaboratively."""
+
+    @web.authenticated
+    async def get(self, path: str) -> None:
+        """``{collaborative, reason, kernel_name?}``, decided as a browser opens the notebook."""
+        await self.require("read", "contents")
+        self.finish(json.dumps(await self.rooms.mode(self.rooms.api_path(path))))
 
 
 class KernelActionHandler(_Base):

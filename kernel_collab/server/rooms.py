@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import User
 from tornado import web
 
 from ..provisioner.sidecars import REGISTRY, SidecarHandle
 from ..sidecar.server import IDENTITY_HEADER
+
+PROVISIONER = "kernel-collab"
 
 
 def identity_of(user: User, *, write: bool, execute: bool) -> dict[str, Any]:
@@ -105,6 +108,45 @@ class RoomManager:
         provisioner = getattr(km, "provisioner", None)
         return type(provisioner).__name__ == "CollabProvisioner"
 
+    def collaborative_kernelspecs(self) -> set[str]:
+        """Names of the kernelspecs whose provisioner is the collaborative one."""
+        names = set()
+        for name, entry in self.serverapp.kernel_spec_manager.get_all_specs().items():
+            provisioner = (entry.get("spec", {}).get("metadata") or {}).get("kernel_provisioner")
+            if isinstance(provisioner, dict) and provisioner.get("provisioner_name") == PROVISIONER:
+                names.add(name)
+        return names
+
+    def server_wide(self) -> bool:
+        """Whether every notebook session gets the collaborative provisioner."""
+        return bool(KernelProvisionerFactory.instance().default_provisioner_name == PROVISIONER)
+
+    async def mode(self, api_path: str) -> dict[str, Any]:
+        """Whether a notebook opens collaboratively, and why: its room or session exists, its
+        ``kernelspec.name`` is a collaborative kernelspec, or the server-wide mode is on."""
+        if self.handle_for_path(api_path) is not None:
+            return {"collaborative": True, "reason": "room"}
+        session = await self.session_for(api_path)
+        if session is not None:
+            collaborative = self.is_collaborative(session["kernel"]["id"])
+            return {"collaborative": collaborative, "reason": "session",
+                    "kernel_name": session["kernel"].get("name")}
+        if self.server_wide():
+            return {"collaborative": True, "reason": "server-wide"}
+        name = self.file_kernel_name(api_path)
+        return {"collaborative": name in self.collaborative_kernelspecs(), "reason": "kernelspec",
+                "kernel_name": name}
+
+    def file_kernel_name(self, api_path: str) -> str | None:
+        """The notebook's ``metadata.kernelspec.name`` (``None`` when absent or unreadable)."""
+        try:
+            with self.absolute(api_path).open("rb") as f:
+                metadata = json.load(f).get("metadata") or {}
+        except (OSError, ValueError, AttributeError):
+            return None
+        name = (metadata.get("kernelspec") or {}).get("name")
+        return name if isinstance(name, str) else None
+
     async def ensure(self, api_path: str) -> tuple[SidecarHandle, dict[str, Any]]:
         """The notebook's room, starting the collaborative session if none runs (one opener
         at a time per notebook: a script racing a browser gets the same room)."""
@@ -129,9 +171,14 @@ class RoomManager:
                 path=api_path,
                 name=posixpath.basename(api_path),
                 type="notebook",
-                kernel_name=self.kernel_name,
+                kernel_name=self._kernel_name_for(api_path),
             )
             handle = self.handle_for_path(api_path)
         if handle is None:
             raise web.HTTPError(500, f"the collaborative session for {api_path} has no sidecar")
         return handle, dict(session)
+
+    def _kernel_name_for(self, api_path: str) -> str:
+        """The notebook's own kernelspec when it is a collaborative one, else the default."""
+        name = self.file_kernel_name(api_path)
+        return name if name and name in self.collaborative_kernelspecs() else self.kernel_name

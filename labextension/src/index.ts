@@ -1,0 +1,200 @@
+// kernel_collab's JupyterLab plugins: the content provider that binds collaborative notebooks
+// to their sidecar, the cell executor, collaborators' cursors, and the notebook panel's views.
+import {
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { Dialog, InputDialog, showDialog } from '@jupyterlab/apputils';
+import { IEditorExtensionRegistry, EditorExtensionRegistry } from '@jupyterlab/codemirror';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import {
+  INotebookCellExecutor,
+  INotebookTracker,
+  INotebookWidgetFactory,
+  NotebookPanel
+} from '@jupyterlab/notebook';
+import { Contents, Kernel } from '@jupyterlab/services';
+import { Token } from '@lumino/coreutils';
+import type * as Y from 'yjs';
+import { CONTENT_PROVIDER_ID, IOtherProviderFactory, KernelCollabContentProvider } from './contentprovider';
+import { remoteCursors } from './cursors';
+import { CollabCellExecutor } from './executor';
+import { decoratePanel } from './panel';
+import { CLOSE_READ_ONLY, CollabProvider } from './provider';
+import { kernelAction } from './requests';
+
+/** kernel_collab's content provider, for the other plugins. */
+export const IKernelCollab = new Token<KernelCollabContentProvider>('kernel-collab:IKernelCollab');
+
+const PROVISIONER = 'kernel-collab';
+
+function isCollaborativeSpec(app: JupyterFrontEnd, name: string | undefined | null): boolean {
+  if (!name) {
+    return false;
+  }
+  const spec = app.serviceManager.kernelspecs.specs?.kernelspecs[name];
+  const provisioner = (spec?.metadata as { kernel_provisioner?: { provisioner_name?: string } } | undefined)
+    ?.kernel_provisioner;
+  return provisioner?.provisioner_name === PROVISIONER;
+}
+
+const contentProvider: JupyterFrontEndPlugin<KernelCollabContentProvider> = {
+  id: 'kernel-collab:content-provider',
+  description: 'Binds notebooks on a collaborative kernel to their sidecar\'s shared document.',
+  autoStart: true,
+  provides: IKernelCollab,
+  requires: [INotebookWidgetFactory],
+  activate: (app: JupyterFrontEnd, notebookFactory: { contentProviderId?: string }) => {
+    const drive = (app.serviceManager.contents as { defaultDrive?: Contents.IDrive }).defaultDrive;
+    const registry = drive?.contentProviderRegistry;
+    if (!drive || !registry) {
+      throw new Error('kernel_collab needs JupyterLab ≥ 4.4 (content provider registry)');
+    }
+    const provider = new KernelCollabContentProvider(drive, drive.serverSettings, app.serviceManager.user);
+    registry.register(CONTENT_PROVIDER_ID, provider);
+    // jupyter-collaboration's notebook plugin is disabled by this package (a factory's content
+    // provider can be set once); its rooms still serve the notebooks that are not ours.
+    void import('@jupyter/docprovider')
+      .then(module => {
+        const token = (module as { IDocumentProviderFactory?: Token<IOtherProviderFactory> }).IDocumentProviderFactory;
+        return token ? app.resolveOptionalService(token) : null;
+      })
+      .then(factory => {
+        provider.otherFactory = factory ?? null;
+      })
+      .catch(() => {
+        // jupyter-collaboration is not installed: such notebooks load from their file.
+      });
+    notebookFactory.contentProviderId = CONTENT_PROVIDER_ID;
+    return provider;
+  }
+};
+
+const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
+  id: 'kernel-collab:cell-executor',
+  description: 'Runs cells of collaborative notebooks through the kernel\'s shared queue.',
+  autoStart: true,
+  provides: INotebookCellExecutor,
+  requires: [IKernelCollab],
+  activate: (_app: JupyterFrontEnd, contents: KernelCollabContentProvider) =>
+    new CollabCellExecutor(contents)
+};
+
+const cursors: JupyterFrontEndPlugin<void> = {
+  id: 'kernel-collab:cursors',
+  description: 'Shows collaborators\' carets and selections in collaborative notebooks.',
+  autoStart: true,
+  requires: [IKernelCollab, IEditorExtensionRegistry],
+  activate: (_app: JupyterFrontEnd, contents: KernelCollabContentProvider, editors: IEditorExtensionRegistry) => {
+    editors.addExtension({
+      name: 'kernel-collab:remote-cursors',
+      factory: options => {
+        const shared = options.model.sharedModel as unknown as {
+          ysource?: Y.Text;
+          notebook?: unknown;
+          awareness?: CollabProvider['model']['awareness'] | null;
+        };
+        const provider = shared.notebook ? contents.providerFor(shared.notebook) : undefined;
+        if (!provider || !shared.ysource) {
+          return null;
+        }
+        return EditorExtensionRegistry.createImmutableExtension(
+          remoteCursors(shared.ysource, provider.model.awareness)
+        );
+      }
+    });
+  }
+};
+
+/** Close every view of `path` and open it again (in whichever mode the server now says). */
+async function reopen(docManager: IDocumentManager, path: string): Promise<void> {
+  await docManager.closeFile(path);
+  docManager.openOrReveal(path);
+}
+
+const panels: JupyterFrontEndPlugin<void> = {
+  id: 'kernel-collab:notebook-panel',
+  description: 'The room bar, banners, run marks, input prompts and kernel actions of collaborative notebooks.',
+  autoStart: true,
+  requires: [IKernelCollab, INotebookTracker, IDocumentManager],
+  activate: (
+    app: JupyterFrontEnd,
+    contents: KernelCollabContentProvider,
+    tracker: INotebookTracker,
+    docManager: IDocumentManager
+  ) => {
+    const settings = app.serviceManager.serverSettings;
+    const reopening = new Set<string>();
+    const reopenOnce = (path: string): void => {
+      if (reopening.has(path)) {
+        return;
+      }
+      reopening.add(path);
+      void reopen(docManager, path).finally(() => reopening.delete(path));
+    };
+    tracker.widgetAdded.connect(async (_, panel: NotebookPanel) => {
+      const context = panel.context;
+      await context.ready;
+      const provider = contents.providerFor(panel.model?.sharedModel);
+      if (provider) {
+        panel.addClass('kc-collaborative');
+        decoratePanel(panel, provider);
+        provider.inputRequested.connect(async (_, request) => {
+          const result = request.password
+            ? await InputDialog.getPassword({ title: request.prompt || 'Input requested by the kernel' })
+            : await InputDialog.getText({ title: request.prompt || 'Input requested by the kernel' });
+          const answer = result.button.accept
+            ? { value: result.value ?? '' }
+            : { error: 'cancelled by the person asked' };
+          await provider.request({ type: 'input_reply', request_id: request.request_id, ...answer });
+        });
+        provider.closed.connect(async (_, closed) => {
+          await showDialog({
+            title: closed.code === CLOSE_READ_ONLY ? 'You may only read this notebook' : 'The notebook was re-created',
+            body: closed.code === CLOSE_READ_ONLY
+              ? 'Your change was refused: you do not have permission to edit. The notebook reopens as it is.'
+              : 'The notebook\'s document was re-created from its file since this copy was loaded. It reopens.',
+            buttons: [Dialog.okButton()]
+          });
+          reopenOnce(context.path);
+        });
+      }
+      const patchKernel = (kernel: Kernel.IKernelConnection | null | undefined): void => {
+        const ours = contents.providerFor(panel.model?.sharedModel);
+        if (!kernel || !ours) {
+          return;
+        }
+        // Interrupt and restart go through kernel_collab's routes, recorded with who did it.
+        kernel.interrupt = async () => {
+          await kernelAction(settings, context.path, 'interrupt');
+        };
+        kernel.restart = async () => {
+          await kernelAction(settings, context.path, 'restart');
+        };
+      };
+      void context.sessionContext.ready.then(() => patchKernel(context.sessionContext.session?.kernel));
+      context.sessionContext.kernelChanged.connect(async (_, change) => {
+        patchKernel(change.newValue);
+        const name = change.newValue?.name;
+        if (!name || !change.oldValue || !context.isReady) {
+          return;
+        }
+        const nowCollaborative = isCollaborativeSpec(app, name);
+        if (nowCollaborative === !!contents.providerFor(panel.model?.sharedModel)) {
+          return;
+        }
+        await showDialog({
+          title: nowCollaborative ? 'Opening collaboratively' : 'Leaving the collaborative kernel',
+          body: nowCollaborative
+            ? `${context.path} is now on a collaborative kernel. It is saved and reopens so that everyone on it shares one live notebook.`
+            : `${context.path} is no longer on a collaborative kernel. It is saved and reopens as an ordinary notebook.`,
+          buttons: [Dialog.okButton()]
+        });
+        await context.save();
+        reopenOnce(context.path);
+      });
+    });
+  }
+};
+
+export default [contentProvider, executor, cursors, panels];
