@@ -210,7 +210,7 @@ class KernelBridge(LoggingConfigurable):
         if run.external:
             ycell = find_cell(self.room.notebook, run.cell_id)
             if ycell is not None:
-                record_end(ycell, status)
+                record_end(ycell, status, count=self.writer.take_count(run.cell_id))
         self.runs.pop(run.msg_id, None)
         self.recent[run.msg_id] = run.cell_id
         while len(self.recent) > 1000:

@@ -164,8 +164,9 @@ class ExecutionQueue(LoggingConfigurable):
     def _end(self, entry: Entry, status: str, error: str | None) -> None:
         with self.room.doc.transaction():
             ycell = find_cell(self.room.notebook, entry.cell_id)
+            count = self.bridge.writer.take_count(entry.cell_id)
             if ycell is not None:  # a cell deleted while running just ends
-                record_end(ycell, status, error)
+                record_end(ycell, status, error, count)
             self.room.set_status("running", None)
 
     def _raises_exception(self, cell_id: str) -> bool:

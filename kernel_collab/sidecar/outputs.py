@@ -173,6 +173,8 @@ class _CellState:
     """The cell's last output, when it is a stream that text can be appended to."""
     stream_bytes: int = 0
     """Stream text stored in the cell since its outputs were last cleared."""
+    execution_count: int | None = None
+    """From ``execute_input``; written with the end of the run (see ``run_record``)."""
     cut: _Stream | None = None
     """The stream holding the truncation note, once the stream budget is spent."""
     display_ids: set[str] = field(default_factory=set)
@@ -203,6 +205,14 @@ class OutputWriter:
         self._index: dict[str, int] = {}
         self._cells: dict[str, _CellState] = {}
         self._displays: dict[str, list[tuple[str, Map[Any]]]] = {}
+
+    def take_count(self, cell_id: str) -> int | None:
+        """The execution count the kernel gave the cell's current run, if any."""
+        state = self._cells.get(cell_id)
+        count = state.execution_count if state is not None else None
+        if state is not None:
+            state.execution_count = None
+        return count
 
     def clear(self, cell_id: str) -> bool:
         """Start of a run: empty the cell's outputs and forget their display ids and state.
@@ -249,7 +259,7 @@ class OutputWriter:
         if found is None:
             self.forget_cell(cell_id)
             return False
-        ycell, outputs = found
+        _ycell, outputs = found
         content = _content(content)
         state = self._state(cell_id)
         if msg_type == "stream":
@@ -265,10 +275,10 @@ class OutputWriter:
                 state.pending_clear = True
             else:
                 self._clear_outputs(cell_id, state, outputs)
-        else:  # execute_input
+        else:  # execute_input: the count shows when the run ends, with the cell idle
             count = content.get("execution_count")
             if _is_count(count) and count is not None:
-                ycell["execution_count"] = count
+                state.execution_count = count
         return True
 
     def _report(self, cell_id: str, msg_type: str, reason: str) -> bool:

@@ -35,14 +35,22 @@ def record_start(ycell: Map[Any], by: dict[str, Any], started: float) -> str:
     source = str(ycell["source"])
     with ycell.doc.transaction():
         ycell["execution_state"] = "running"
+        if ycell.get("execution_count") is not None:
+            ycell["execution_count"] = None
         _set_last_run(
             ycell, {"by": by, "start": started, "end": None, "status": "running", "source": source}
         )
     return source
 
 
-def record_end(ycell: Map[Any], status: str, error: str | None = None) -> None:
-    """Mark a cell idle and complete its ``last_run``."""
+def record_end(ycell: Map[Any], status: str, error: str | None = None,
+               count: int | None = None) -> None:
+    """Mark a cell idle, with its execution count, and complete its ``last_run``.
+
+    The count is written with the idle state in one transaction: JupyterLab's cell widget
+    marks a cell idle itself when it sees a count arrive, which would make every browser a
+    second, concurrent writer of ``execution_state``.
+    """
     current = ycell["metadata"].get("kernel_collab")
     last = dict((current or {}).get("last_run") or {}) if isinstance(current, dict) else {}
     last.update(end=time.time(), status=status)
@@ -50,4 +58,6 @@ def record_end(ycell: Map[Any], status: str, error: str | None = None) -> None:
         last["error"] = error
     with ycell.doc.transaction():
         ycell["execution_state"] = "idle"
+        if count is not None:
+            ycell["execution_count"] = count
         _set_last_run(ycell, last)

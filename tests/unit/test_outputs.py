@@ -264,8 +264,10 @@ def test_execute_result_and_execute_input_counts(ynb: YNotebook, writer: OutputW
     result = {"data": {"text/plain": "2"}, "metadata": {}, "execution_count": 4}
     assert writer.handle("c1", "execute_result", result)
     [cell] = [c for c in check(ynb)["cells"] if c["id"] == "c1"]
-    assert cell["execution_count"] == 4
+    assert cell["execution_count"] is None  # shown when the run ends, with the idle state
     assert cell["outputs"] == [{"output_type": "execute_result", **result}]
+    assert writer.take_count("c1") == 4
+    assert writer.take_count("c1") is None
 
 
 def test_json_mime_types_take_any_json(ynb: YNotebook, writer: OutputWriter) -> None:
