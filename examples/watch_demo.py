@@ -1,8 +1,8 @@
 """Start a Jupyter server with the collaborative kernel on examples/demo.ipynb, queue every
 cell, and watch the shared document fill in — no browser involved.
 
-Run it with ``scripts/run`` (which sets up the environment first). Press Ctrl-C to stop; the
-server stays up until then, and the notebook's sidecar URL is printed for other peers.
+Run it with ``scripts/run --terminal`` (which sets up the environment first). Press Ctrl-C to
+stop; the server stays up until then, and the notebook's sidecar URL is printed for other peers.
 """
 
 from __future__ import annotations

@@ -345,3 +345,33 @@ async def test_an_unsupported_setup_is_refused_at_start_up_with_a_message(
     runtime.mkdir()
     with running_server(root, runtime, *args) as srv:
         assert message in srv.log
+
+
+async def test_mode_says_which_notebooks_open_collaboratively(server: JupyterServer) -> None:
+    async def mode(path: str) -> dict[str, Any]:
+        async with server.client() as http:
+            response = await http.get(f"/api/kernel-collab/mode/{path}")
+            assert response.status_code == 200, response.text
+            result: dict[str, Any] = response.json()
+            return result
+
+    write_notebook(server.root / "plain.ipynb", ["1"])
+    collab = write_notebook(server.root / "collab.ipynb", ["2"])
+    nb = collab.read_text().replace('"name": "python3"', '"name": "python3-collab"')
+    collab.write_text(nb)
+    (server.root / "broken.ipynb").write_text('{"cells": [')
+    assert await mode("plain.ipynb") == {
+        "collaborative": False, "reason": "kernelspec", "kernel_name": "python3"}
+    assert await mode("collab.ipynb") == {
+        "collaborative": True, "reason": "kernelspec", "kernel_name": "python3-collab"}
+    assert (await mode("broken.ipynb"))["collaborative"] is False  # unreadable: opens as a file
+    # A running session decides, whatever the file says.
+    await server.start_session("plain.ipynb", kernel="python3")
+    assert await mode("plain.ipynb") == {
+        "collaborative": False, "reason": "session", "kernel_name": "python3"}
+    room = await open_room(server, "collab.ipynb")
+    assert room["permissions"] == {"write": True, "execute": True}
+    assert await mode("collab.ipynb") == {"collaborative": True, "reason": "room"}
+    async with server.client() as http:
+        assert (await http.get("/api/kernel-collab/mode/../x.ipynb")).status_code in (400, 403, 404)
+        assert (await http.get("/api/kernel-collab/mode/notes.txt")).status_code == 400
