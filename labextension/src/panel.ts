@@ -59,6 +59,9 @@ export class Banner extends Widget {
 /** The banners the sidecar's state and the connection call for. */
 export function banners(state: IRoomState, provider: CollabProvider): { kind: string; text: string }[] {
   const out: { kind: string; text: string }[] = [];
+  if (!provider.canWrite) {
+    out.push({ kind: 'read-only', text: 'You can read this notebook but not edit it.' });
+  }
   const connection = provider.connectionState;
   if (connection === 'reconnecting') {
     out.push({ kind: 'reconnecting', text: 'Reconnecting to the notebook\'s kernel sidecar… your edits are kept and will be sent when it is back.' });
@@ -180,11 +183,20 @@ export function decoratePanel(panel: NotebookPanel, provider: CollabProvider): v
     const state = roomState(model);
     banner.setMessages(banners(state, provider));
     bar.render(roomBarHtml(state, model, peopleHere(provider)));
+    if (!provider.canWrite && !panel.context.model.readOnly) {
+      panel.context.model.readOnly = true;
+      panel.addClass('kc-read-only');
+    }
     for (const cell of panel.content.widgets) {
       markCell(cell, state);
-      if (cell.model.type === 'code' && cell.model.trusted !== provider.canExecute) {
-        // Outputs made by the kernel render trusted for those who may run it, not others.
-        cell.model.trusted = provider.canExecute;
+      if (!provider.canWrite && !cell.readOnly) {
+        cell.readOnly = true;
+      }
+      // Outputs made by the kernel render trusted for those who may run it, not for readers
+      // (marking a cell trusted writes to its metadata, so it needs the right to edit too).
+      const trust = provider.canExecute && provider.canWrite;
+      if (cell.model.type === 'code' && cell.model.trusted !== trust) {
+        cell.model.trusted = trust;
       }
     }
   };

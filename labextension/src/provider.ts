@@ -54,6 +54,11 @@ export class CollabProvider {
     return this._room?.permissions?.execute ?? false;
   }
 
+  /** Whether this person may edit (readers get a read-only notebook). */
+  get canWrite(): boolean {
+    return this._room?.permissions?.write ?? false;
+  }
+
   /** Resolves once the document is synced with the sidecar for the first time. */
   get ready(): Promise<void> {
     return this._ready.promise;
