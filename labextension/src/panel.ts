@@ -18,7 +18,7 @@ function clock(seconds: number | null | undefined): string {
   return seconds ? new Date(seconds * 1000).toLocaleTimeString() : '';
 }
 
-/** The toolbar item: kernel status, the running cell, the queue and who is here. */
+/** The room bar above the notebook: kernel status, the running cell, the queue and who is here. */
 export class RoomBar extends Widget {
   constructor() {
     super();
@@ -113,6 +113,12 @@ export function roomBarHtml(state: IRoomState, model: ISharedNotebook, people: I
     .map(e => `<li class="kc-queue-entry">cell ${index.get(e.cell_id) ?? '?'} · ${dot(e.by)}</li>`)
     .join('');
   parts.push(`<span class="kc-queue" data-length="${queue.length}">Queue: ${queue.length}${queue.length ? `<ol class="kc-queue-list">${entries}</ol>` : ''}</span>`);
+  const event = state.last_kernel_event;
+  if (event?.event) {
+    const verb = { interrupt: 'Interrupted', restart: 'Restarted', shutdown: 'Shut down', dead: 'Died' }[event.event] ?? event.event;
+    const who = event.event === 'dead' ? '' : ` by ${esc(personName(event.by))}`;
+    parts.push(`<span class="kc-last-event" data-event="${esc(event.event)}">${esc(verb)}${who} at ${esc(clock(event.at))}</span>`);
+  }
   parts.push(`<span class="kc-people">Here: ${people.map(dot).join(' ')}</span>`);
   return parts.join('');
 }
@@ -171,7 +177,8 @@ export function markCell(cell: Cell, state: IRoomState): void {
 export function decoratePanel(panel: NotebookPanel, provider: CollabProvider): void {
   const bar = new RoomBar();
   const banner = new Banner();
-  panel.toolbar.insertItem(10, 'kernel-collab-room', bar);
+  // Above the notebook, full width: the toolbar would hide what does not fit in a menu.
+  panel.contentHeader.addWidget(bar);
   panel.contentHeader.addWidget(banner);
   let scheduled = false;
   const refresh = (): void => {
