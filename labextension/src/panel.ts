@@ -135,6 +135,38 @@ export function peopleHere(provider: CollabProvider): IPerson[] {
   return [...seen.values()];
 }
 
+/** Where scripts and the kernel are: the cell each last touched (awareness `kernel_collab`). */
+export function clientsByCell(provider: CollabProvider): Map<string, IPerson[]> {
+  const byCell = new Map<string, IPerson[]>();
+  provider.model.awareness.getStates().forEach((state, clientId) => {
+    const cellId = (state.kernel_collab as { cell_id?: string } | undefined)?.cell_id;
+    if (clientId === provider.model.awareness.clientID || !cellId || state.cursors) {
+      return;
+    }
+    byCell.set(cellId, [...(byCell.get(cellId) ?? []), (state.user ?? {}) as IPerson]);
+  });
+  return byCell;
+}
+
+/** Show which clients (scripts, agents, the kernel) are at a cell. */
+export function markClients(cell: Cell, clients: IPerson[] | undefined): void {
+  let node = cell.node.querySelector(':scope > .kc-clients-here') as HTMLElement | null;
+  if (!clients?.length) {
+    node?.remove();
+    return;
+  }
+  if (!node) {
+    node = document.createElement('div');
+    node.className = 'kc-clients-here';
+    cell.node.insertBefore(node, cell.node.firstChild);
+  }
+  const html = clients.map(dot).join(' ') + ' here';
+  if (node.dataset.html !== html) {
+    node.dataset.html = html;
+    node.innerHTML = html;
+  }
+}
+
 /** Keep a cell's run mark ("queued #2 · Bob", "running · Alice", "ran by Alice at …"). */
 export function markCell(cell: Cell, state: IRoomState): void {
   if (cell.model.type !== 'code') {
@@ -194,8 +226,10 @@ export function decoratePanel(panel: NotebookPanel, provider: CollabProvider): v
       panel.context.model.readOnly = true;
       panel.addClass('kc-read-only');
     }
+    const clients = clientsByCell(provider);
     for (const cell of panel.content.widgets) {
       markCell(cell, state);
+      markClients(cell, clients.get(cell.model.sharedModel.getId()));
       if (!provider.canWrite && !cell.readOnly) {
         cell.readOnly = true;
       }
