@@ -134,3 +134,61 @@ async def test_kernel_script_and_peer_editing_at_once_converge(server: JupyterSe
             return [(c["id"], c["source"]) for c in nb["cells"]]
 
         assert cells(script.to_dict()) == cells(peer.notebook.get())
+
+
+async def test_the_replica_spends_no_iopub_and_keeps_no_kernel_awake(server: JupyterServer) -> None:
+    """The in-kernel replica syncs over its own loopback connection: no kernel messages, so
+    the browser's status indicator, the IOPub rate limit and the idle culler see nothing."""
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+
+    write_notebook(server.root / "nb.ipynb", [
+        "import kernel_collab\nnb = kernel_collab.notebook()\nprint('replica up')",
+        "x = 1",
+        "import time\nwhile nb.cells[1].source != 'edit 29':\n    time.sleep(0.01)\n"
+        "print(nb.cells[1].source)",
+    ])  # fmt: skip
+    room = await _open(server)
+    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    watcher = AsyncKernelClient()
+    watcher.load_connection_file(str(server.runtime / f"kernel-{room['kernel_id']}.json"))
+    watcher.start_channels()
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(await watcher.get_iopub_msg())
+
+    async def last_activity() -> str:
+        async with server.client() as http:
+            kernel = (await http.get(f"/api/kernels/{room['kernel_id']}")).json()
+            return str(kernel["last_activity"])
+
+    async def run(cell_id: str, done: str) -> None:
+        async with server.client() as http:
+            await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                            json={"cell_id": cell_id, "document_id": room["document_id"]})
+        await peer.wait_until(lambda p: _stdout(_cell(p, cell_id)) == done)
+        await peer.wait_until(lambda p: _cell(p, cell_id)["execution_count"] is not None)
+
+    try:
+        async with NotebookPeer.connect(url, server.token) as peer, anyio.create_task_group() as tg:
+            await run("cell-0", "replica up\n")
+            await watcher.wait_for_ready(timeout=30)
+            tg.start_soon(watch)
+            seen.clear()
+            before = await last_activity()
+            for i in range(30):  # the replica receives every edit (cell-2 waits for the last)
+                peer.notebook.set_cell(1, source=f"edit {i}")
+                await peer.flush()
+            assert await last_activity() == before  # the culler saw no activity
+            quiet = list(seen)
+            await run("cell-2", "edit 29\n")
+            tg.cancel_scope.cancel()
+    finally:
+        watcher.stop_channels()
+    assert quiet == [], [m["msg_type"] for m in quiet]
+    # cell-2's own run is all there is: no comm traffic, no extra busy/idle flicker.
+    types = [m["msg_type"] for m in seen]
+    assert set(types) <= {"status", "execute_input", "stream"}, types
+    states = [m["content"]["execution_state"] for m in seen if m["msg_type"] == "status"]
+    assert states == ["busy", "idle"], states
