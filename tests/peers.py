@@ -100,6 +100,18 @@ class NotebookPeer:
         """Awareness states of the other peers, by client id."""
         return {k: v for k, v in self.awareness.states.items() if k != self.awareness.client_id}
 
+    @property
+    def close_code(self) -> int | None:
+        """The close code the sidecar sent, once it closed this connection with an error."""
+        closed = self._closed
+        return closed.rcvd.code if isinstance(closed, ConnectionClosed) and closed.rcvd else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason that came with :attr:`close_code`."""
+        closed = self._closed
+        return closed.rcvd.reason if isinstance(closed, ConnectionClosed) and closed.rcvd else None
+
     def set_awareness(self, state: dict[str, Any] | None) -> None:
         """Set (or, with None, clear) this peer's awareness state and send it."""
         self.awareness.set_local_state(state)

@@ -32,7 +32,7 @@ from pycrdt import (
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
-from . import wire
+from . import schema, wire
 from .docstore import DocumentStore
 from .peer import CLOSE_PROTOCOL_ERROR, CLOSE_READ_ONLY, Peer
 
@@ -207,10 +207,7 @@ class Room(LoggingConfigurable):
                 peer.close(CLOSE_READ_ONLY, "read-only: your edits were refused; reload")
                 return
             if message.payload != EMPTY_UPDATE:
-                try:
-                    self.doc.apply_update(message.payload)
-                except ValueError as exc:
-                    raise wire.ProtocolError(f"invalid Y update: {exc}") from exc
+                self._apply_checked(peer, message.payload)
         elif kind == wire.Kind.SYNC_STEP1:
             try:
                 update = self.doc.get_update(message.payload)
@@ -224,6 +221,39 @@ class Room(LoggingConfigurable):
         else:
             assert message.request is not None
             await self._receive_request(peer, message.request)
+
+    def _apply_checked(self, peer: Peer, update: bytes) -> None:
+        """Apply a peer's update; repair the cells it broke and close the peer if it broke any
+        (in the same group commit, so nobody ever sees the broken notebook)."""
+        events: list[Any] = []
+        subscription = self.notebook.ycells.observe_deep(events.extend)
+        try:
+            self.doc.apply_update(update)
+        except ValueError as exc:
+            raise wire.ProtocolError(f"invalid Y update: {exc}") from exc
+        finally:
+            self.notebook.ycells.unobserve(subscription)
+        touched = schema.touched_cells(events) if events else set()
+        problems = []
+        with self.doc.transaction():
+            for index in sorted(touched, reverse=True):
+                if index >= len(self.notebook.ycells):
+                    continue
+                problem = schema.cell_problem(self.notebook.ycells[index])
+                if problem is None:
+                    continue
+                problems.append(problem)
+                fixed = schema.repaired(self.notebook.ycells[index])
+                del self.notebook.ycells[index]
+                if fixed is not None:
+                    self.notebook.ycells.insert(index, self.notebook.create_ycell(fixed))
+        if problems:
+            self.log.error(
+                "document %s: refused an update from %s that broke the notebook (%s); the "
+                "cells were repaired, the rest of the update kept, and the peer told to reload",
+                self.store.document_id, peer.name, "; ".join(problems),
+            )  # fmt: skip
+            peer.close(CLOSE_PROTOCOL_ERROR, f"invalid notebook: {problems[0]}"[:120])
 
     def _receive_awareness(self, peer: Peer, data: bytes, update: bytes) -> None:
         entries = wire.parse_awareness_clients(update)

@@ -346,17 +346,35 @@ async def test_a_peer_from_an_older_epoch_is_told_to_reload(tmp_path: Path) -> N
                 assert wire.decode(await current.recv()).kind is wire.Kind.SYNC_STEP1  # type: ignore[arg-type]
 
 
-async def test_an_update_breaking_the_schema_does_not_stop_the_room(tmp_path: Path) -> None:
-    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+async def test_updates_breaking_the_schema_are_repaired_and_the_sender_reloads(
+    tmp_path: Path,
+) -> None:
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1", "y = 2", "z = 3"])
+    hostile = [
+        lambda p: p.notebook.ycells.append(Map({"cell_type": "code", "source": 5})),
+        lambda p: p.notebook.ycells[0].__setitem__("source", 42),
+        lambda p: p.notebook.ycells[1].__setitem__("outputs", "not a list"),
+        lambda p: p.notebook.ycells[2].__setitem__("cell_type", "bogus"),
+    ]
     with running_sidecar(nb, tmp_path) as sidecar:
-        async with NotebookPeer.connect(sidecar.url, sidecar.token) as bad:
-            bad.notebook.ycells.append(Map({"cell_type": "code", "source": 5}))  # no id, no Text
-            await bad.wait_until(lambda p: _status(p).get("save_error") is not None)
+        for break_it in hostile:
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as bad:
+                break_it(bad)
+                with pytest.raises(ConnectionError):
+                    await bad.wait_until(lambda p: False)
+                assert bad.close_code == 1002
+                assert "invalid notebook" in (bad.close_reason or "")
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as good:
-            good.notebook.set_cell(0, source="x = 'still served'")
-            await good.wait_until(lambda p: _source(p, 0) == "x = 'still served'")
+            good.notebook.set_cell(1, source="y = 'still served'")
+            await good.wait_until(lambda p: _source(p, 1) == "y = 'still served'")
+            cells = good.notebook.get()["cells"]
         assert sidecar.proc.poll() is None
-        assert _cells_on_disk(nb) == ["x = 1"]  # the file is not replaced by a broken notebook
+    # Repaired in place: ids kept, the bad value dropped, the nameless cell given an id.
+    assert [c["id"] for c in cells[:3]] == ["cell-0", "cell-1", "cell-2"]
+    assert [c["source"] for c in cells] == ["", "y = 'still served'", "z = 3", ""]
+    assert cells[1]["outputs"] == [] and cells[2]["cell_type"] == "code" and cells[3]["id"]
+    await wait_for_file(nb, lambda: _cells_on_disk(nb)[1] == "y = 'still served'")
+    nbformat.validate(nbformat.read(nb, as_version=4))
 
 
 async def test_the_queue_dedupes_limits_floods_and_forgets_deleted_cells(tmp_path: Path) -> None:
