@@ -350,16 +350,19 @@ async def test_updates_breaking_the_schema_are_repaired_and_the_sender_reloads(
     tmp_path: Path,
 ) -> None:
     nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1", "y = 2", "z = 3"])
-    hostile = [
-        lambda p: p.notebook.ycells.append(Map({"cell_type": "code", "source": 5})),
-        lambda p: p.notebook.ycells[0].__setitem__("source", 42),
-        lambda p: p.notebook.ycells[1].__setitem__("outputs", "not a list"),
-        lambda p: p.notebook.ycells[2].__setitem__("cell_type", "bogus"),
+    hostile: list[tuple[int | None, str, Any]] = [
+        (None, "", Map({"cell_type": "code", "source": 5})),  # appended: no id, no text
+        (0, "source", 42),
+        (1, "outputs", "not a list"),
+        (2, "cell_type", "bogus"),
     ]
     with running_sidecar(nb, tmp_path) as sidecar:
-        for break_it in hostile:
+        for index, key, value in hostile:
             async with NotebookPeer.connect(sidecar.url, sidecar.token) as bad:
-                break_it(bad)
+                if index is None:
+                    bad.notebook.ycells.append(value)
+                else:
+                    bad.notebook.ycells[index][key] = value
                 with pytest.raises(ConnectionError):
                     await bad.wait_until(lambda p: False)
                 assert bad.close_code == 1002
