@@ -78,6 +78,10 @@ class Room(LoggingConfigurable):
         """Durations of the latest group commits, in seconds."""
         self.committed_updates = 0
         self._subscription = self.doc.observe(self._on_transaction)
+        self._checking = False
+        self._touched: set[int] = set()
+        # Subscribed once: subscribing around each update costs more than the update itself.
+        self._cells_subscription = notebook.ycells.observe_deep(self._on_cells_changed)
         self.request_handlers["stats"] = self._handle_stats
         self.request_handlers["sync"] = self._handle_sync
 
@@ -225,15 +229,15 @@ class Room(LoggingConfigurable):
     def _apply_checked(self, peer: Peer, update: bytes) -> None:
         """Apply a peer's update; repair the cells it broke and close the peer if it broke any
         (in the same group commit, so nobody ever sees the broken notebook)."""
-        events: list[Any] = []
-        subscription = self.notebook.ycells.observe_deep(events.extend)
+        self._touched = set()
+        self._checking = True
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
             raise wire.ProtocolError(f"invalid Y update: {exc}") from exc
         finally:
-            self.notebook.ycells.unobserve(subscription)
-        touched = schema.touched_cells(events) if events else set()
+            self._checking = False
+        touched, self._touched = self._touched, set()
         problems = []
         with self.doc.transaction():
             for index in sorted(touched, reverse=True):
@@ -254,6 +258,10 @@ class Room(LoggingConfigurable):
                 self.store.document_id, peer.name, "; ".join(problems),
             )  # fmt: skip
             peer.close(CLOSE_PROTOCOL_ERROR, f"invalid notebook: {problems[0]}"[:120])
+
+    def _on_cells_changed(self, events: list[Any]) -> None:
+        if self._checking:  # a peer's update: note the cells whose shape it may have changed
+            self._touched |= schema.touched_cells(events)
 
     def _receive_awareness(self, peer: Peer, data: bytes, update: bytes) -> None:
         entries = wire.parse_awareness_clients(update)
