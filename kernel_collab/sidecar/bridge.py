@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import anyio
@@ -47,6 +48,9 @@ class Run:
     external: bool = False
     """Asked by another client of the kernel (its reply goes there, not to us)."""
     errored: bool = False
+    record_timing: bool | None = None
+    """The asker's JupyterLab setting: record ``metadata.execution`` (None: leave it)."""
+    timing: dict[str, str] | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -167,8 +171,9 @@ class KernelBridge(LoggingConfigurable):
 
     # -- execution ---------------------------------------------------------------------------
 
-    def execute(self, cell_id: str, code: str, by: dict[str, Any]) -> Run:
-        """Send one cell to the kernel."""
+    def execute(self, cell_id: str, code: str, by: dict[str, Any],
+                record_timing: bool | None = None) -> Run:
+        """Send one cell to the kernel (recording JupyterLab's timing metadata if asked)."""
         client = self.client
         if client is None:
             raise RuntimeError("no kernel attached")
@@ -182,7 +187,9 @@ class KernelBridge(LoggingConfigurable):
         }
         metadata = {"cellId": cell_id, "kernel_collab": {"by": by}}
         msg = client.session.msg("execute_request", content, metadata=metadata)
-        run = Run(msg["header"]["msg_id"], cell_id, by, time.time())
+        run = Run(msg["header"]["msg_id"], cell_id, by, time.time(), record_timing=record_timing)
+        if record_timing:
+            run.timing = {}
         self.runs[run.msg_id] = run
         self._clear(cell_id)
         client.shell_channel.send(msg)
@@ -237,6 +244,11 @@ class KernelBridge(LoggingConfigurable):
             if run is None or msg.get("msg_type") != "execute_reply":
                 continue
             run.reply = msg.get("content", {})
+            if run.timing is not None:
+                started = (msg.get("metadata") or {}).get("started")
+                if started:
+                    run.timing["shell.execute_reply.started"] = _iso(started)
+                run.timing["shell.execute_reply"] = _iso(msg.get("header", {}).get("date"))
             if run.idle:
                 self.finish(run, status=str(run.reply.get("status", "ok")))
 
@@ -295,6 +307,9 @@ class KernelBridge(LoggingConfigurable):
                 self.set_kernel_status("idle")
             for listener in self.ready_listeners:
                 listener()
+        if run is not None and run.timing is not None and msg_type in ("status", "execute_input"):
+            label = f"status.{content.get('execution_state')}" if msg_type == "status" else msg_type
+            run.timing[f"iopub.{label}"] = _iso(msg.get("header", {}).get("date"))
         if msg_type == "status":
             if parent.get("msg_type") == "execute_request" and not parent.get("subshell_id"):
                 self.set_kernel_status(str(content.get("execution_state", "unknown")))
@@ -325,3 +340,12 @@ class KernelBridge(LoggingConfigurable):
         if msg_type not in KNOWN_IGNORED:
             self.log.debug("kernel %s: ignoring iopub %s", self.kernel_id, msg_type)
         return None
+
+
+def _iso(date: Any) -> str:
+    """A message header's date as JupyterLab records it (ISO 8601, UTC as ``Z``)."""
+    if isinstance(date, datetime):
+        return date.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(date, str) and date:
+        return date
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

@@ -19,7 +19,7 @@ from anyio.abc import TaskStatus
 from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
-from .bridge import KernelBridge
+from .bridge import KernelBridge, Run
 from .peer import Peer
 from .room import RequestError, Room
 from .run_record import find_cell, record_end, record_start
@@ -53,6 +53,8 @@ class ExecutionQueue(LoggingConfigurable):
         self._cells_changed = anyio.Event()
         self._queue_changed = anyio.Event()
         self._publish_due = False
+        self._record_timing: dict[str, bool] = {}
+        """Cells whose asker said whether to record ``metadata.execution`` timing."""
         room.request_handlers["execute"] = self._handle_execute
         room.notebook.ycells.observe(lambda _event: self._cells_changed.set())
 
@@ -74,6 +76,9 @@ class ExecutionQueue(LoggingConfigurable):
             if isinstance(last, dict) and last.get("status") == "running":
                 by = dict(last.get("by") or by)
         position = self.enqueue(cell_id, by)
+        timing = request.get("record_timing")
+        if isinstance(timing, bool):  # JupyterLab's "record timing" setting of the asker
+            self._record_timing[cell_id] = timing
         return {"ok": True, "cell_id": cell_id, "position": position}
 
     def enqueue(self, cell_id: str, by: dict[str, Any]) -> int:
@@ -149,24 +154,27 @@ class ExecutionQueue(LoggingConfigurable):
             source = record_start(ycell, entry.by, started)
             self.room.set_status("running", {**asdict(entry), "start": started})
             try:
-                run = self.bridge.execute(entry.cell_id, source, entry.by)
+                timing = self._record_timing.pop(entry.cell_id, None)
+                run = self.bridge.execute(entry.cell_id, source, entry.by, record_timing=timing)
             except RuntimeError as exc:
                 self._end(entry, "cancelled", str(exc))
                 return
         await run.done.wait()
         status = str((run.reply or {}).get("status", "ok"))
-        self._end(entry, status, None)
+        self._end(entry, status, None, run)
         if status == "error" and not self._raises_exception(entry.cell_id):
             self.clear(f"cell {entry.cell_id} raised an error")
         elif status not in ("ok", "error"):
             self.clear(f"kernel {status}")
 
-    def _end(self, entry: Entry, status: str, error: str | None) -> None:
+    def _end(self, entry: Entry, status: str, error: str | None, run: Run | None = None) -> None:
         with self.room.doc.transaction():
             ycell = find_cell(self.room.notebook, entry.cell_id)
             count = self.bridge.writer.take_count(entry.cell_id)
             if ycell is not None:  # a cell deleted while running just ends
-                record_end(ycell, status, error, count)
+                record_end(ycell, status, error, count,
+                           timing=run.timing if run is not None else None,
+                           drop_timing=run is not None and run.record_timing is False)
             self.room.set_status("running", None)
 
     def _raises_exception(self, cell_id: str) -> bool:

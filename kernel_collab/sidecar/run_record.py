@@ -44,12 +44,15 @@ def record_start(ycell: Map[Any], by: dict[str, Any], started: float) -> str:
 
 
 def record_end(ycell: Map[Any], status: str, error: str | None = None,
-               count: int | None = None) -> None:
+               count: int | None = None, *, timing: dict[str, str] | None = None,
+               drop_timing: bool = False) -> None:
     """Mark a cell idle, with its execution count, and complete its ``last_run``.
 
     The count is written with the idle state in one transaction: JupyterLab's cell widget
     marks a cell idle itself when it sees a count arrive, which would make every browser a
-    second, concurrent writer of ``execution_state``.
+    second, concurrent writer of ``execution_state``. ``timing`` is JupyterLab's
+    ``metadata.execution`` for askers who record it; ``drop_timing`` removes a stale one, as
+    JupyterLab does when recording is off.
     """
     current = ycell["metadata"].get("kernel_collab")
     last = dict((current or {}).get("last_run") or {}) if isinstance(current, dict) else {}
@@ -60,4 +63,8 @@ def record_end(ycell: Map[Any], status: str, error: str | None = None,
         ycell["execution_state"] = "idle"
         if count is not None:
             ycell["execution_count"] = count
+        if timing:
+            ycell["metadata"]["execution"] = timing
+        elif drop_timing and "execution" in ycell["metadata"]:
+            del ycell["metadata"]["execution"]
         _set_last_run(ycell, last)

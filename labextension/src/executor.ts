@@ -25,7 +25,11 @@ export class CollabCellExecutor implements INotebookCellExecutor {
     const cellId = cell.model.sharedModel.getId();
     const before = cellRunState(notebook.sharedModel, cellId);
     try {
-      await provider.request({ type: 'execute', cell_id: cellId });
+      await provider.request({
+        type: 'execute',
+        cell_id: cellId,
+        record_timing: options.notebookConfig.recordTiming
+      });
     } catch (error) {
       options.onCellExecuted({ cell, success: false });
       throw error;

@@ -212,3 +212,31 @@ async def test_saved_notebooks_are_signed_once_every_output_is_the_kernels(
         await ask(sidecar["url"], sidecar["token"], {"type": "execute", "cell_id": "cell-0"})
         await wait_for_file(nb, lambda: stream_text(cell_outputs(nb, 0)) == "fresh\n")
         await wait_for_file(nb, signed)
+
+
+async def test_jupyterlab_timing_metadata_is_recorded_when_the_asker_records_it(
+    server: JupyterServer,
+) -> None:
+    nb = write_notebook(server.root / "nb.ipynb", ["1 + 1"])
+    await server.start_session("nb.ipynb")
+    sidecar = server.sidecar(nb)
+    url, token = sidecar["url"], sidecar["token"]
+
+    def timing() -> dict[str, str] | None:
+        cell = nbformat.read(nb, as_version=4).cells[0]
+        value = cell.metadata.get("execution")
+        return dict(value) if value is not None else None
+
+    assert (await ask(url, token, {"type": "execute", "cell_id": "cell-0",
+                                   "record_timing": True}))["ok"]  # fmt: skip
+    await wait_for_file(nb, lambda: timing() is not None, timeout=60)
+    recorded = timing()
+    assert recorded is not None
+    keys = ["iopub.status.busy", "iopub.execute_input", "shell.execute_reply.started",
+            "shell.execute_reply", "iopub.status.idle"]  # fmt: skip
+    assert sorted(recorded) == sorted(keys)
+    assert recorded["iopub.status.busy"] <= recorded["iopub.status.idle"]  # ISO, UTC: ordered
+    # A run asked with timing off drops it, as JupyterLab does.
+    assert (await ask(url, token, {"type": "execute", "cell_id": "cell-0",
+                                   "record_timing": False}))["ok"]  # fmt: skip
+    await wait_for_file(nb, lambda: timing() is None, timeout=60)
