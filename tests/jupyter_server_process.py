@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,18 +84,22 @@ class JupyterServer:
 
 @contextmanager
 def running_server(
-    root: Path, runtime: Path, *args: str, env: Mapping[str, str] | None = None
+    root: Path, runtime: Path, *args: str, env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
 ) -> Iterator[JupyterServer]:
     """Start ``jupyter server`` on ``root`` and stop it (SIGTERM, then kill) at the end.
 
-    ``env`` adds to (or overrides) the environment the server and its kernels inherit.
+    ``env`` adds to (or overrides) the environment the server and its kernels inherit (a
+    value of ``""`` removes a variable); ``command`` replaces ``python -m jupyter_server``
+    (e.g. another venv's ``jupyter-server``).
     """
     token = secrets.token_hex(16)
     port = free_port()
     environ = {"JUPYTER_DATA_DIR": str(runtime.parent / "data"), **os.environ, **(env or {}),
                "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_TOKEN": token}
+    environ = {k: v for k, v in environ.items() if v != ""}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
+        [*(command or (sys.executable, "-m", "jupyter_server")), "--no-browser", f"--port={port}",
          "--ServerApp.port_retries=0", "--allow-root", f"--ServerApp.root_dir={root}",
          f"--IdentityProvider.token={token}", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,

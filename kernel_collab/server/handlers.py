@@ -115,9 +115,16 @@ class ModeHandler(_Base):
 
     @web.authenticated
     async def get(self, path: str) -> None:
-        """``{collaborative, reason, kernel_name?}``, decided as a browser opens the notebook."""
+        """``{collaborative, reason, kernel_name?, room?}``, decided as a browser opens the
+        notebook (``room``: what ``GET rooms/{path}`` returns, when the room is open)."""
         await self.require("read", "contents")
-        self.finish(json.dumps(await self.rooms.mode(self.rooms.api_path(path))))
+        api_path = self.rooms.api_path(path)
+        mode = await self.rooms.mode(api_path)
+        handle = self.rooms.handle_for_path(api_path) if mode["collaborative"] else None
+        if handle is not None:  # open already: the client can join without a PUT
+            mode["room"] = await self.room_model(handle, api_path, await self.rooms.session_for(
+                api_path))
+        self.finish(json.dumps(mode))
 
 
 class KernelActionHandler(_Base):

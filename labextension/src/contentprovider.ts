@@ -13,7 +13,7 @@ import { Contents, IContentProvider, ServerConnection, User } from '@jupyterlab/
 import { nullTranslator } from '@jupyterlab/translation';
 import { ISignal, Signal } from '@lumino/signaling';
 import { CollabProvider } from './provider';
-import { fetchMode } from './requests';
+import { IRoom, fetchMode } from './requests';
 
 export const CONTENT_PROVIDER_ID = 'kernel-collab';
 
@@ -68,6 +68,9 @@ export class KernelCollabContentProvider implements IContentProvider {
     const model = new YNotebook({ disableDocumentWideUndoRedo: true });
     const opened: IOpened = { model, format: options.format };
     this._opened.set(options.path, opened);
+    // Decide and start syncing now, while JupyterLab builds the rest of the document.
+    opened.binding = this._bind(options.path, opened);
+    opened.binding.catch(() => undefined); // awaited (and reported) by get()
     model.disposed.connect(() => {
       this._byModel.get(model)?.dispose();
       this._byModel.delete(model);
@@ -97,9 +100,11 @@ export class KernelCollabContentProvider implements IContentProvider {
     if (binding.kind === 'file') {
       return this._drive.get(path, { ...options, contentProviderId: undefined });
     }
-    await binding.provider.ready;
     // The document comes from a room: never load the file over it.
-    const model = await this._drive.get(path, { ...options, content: false, contentProviderId: undefined });
+    const [model] = await Promise.all([
+      this._drive.get(path, { ...options, content: false, contentProviderId: undefined }),
+      binding.provider.ready
+    ]);
     return { ...model, format: 'json', content: null };
   }
 
@@ -119,8 +124,11 @@ export class KernelCollabContentProvider implements IContentProvider {
 
   private async _bind(path: string, opened: IOpened): Promise<Binding> {
     let collaborative = false;
+    let room: IRoom | undefined;
     try {
-      collaborative = (await fetchMode(this._settings, path)).collaborative;
+      const mode = await fetchMode(this._settings, path);
+      collaborative = mode.collaborative;
+      room = mode.room;
     } catch (error) {
       console.error(`kernel_collab: could not ask the server how to open ${path}; opening it from the file`, error);
     }
@@ -128,7 +136,8 @@ export class KernelCollabContentProvider implements IContentProvider {
       const provider = new CollabProvider(path, opened.model, this._settings, this._user);
       this._byModel.set(opened.model, provider);
       this._followSaves(path, opened.model);
-      await provider.connect();
+      // Not awaited: the binding is known now, and get() waits for the sync.
+      void provider.connect(room).catch(error => console.error(`kernel_collab: ${path}`, error));
       return { kind: 'ours', provider };
     }
     if (this.otherFactory) {

@@ -74,7 +74,17 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
 
       update(update: ViewUpdate): void {
         if (update.view.hasFocus && (update.selectionSet || update.focusChanged)) {
-          this._publish(update.view);
+          // After the frame: the keystroke's document update leaves first, and a burst of
+          // selection changes is one awareness message.
+          if (!this._publishing) {
+            this._publishing = true;
+            requestAnimationFrame(() => {
+              this._publishing = false;
+              if (this.view.hasFocus) {
+                this._publish(this.view);
+              }
+            });
+          }
         }
         this.decorations = this._build();
       }
@@ -147,6 +157,7 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
       }
 
       private _scheduled = false;
+      private _publishing = false;
     },
     { decorations: plugin => plugin.decorations }
   );

@@ -86,9 +86,15 @@ export class CollabProvider {
     return this._disposed;
   }
 
-  /** Ensure the room, connect, and resolve `ready` when synced. */
-  async connect(): Promise<void> {
-    this._room = await ensureRoom(this._settings, this.path);
+  /** Ensure the room (unless the server described it already), connect, and resolve
+   * `ready` when synced. */
+  async connect(room?: IRoom): Promise<void> {
+    try {
+      this._room = room ?? (await ensureRoom(this._settings, this.path));
+    } catch (error) {
+      this._ready.reject(error); // the document context shows why it could not open
+      throw error;
+    }
     if (this._disposed) {
       return;
     }

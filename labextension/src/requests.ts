@@ -7,6 +7,8 @@ export interface IMode {
   collaborative: boolean;
   reason: 'room' | 'session' | 'server-wide' | 'kernelspec';
   kernel_name?: string | null;
+  /** The room, when it is open already (no PUT needed to join it). */
+  room?: IRoom;
 }
 
 /** A notebook's room (`PUT /api/kernel-collab/rooms/{path}`). */

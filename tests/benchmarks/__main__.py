@@ -19,12 +19,13 @@ from pathlib import Path
 import anyio
 
 from . import plots, report
+from .browser import browser_workload
 from .kernel import kernel_workloads
 from .proxy import proxy_workload
 from .systems import JupyterCollaboration, Sidecar, System
 from .workloads import FULL, QUICK, WORKLOADS, Context, Recorder, write_notebooks
 
-RUNS = {**WORKLOADS, "proxy": proxy_workload}
+RUNS = {**WORKLOADS, "proxy": proxy_workload, "browser": browser_workload}
 ALL = [*RUNS, "kernel"]
 """Every workload; ``kernel`` runs kernel_collab alone, against a plain kernel client."""
 

@@ -120,6 +120,17 @@ def _measures() -> list[Measure]:
         Measure("latency.overhead.slowest", "proxy overhead: via proxy / direct, slowest‖", "x",
                 1.0, vs="none", na=proxy_na),
     ]
+    no_slower = Goal("ratio", "<=", 1.0, ISSUES)
+    for phase, what in (("cold", "first open (room cold)"), ("warm", "reopened (room warm)")):
+        out += [
+            Measure(f"browser.open.{phase}.synced",
+                    f"browser: open 1,000 cells, {what} → synced", "s", 1.0, (half,)),
+            Measure(f"browser.open.{phase}.editable",
+                    f"browser: open 1,000 cells, {what} → 1st cell editable", "s", 1.0,
+                    (no_slower,)),
+        ]
+    out.append(Measure("browser.keystroke", "browser: keystroke→other browser, via server",
+                       "ms", 1e3, (half, p99_half)))
     out += [
         Measure("burst.throughput", "burst{n}: edits/s until all peers have them", "edits/s",
                 1.0, (Goal("ratio", ">=", 5.0, ISSUES),)),

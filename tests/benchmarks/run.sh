@@ -32,22 +32,13 @@ if [ ! -x "$PEER/bin/jupyter-server" ] || [ "$(cat "$PEER/.bench-stamp" 2>/dev/n
     echo "$stamp" > "$PEER/.bench-stamp"
 fi
 
-# 2. Our package in the project venv (`pip install -e .` is how the project installs).
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-if ! "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("kernel_collab")' 2>/dev/null; then
-    echo "run.sh: installing kernel_collab into $VENV (pip install -e .)" >&2
-    if ! (cd "$ROOT" && "$VENV/bin/pip" install -q -e .); then
-        echo "run.sh: WARNING: 'pip install -e .' failed (see above); installing the" \
-             "dependencies from pyproject.toml and running kernel_collab from the source tree" >&2
-        deps="$("$VENV/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open("'"$ROOT"'/pyproject.toml", "rb"))["project"]["dependencies"]))')"
-        mapfile -t dep_list <<< "$deps"
-        "$VENV/bin/pip" install -q "${dep_list[@]}"
-    fi
-fi
+# 2. Our package in the project venv, its lab extension built, and Debian's chromium for the
+#    browser workloads: the same set-up as scripts/test.
+(cd "$ROOT" && source scripts/setup-env && source scripts/setup-browser) >&2
 
-# 3. Benchmark-only packages (matplotlib for the plots) in .venv; they are not the project's
+# 3. Benchmark-only packages (matplotlib for the plots, Playwright for the browser) in .venv; they are not the project's
 #    dependencies and stay out of pyproject.toml.
-if ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import matplotlib, playwright' 2>/dev/null; then
     echo "run.sh: installing $HERE/requirements.txt into $VENV" >&2
     "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
 fi

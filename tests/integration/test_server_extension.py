@@ -371,7 +371,9 @@ async def test_mode_says_which_notebooks_open_collaboratively(server: JupyterSer
         "collaborative": False, "reason": "session", "kernel_name": "python3"}
     room = await open_room(server, "collab.ipynb")
     assert room["permissions"] == {"write": True, "execute": True}
-    assert await mode("collab.ipynb") == {"collaborative": True, "reason": "room"}
+    opened = await mode("collab.ipynb")
+    assert (opened["collaborative"], opened["reason"]) == (True, "room")
+    assert opened["room"]["document_id"] == room["document_id"]  # join without a PUT
     async with server.client() as http:
         assert (await http.get("/api/kernel-collab/mode/../x.ipynb")).status_code in (400, 403, 404)
         assert (await http.get("/api/kernel-collab/mode/notes.txt")).status_code == 400
