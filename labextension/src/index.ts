@@ -82,24 +82,25 @@ const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
 
 const cursors: JupyterFrontEndPlugin<void> = {
   id: 'kernel-collab:cursors',
-  description: 'Shows collaborators\' carets and selections in collaborative notebooks.',
+  description: 'Shows collaborators\' carets and selections in shared notebooks.',
   autoStart: true,
-  requires: [IKernelCollab, IEditorExtensionRegistry],
-  activate: (_app: JupyterFrontEnd, contents: KernelCollabContentProvider, editors: IEditorExtensionRegistry) => {
+  requires: [IEditorExtensionRegistry],
+  activate: (_app: JupyterFrontEnd, editors: IEditorExtensionRegistry) => {
+    // Replaces jupyter-collaboration's cursors (disabled by this package; same awareness
+    // fields), so a notebook in either kind of room shows each collaborator once.
     editors.addExtension({
       name: 'kernel-collab:remote-cursors',
       factory: options => {
         const shared = options.model.sharedModel as unknown as {
           ysource?: Y.Text;
-          notebook?: unknown;
-          awareness?: CollabProvider['model']['awareness'] | null;
+          notebook?: { awareness?: CollabProvider['model']['awareness'] } | null;
         };
-        const provider = shared.notebook ? contents.providerFor(shared.notebook) : undefined;
-        if (!provider || !shared.ysource) {
+        const awareness = shared.notebook?.awareness;
+        if (!awareness || !shared.ysource) {
           return null;
         }
         return EditorExtensionRegistry.createImmutableExtension(
-          remoteCursors(shared.ysource, provider.model.awareness)
+          remoteCursors(shared.ysource, awareness)
         );
       }
     });
