@@ -8,7 +8,7 @@ from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.auth.identity import IdentityProvider, User
 
 TOKENS = {"reader-token": "reader", "editor-token": "editor", "runner-token": "runner",
-          "runner2-token": "runner2"}
+          "runner2-token": "runner2", "runner3-token": "runner3"}
 
 
 class RoleIdentityProvider(IdentityProvider):
@@ -32,7 +32,7 @@ class RoleAuthorizer(Authorizer):
 
     def is_authorized(self, handler: Any, user: User, action: str, resource: str) -> bool:
         """Whether the user's role allows ``action`` on ``resource``."""
-        if user.username in ("runner", "runner2"):
+        if user.username.startswith("runner"):
             return True
         if action == "read":
             return True

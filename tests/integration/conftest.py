@@ -24,6 +24,21 @@ def server(tmp_path: Path) -> Iterator[JupyterServer]:
         yield srv
 
 
+@pytest.fixture
+def roles_server(tmp_path: Path) -> Iterator[JupyterServer]:
+    """A server with the users of ``tests.auth_roles`` and a 1 s ``input()`` hand-over."""
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    with running_server(
+        root, runtime,
+        "--ServerApp.identity_provider_class=tests.auth_roles.RoleIdentityProvider",
+        "--ServerApp.authorizer_class=tests.auth_roles.RoleAuthorizer",
+        "--CollabProvisioner.sidecar_args=--StdinRelay.handover_timeout=1",
+    ) as srv:  # fmt: skip
+        yield srv
+
+
 @pytest.fixture(scope="session")
 def node_peer_script() -> Path:
     """``tests/node/peer.mjs``, after ``npm ci`` if its node_modules is missing or stale."""

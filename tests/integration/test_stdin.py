@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,25 +12,10 @@ from websockets.asyncio.client import connect as ws_connect
 
 from kernel_collab.sidecar import wire
 from tests.files import write_notebook
-from tests.jupyter_server_process import JupyterServer, running_server
+from tests.jupyter_server_process import JupyterServer
 from tests.peers import NotebookPeer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def roles_server(tmp_path: Path) -> Iterator[JupyterServer]:
-    """A server with reader/editor/runner/runner2 users and a 1 s input hand-over."""
-    root, runtime = tmp_path / "root", tmp_path / "runtime"
-    root.mkdir()
-    runtime.mkdir()
-    with running_server(
-        root, runtime,
-        "--ServerApp.identity_provider_class=tests.auth_roles.RoleIdentityProvider",
-        "--ServerApp.authorizer_class=tests.auth_roles.RoleAuthorizer",
-        "--CollabProvisioner.sidecar_args=--StdinRelay.handover_timeout=1",
-    ) as srv:  # fmt: skip
-        yield srv
 
 
 class Person:
