@@ -172,7 +172,7 @@ class KernelBridge(LoggingConfigurable):
     # -- execution ---------------------------------------------------------------------------
 
     def execute(self, cell_id: str, code: str, by: dict[str, Any],
-                record_timing: bool | None = None, stop_on_error: bool = True) -> Run:
+                record_timing: bool | None = None) -> Run:
         """Send one cell to the kernel (recording JupyterLab's timing metadata if asked)."""
         client = self.client
         if client is None:
@@ -183,7 +183,7 @@ class KernelBridge(LoggingConfigurable):
             "store_history": True,
             "user_expressions": {},
             "allow_stdin": True,  # prompts go to the person who asked (stdin_relay)
-            "stop_on_error": stop_on_error,
+            "stop_on_error": True,
         }
         metadata = {"cellId": cell_id, "kernel_collab": {"by": by}}
         msg = client.session.msg("execute_request", content, metadata=metadata)

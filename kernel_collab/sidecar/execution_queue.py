@@ -1,20 +1,16 @@
 """The kernel's one execution queue, kept in the document and written only by the sidecar.
 
 Peers ask to run a cell by id (request ``{"type": "execute", "cell_id": ...}``); the queue
-keeps the kernel busy by sending ``send_ahead`` cells beyond the one running, so the next one
-starts as soon as the kernel is free. Each cell's last run is recorded in its metadata under
+sends the kernel one cell at a time, so an error or an interrupt never leaves requests queued
+inside the kernel to be aborted. Each cell's last run is recorded in its metadata under
 ``kernel_collab.last_run``: who, start, end, status, and the source that ran (taken when the
-cell is sent to the kernel; a cell shows as running from the moment the one before it ended).
-An error stops the rest of the queue, the entries recorded as cancelled with the reason,
-unless the cell is tagged ``raises-exception``: cells sent ahead are then aborted by the kernel
-itself (``stop_on_error``) and recorded as cancelled too, never as runs; a cell tagged
-``raises-exception`` is sent without ``stop_on_error``, so its error aborts nothing.
+cell starts). An error stops the rest of the queue, the entries recorded as cancelled with the
+reason, unless the cell is tagged ``raises-exception``.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,28 +34,11 @@ class Entry:
     at: float
 
 
-@dataclass(eq=False)
-class InFlight:
-    """A cell sent to the kernel: the one running, or one sent ahead of it."""
-
-    entry: Entry
-    run: Run
-    source: str
-    sent: float
-    started: bool = False
-    cancelled: bool = False
-    """Cancelled after it was sent: the kernel aborts it (or, in a race, runs it anyway)."""
-
-
 class ExecutionQueue(LoggingConfigurable):
     """Runs queued cells on the attached kernel, one at a time."""
 
     publish_interval = Float(
         0.05, help="Shortest time between two updates of the queue in the document."
-    ).tag(config=True)
-    send_ahead = Int(
-        1, help="Cells sent to the kernel beyond the one running (0: one at a time), so it "
-        "starts the next without waiting for the sidecar.",
     ).tag(config=True)
     max_entries_per_person = Int(
         1000, help="Cells one person (or client) may have waiting in the queue at once."
@@ -75,7 +54,6 @@ class ExecutionQueue(LoggingConfigurable):
         self._queue_changed = anyio.Event()
         self._publish_due = False
         self._record_timing: dict[str, bool] = {}
-        self._in_flight: deque[InFlight] = deque()
         """Cells whose asker said whether to record ``metadata.execution`` timing."""
         room.request_handlers["execute"] = self._handle_execute
         room.notebook.ycells.observe(lambda _event: self._cells_changed.set())
@@ -110,7 +88,7 @@ class ExecutionQueue(LoggingConfigurable):
             raise RequestError(f"no cell with id {cell_id!r} in this notebook")
         if ycell.get("cell_type") != "code":
             raise RequestError(f"cell {cell_id!r} is a {ycell.get('cell_type')} cell, not code")
-        for i, entry in enumerate(self._waiting()):
+        for i, entry in enumerate(self.entries):
             if entry.cell_id == cell_id:
                 entry.by, entry.at = by, time.time()
                 self._publish()
@@ -127,15 +105,10 @@ class ExecutionQueue(LoggingConfigurable):
         return len(self.entries) - 1
 
     def clear(self, reason: str) -> None:
-        """Cancel every waiting entry and every cell sent ahead (restart, interrupt, error),
-        recording why."""
-        ahead = [f for f in self._in_flight if not f.started and not f.cancelled]
-        if not self.entries and not ahead:
+        """Cancel every waiting entry (restart, interrupt, error), recording why."""
+        if not self.entries:
             return
-        for flight in ahead:
-            flight.cancelled = True
-        entries = [f.entry for f in ahead] + self.entries
-        cancelled = [{**asdict(e), "reason": reason} for e in entries]
+        cancelled = [{**asdict(e), "reason": reason} for e in self.entries]
         self.entries.clear()
         with self.room.doc.transaction():  # peers see both at once
             self.room.set_status("cancelled", cancelled)
@@ -150,19 +123,12 @@ class ExecutionQueue(LoggingConfigurable):
             tg.start_soon(self._publisher)
             task_status.started()
             while True:
-                self._send()
-                if not self._in_flight:
+                while not self.entries or not self.bridge.attached:
                     self._wake = anyio.Event()
-                    if not (self.entries and self.bridge.attached):
-                        await self._wake.wait()
-                    continue
-                head = self._in_flight[0]
-                if not head.run.done.is_set():
-                    self._wake = anyio.Event()
-                    await _first(head.run.done, self._wake)  # or send more meanwhile
-                    continue
-                self._in_flight.popleft()
-                self._finished(head)
+                    await self._wake.wait()
+                entry = self.entries.pop(0)
+                self._publish(soon=True)  # "running" says which one runs meanwhile
+                await self._run_one(entry)
 
     async def _drop_deleted(self) -> None:
         """A queued cell that is deleted leaves the queue."""
@@ -179,57 +145,27 @@ class ExecutionQueue(LoggingConfigurable):
         """Look at the queue again (a kernel was attached)."""
         self._wake.set()
 
-    def _send(self) -> None:
-        """Send queued cells while fewer than ``1 + send_ahead`` are in the kernel."""
-        while (self.entries and self.bridge.attached
-               and len(self._in_flight) <= self.send_ahead):  # fmt: skip
-            entry = self.entries.pop(0)
-            ycell = find_cell(self.room.notebook, entry.cell_id)
-            if ycell is None:
-                continue  # deleted while queued
-            source = str(ycell["source"])
-            timing = self._record_timing.pop(entry.cell_id, None)
-            with self.room.doc.transaction():  # one update: its cleared outputs (and running)
-                try:
-                    run = self.bridge.execute(
-                        entry.cell_id, source, entry.by, record_timing=timing,
-                        stop_on_error=not self._raises_exception(entry.cell_id),
-                    )  # fmt: skip
-                except RuntimeError as exc:
-                    self._end(entry, "cancelled", str(exc))
-                    continue
-                flight = InFlight(entry, run, source, time.time())
-                self._in_flight.append(flight)
-                if len(self._in_flight) == 1:
-                    self._start(flight, flight.sent)
-                self._publish(soon=True)  # sent ahead, it stays in the queue people see
-
-    def _start(self, flight: InFlight, started: float) -> None:
-        """The kernel is on this cell now: show it running (inside a transaction)."""
-        ycell = find_cell(self.room.notebook, flight.entry.cell_id)
-        if ycell is not None:
-            record_start(ycell, flight.entry.by, started, flight.source)
-        self.room.set_status("running", {**asdict(flight.entry), "start": started})
-        flight.started = True
-
-    def _finished(self, head: InFlight) -> None:
-        """The head's reply and idle are in: record it, then start (or cancel) the next."""
-        run = head.run
+    async def _run_one(self, entry: Entry) -> None:
+        ycell = find_cell(self.room.notebook, entry.cell_id)
+        if ycell is None:
+            return  # deleted while queued
+        started = time.time()
+        with self.room.doc.transaction():  # one update: running, its cell, its cleared outputs
+            source = record_start(ycell, entry.by, started)
+            self.room.set_status("running", {**asdict(entry), "start": started})
+            try:
+                timing = self._record_timing.pop(entry.cell_id, None)
+                run = self.bridge.execute(entry.cell_id, source, entry.by, record_timing=timing)
+            except RuntimeError as exc:
+                self._end(entry, "cancelled", str(exc))
+                return
+        await run.done.wait()
         status = str((run.reply or {}).get("status", "ok"))
-        if not head.started and status in ("aborted", "restart", "shutdown", "dead"):
-            return  # cancelled and never ran: it is in `cancelled`; only its outputs were cleared
-        with self.room.doc.transaction():
-            if not head.started:  # cancelled, but the kernel had started it (a race): record it
-                self._start(head, head.sent)
-            self._end(head.entry, status, None, run)
-            if status == "error" and not self._raises_exception(head.entry.cell_id):
-                self.clear(f"cell {head.entry.cell_id} raised an error")
-            elif status not in ("ok", "error"):
-                self.clear(f"kernel {status}")
-            nxt = self._in_flight[0] if self._in_flight else None
-            if nxt is not None and not nxt.cancelled:
-                self._start(nxt, time.time())  # after the head's end, as the kernel does
-                self._publish(soon=True)
+        self._end(entry, status, None, run)
+        if status == "error" and not self._raises_exception(entry.cell_id):
+            self.clear(f"cell {entry.cell_id} raised an error")
+        elif status not in ("ok", "error"):
+            self.clear(f"kernel {status}")
 
     def _end(self, entry: Entry, status: str, error: str | None, run: Run | None = None) -> None:
         with self.room.doc.transaction():
@@ -257,12 +193,7 @@ class ExecutionQueue(LoggingConfigurable):
             self._queue_changed.set()
             return
         self._publish_due = False
-        self.room.set_status("queue", [asdict(e) for e in self._waiting()])
-
-    def _waiting(self) -> list[Entry]:
-        """What people see as waiting: cells sent ahead but not started, then the queue."""
-        ahead = [f.entry for f in self._in_flight if not f.started and not f.cancelled]
-        return ahead + self.entries if ahead else self.entries
+        self.room.set_status("queue", [asdict(e) for e in self.entries])
 
     async def _publisher(self) -> None:
         while True:
@@ -272,14 +203,3 @@ class ExecutionQueue(LoggingConfigurable):
                 self._publish()
                 await anyio.sleep(self.publish_interval)
 
-
-async def _first(*events: anyio.Event) -> None:
-    """Return when any of ``events`` is set."""
-    async with anyio.create_task_group() as tg:
-
-        async def wait(event: anyio.Event) -> None:
-            await event.wait()
-            tg.cancel_scope.cancel()
-
-        for event in events:
-            tg.start_soon(wait, event)

@@ -30,10 +30,9 @@ def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
     metadata["kernel_collab"] = ours
 
 
-def record_start(ycell: Map[Any], by: dict[str, Any], started: float,
-                 source: str | None = None) -> str:
-    """Mark a cell running; return the source that runs (the cell's own unless given)."""
-    source = str(ycell["source"]) if source is None else source
+def record_start(ycell: Map[Any], by: dict[str, Any], started: float) -> str:
+    """Mark a cell running; return the source that runs."""
+    source = str(ycell["source"])
     with ycell.doc.transaction():
         ycell["execution_state"] = "running"
         if ycell.get("execution_count") is not None:
