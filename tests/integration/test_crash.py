@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ async def _stream_and_kill(sidecar: SidecarProcess, kill_after: int) -> tuple[st
 
 @pytest.mark.parametrize("kill_after", [1, 100, 2000])
 async def test_kill_9_when_a_peer_receives_an_update_loses_nothing_seen(
-    tmp_path: Path, kill_after: int
+    tmp_path: Path, kill_after: int, report_figure: Callable[[str], None]
 ) -> None:
     """The observer kills the sidecar the instant an update shows it ``kill_after`` edits."""
     nb = write_notebook(tmp_path / "nb.ipynb", [""])
@@ -157,6 +158,8 @@ async def test_kill_9_when_a_peer_receives_an_update_loses_nothing_seen(
     observed = re.findall(r"<(\d+)>", seen_by_observer)
     missing_seen = set(observed) - set(tokens)
     missing_acked = {str(i) for i in range(acked)} - set(tokens)
+    report_figure(f"crash: kill -9 after {kill_after} edits seen: {len(observed)} edits seen, "
+                  f"{acked} acknowledged, {len(missing_seen | missing_acked)} missing")
     assert not missing_seen, f"{len(missing_seen)} edits a peer had received were lost"
     assert not missing_acked, f"{len(missing_acked)} acknowledged edits were lost"
     assert observed, "the observer saw no edit before the kill: the test did not test anything"
