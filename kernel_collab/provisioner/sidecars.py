@@ -24,6 +24,7 @@ import anyio
 from anyio.abc import Process
 from jupyter_core.paths import jupyter_runtime_dir
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..sidecar import wire
 
@@ -71,7 +72,9 @@ class SidecarHandle:
                             reply = wire.decode(data).request
                             assert reply is not None
                             return reply
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            # InvalidHandshake: a sidecar shutting down answers 503; ConnectionClosed: it
+            # went away before replying.
             raise SidecarError(f"sidecar for {self.notebook} unreachable: {exc}") from exc
         raise SidecarError(f"sidecar for {self.notebook} closed before replying")
 

@@ -2,7 +2,8 @@
 
 When jupyter-collaboration (``jupyter_server_ydoc``) is installed too, its rooms are refused
 (409) for notebooks a kernel_collab sidecar owns: its document session route and its room
-WebSocket. Notebooks without a sidecar stay jupyter-collaboration's.
+WebSocket. Notebooks without a sidecar, or whose session moved to a plain kernel, are
+jupyter-collaboration's.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def guard_jupyter_collaboration(rooms: RoomManager) -> bool:
 
     @functools.wraps(original_put)
     async def put(self: Any, path: str, *args: Any, **kwargs: Any) -> Any:
-        _refuse_if_owned(rooms, path)
+        await _refuse_if_owned(rooms, path)
         return await original_put(self, path, *args, **kwargs)
 
     @functools.wraps(original_prepare)
@@ -47,7 +48,7 @@ def guard_jupyter_collaboration(rooms: RoomManager) -> bool:
             _, _, file_id = handlers.decode_file_path(room_id)
             path = self.settings["file_id_manager"].get_path(file_id)
             if path:
-                _refuse_if_owned(rooms, path)
+                await _refuse_if_owned(rooms, path)
         return await original_prepare(self)
 
     session_handler.put = put
@@ -56,7 +57,10 @@ def guard_jupyter_collaboration(rooms: RoomManager) -> bool:
     return True
 
 
-def _refuse_if_owned(rooms: RoomManager, path: str) -> None:
+async def _refuse_if_owned(rooms: RoomManager, path: str) -> None:
+    """409 while a sidecar owns the notebook; not once its session moved to a plain kernel
+    (the sidecar is then only saving and leaving)."""
     api_path = path.strip("/")
-    if api_path.endswith(".ipynb") and rooms.handle_for_path(api_path) is not None:
+    if api_path.endswith(".ipynb") and rooms.handle_for_path(api_path) is not None and (
+            await rooms.mode(api_path))["collaborative"]:  # fmt: skip
         raise web.HTTPError(409, MESSAGE.format(path=api_path))

@@ -64,6 +64,13 @@ class _Base(APIHandler):
         """The current user as the sidecar sees them, with their permissions."""
         return await identity_for(self)
 
+    async def ask(self, handle: SidecarHandle, request: dict[str, Any]) -> dict[str, Any]:
+        """A request to the sidecar on the current user's behalf (503 if it is unreachable)."""
+        try:
+            return await ask_as(handle, await self.identity(), request)
+        except SidecarError as exc:
+            raise web.HTTPError(503, str(exc)) from exc
+
     async def room_model(self, handle: SidecarHandle, api_path: str,
                          session: dict[str, Any] | None) -> dict[str, Any]:
         """What the room routes return."""
@@ -122,8 +129,11 @@ class ModeHandler(_Base):
         mode = await self.rooms.mode(api_path)
         handle = self.rooms.handle_for_path(api_path) if mode["collaborative"] else None
         if handle is not None:  # open already: the client can join without a PUT
-            mode["room"] = await self.room_model(handle, api_path, await self.rooms.session_for(
-                api_path))
+            session = await self.rooms.session_for(api_path)
+            try:
+                mode["room"] = await self.room_model(handle, api_path, session)
+            except web.HTTPError as exc:  # going away or restarting: the client PUTs
+                self.log.info("kernel_collab: room of %s not described: %s", api_path, exc)
         self.finish(json.dumps(mode))
 
 
@@ -139,8 +149,7 @@ class KernelActionHandler(_Base):
         session = await self.rooms.session_for(api_path)
         if handle is None or session is None:
             raise web.HTTPError(404, f"no collaborative kernel runs for {api_path}")
-        reply = await ask_as(handle, await self.identity(),
-                             {"type": "kernel_action", "action": action})
+        reply = await self.ask(handle, {"type": "kernel_action", "action": action})
         if not reply.get("ok"):
             raise web.HTTPError(403, str(reply.get("error")))
         kernel_id = session["kernel"]["id"]
@@ -170,8 +179,7 @@ class ExecuteHandler(_Base):
             raise web.HTTPError(
                 400, f"document {document_id} is not the notebook of kernel {kernel_id}"
             )
-        reply = await ask_as(handle, await self.identity(),
-                             {"type": "execute", "cell_id": cell_id})
+        reply = await self.ask(handle, {"type": "execute", "cell_id": cell_id})
         if not reply.get("ok"):
             raise web.HTTPError(400, str(reply.get("error")))
         self.set_status(202)

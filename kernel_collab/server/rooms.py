@@ -124,13 +124,13 @@ class RoomManager:
     async def mode(self, api_path: str) -> dict[str, Any]:
         """Whether a notebook opens collaboratively, and why: its room or session exists, its
         ``kernelspec.name`` is a collaborative kernelspec, or the server-wide mode is on."""
-        if self.handle_for_path(api_path) is not None:
-            return {"collaborative": True, "reason": "room"}
         session = await self.session_for(api_path)
-        if session is not None:
+        if session is not None:  # its kernel decides (a room may outlive a kernel change)
             collaborative = self.is_collaborative(session["kernel"]["id"])
             return {"collaborative": collaborative, "reason": "session",
                     "kernel_name": session["kernel"].get("name")}
+        if self.handle_for_path(api_path) is not None:  # people in a room with no kernel
+            return {"collaborative": True, "reason": "room"}
         if self.server_wide():
             return {"collaborative": True, "reason": "server-wide"}
         name = self.file_kernel_name(api_path)

@@ -372,7 +372,7 @@ async def test_mode_says_which_notebooks_open_collaboratively(server: JupyterSer
     room = await open_room(server, "collab.ipynb")
     assert room["permissions"] == {"write": True, "execute": True}
     opened = await mode("collab.ipynb")
-    assert (opened["collaborative"], opened["reason"]) == (True, "room")
+    assert (opened["collaborative"], opened["reason"]) == (True, "session")
     assert opened["room"]["document_id"] == room["document_id"]  # join without a PUT
     async with server.client() as http:
         assert (await http.get("/api/kernel-collab/mode/../x.ipynb")).status_code in (400, 403, 404)
