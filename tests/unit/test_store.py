@@ -12,6 +12,7 @@ import pytest
 from jupyter_ydoc import YNotebook
 from pycrdt import Doc, Text
 
+import kernel_collab.store.sqlite as sqlite_module
 from kernel_collab.store import SCHEMA_VERSION, SQLiteStore, StoreError
 
 
@@ -66,6 +67,46 @@ def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with pytest.raises(StoreError, match="newer than this kernel_collab understands"):
+        SQLiteStore(tmp_path / "s.db")
+
+
+def _set_version(path: Path, version: int) -> None:
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+    db.commit()
+    db.close()
+
+
+def test_an_older_schema_is_migrated_keeping_its_documents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.db"
+    doc: Doc[Text] = Doc()
+    doc["t"] = text = Text("written by the older version")
+    store = SQLiteStore(path)
+    store.create("a.ipynb", doc.get_update(), None, None)
+    store.close()
+    _set_version(path, SCHEMA_VERSION - 1)  # as an older kernel_collab left it
+    monkeypatch.setitem(sqlite_module._MIGRATIONS, SCHEMA_VERSION - 1,
+                        "CREATE TABLE migrated_marker (x INTEGER);")  # fmt: skip
+    migrated = SQLiteStore(path)
+    loaded = migrated.load("a.ipynb")
+    migrated.close()
+    assert loaded is not None
+    restored: Doc[Text] = Doc()
+    restored.apply_update(loaded.update)
+    assert str(restored.get("t", type=Text)) == str(text)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION)  # fmt: skip
+    assert db.execute("SELECT count(*) FROM migrated_marker").fetchone()[0] == 0
+    db.close()
+
+
+def test_an_older_schema_without_a_migration_is_refused_not_misread(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "s.db").close()
+    _set_version(tmp_path / "s.db", SCHEMA_VERSION - 1)
+    with pytest.raises(StoreError, match="no migration"):
         SQLiteStore(tmp_path / "s.db")
 
 
