@@ -14,7 +14,7 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ..notebook import Cell, CellList, MetadataView, Notebook, RunHandle
+from ..shared_notebook import Cell, CellList, MetadataView, Notebook, RunHandle
 from .connection import InputCallback, connect
 
 _VIEWS = (Notebook, Cell, CellList, MetadataView, RunHandle)

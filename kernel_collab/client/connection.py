@@ -2,8 +2,8 @@
 
 ``connect`` opens the notebook's room (starting its collaborative kernel if none runs), joins
 the document through the server's authenticated sync route, and yields a
-:class:`~kernel_collab.notebook.Notebook`. Edits are sent as they are made; ``sync()`` returns
-once the sidecar has stored them; if the connection drops, the API raises
+:class:`~kernel_collab.shared_notebook.Notebook`. Edits are sent as they are made; ``sync()``
+returns once the sidecar has stored them; if the connection drops, the API raises
 :class:`ConnectionError` and tells which edits were not acknowledged.
 """
 
@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from ..notebook import Notebook
+from ..shared_notebook import Notebook
 from ..sidecar import wire
 
 InputCallback = Callable[[str, bool], "str | Awaitable[str]"]

@@ -21,7 +21,7 @@ from anyio.from_thread import start_blocking_portal
 
 from ..client.blocking import Blocking
 from ..client.connection import join
-from ..notebook import Cell, RunHandle
+from ..shared_notebook import Cell, RunHandle
 from . import POINTER_ENV
 
 _lock = threading.Lock()

@@ -55,6 +55,8 @@ STAMP_PERIOD = 0.02
 STAMP_WARMUP = 10
 """Stamped prints not recorded at the start of each latency run."""
 QUEUE_PEERS = 3
+API_APPEND_CELLS = 1_000
+"""Cells the kernel appends through ``kernel_collab.notebook()`` in one transaction."""
 
 
 class KernelBenchError(RuntimeError):
@@ -177,7 +179,11 @@ async def run_and_wait(peer: Peer, cell_id: str, what: str) -> dict[str, Any]:
         raise KernelBenchError(f"{what}: {exc}") from exc
     run = last_run(peer, index)
     if run.get("status") != "ok":
-        raise KernelBenchError(f"{what}: cell {cell_id} ended with {run}")
+        outputs = peer.notebook.ycells[index].get("outputs")
+        errors = [o.to_py() for o in outputs or [] if isinstance(o, Map)
+                  and o.get("output_type") == "error"]  # fmt: skip
+        detail = errors[0].get("evalue") if errors else "no error output"
+        raise KernelBenchError(f"{what}: cell {cell_id} ended {run.get('status')}: {detail}")
     return run
 
 
@@ -461,6 +467,88 @@ async def stamps_floor(setup: KernelSetup, client: AsyncKernelClient,
     return reader.latencies[STAMP_WARMUP:]
 
 
+# -- (b2) the in-kernel notebook API and the Python client --------------------------------
+
+
+def api_edit_code(samples: int) -> str:
+    """Code in the kernel setting cell ``api-target``'s source to ``time.time()`` every
+    ``STAMP_PERIOD`` seconds, through ``kernel_collab.notebook()``."""
+    return (
+        "import kernel_collab, time\nnb = kernel_collab.notebook()\n"
+        "target = next(c for c in nb.cells if c.id == 'api-target')\n"
+        f"for _ in range({samples}):\n    target.source = repr(time.time())\n"
+        f"    time.sleep({STAMP_PERIOD})\n"
+    )
+
+
+def api_append_code(cells: int, end_file: Path) -> str:
+    """Code in the kernel appending ``cells`` cells in one transaction, then writing the time
+    its transaction ended to ``end_file`` (the sync is on its own thread)."""
+    return (
+        "import kernel_collab, time, pathlib\nnb = kernel_collab.notebook()\n"
+        "t0 = time.time()\nwith nb.transaction():\n"
+        f"    for i in range({cells}):\n        nb.append_cell(f'y = {{i}}')\n"
+        f"pathlib.Path({str(end_file)!r}).write_text(repr(t0))\n"
+    )
+
+
+async def api_edit_ours(setup: KernelSetup, peer: Peer, samples: int) -> list[float]:
+    """Kernel-side edit → peer latency: each stamp the kernel writes, as the peer sees it."""
+    target = cell_index(peer, "api-target")
+    reader = StampReader(setup)
+    last = ""
+
+    def on_update(now: float) -> None:
+        nonlocal last
+        value = str(peer.notebook.ycells[target]["source"])
+        if value != last and value.replace(".", "", 1).isdigit():
+            reader.feed(value + "\n", now)
+        last = value
+
+    peer.listeners.append(on_update)
+    try:
+        await run_and_wait(peer, "api-edit", "api-edit: kernel-side edits")
+    finally:
+        peer.listeners.remove(on_update)
+    if len(reader.latencies) < samples * 0.9:
+        raise KernelBenchError(f"api-edit: {len(reader.latencies)} of {samples} edits seen")
+    return reader.latencies[STAMP_WARMUP:]
+
+
+async def api_append_ours(setup: KernelSetup, peer: Peer, cells: int, end_file: Path) -> float:
+    """Seconds from the kernel's first append to the peer having all ``cells`` new cells."""
+    before = len(peer.notebook.ycells)
+    waiter = peer.expect(lambda: len(peer.notebook.ycells) >= before + cells)
+    await run_and_wait(peer, "api-append", "api-append: 1,000 cells from the kernel")
+    arrived = await peer.wait(waiter, TIMEOUT)
+    return setup.wall(arrived) - read_end(end_file)
+
+
+async def client_round_trips(setup: KernelSetup, rel: str, samples: int) -> list[float]:
+    """``await (await nb.run_async(cell)).wait()`` for a trivial cell, from the Python client
+    through the server: request to outputs back."""
+    from kernel_collab.client import connect
+
+    times = []
+    async with connect(setup.server.url, rel, token=setup.server.token, name="bench") as nb:
+        for _ in range(samples):
+            t = time.perf_counter()
+            handle = await nb.run_async("api-trivial")
+            await handle.wait()
+            times.append(time.perf_counter() - t)
+    return times[STAMP_WARMUP:]
+
+
+async def floor_round_trips(client: AsyncKernelClient, samples: int) -> list[float]:
+    """The plain client: ``execute_request`` → its reply, for the same trivial cell."""
+    times = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        await client.execute("x = 1", reply=True, timeout=TIMEOUT)
+        times.append(time.perf_counter() - t)
+    return times[STAMP_WARMUP:]
+
+
 # -- (c) queue -------------------------------------------------------------------------------
 
 
@@ -596,6 +684,11 @@ async def kernel_workloads(system: System, ctx: Context, ours: Recorder, floor: 
             cells[cid] = lines_code(n, flush, ends / f"collab-{cid}")
         for r in range(plan.stamp_repeats):
             cells[f"stamps-{r}"] = stamps_code(plan.stamp_samples + STAMP_WARMUP)
+        api_samples = plan.running_samples
+        cells["api-target"] = "0"
+        cells["api-edit"] = api_edit_code(api_samples + STAMP_WARMUP)
+        cells["api-trivial"] = "x = 1"
+        cells["api-append"] = api_append_code(API_APPEND_CELLS, ends / "api-append")
         kernel_nb = write_notebook(root / "kernel.ipynb", cells)
         queue_nb = write_notebook(root / "queue.ipynb", {
             "warm": "x = 0", **{f"q{i}": "x = 1" for i in range(plan.queue_cells)},
@@ -618,6 +711,12 @@ async def kernel_workloads(system: System, ctx: Context, ours: Recorder, floor: 
                     for x in await stamps_ours(setup, peer, f"stamps-{r}", plan.stamp_samples
                                                + STAMP_WARMUP):
                         ours.add("kernel.print_latency", x)
+                for x in await api_edit_ours(setup, peer, api_samples):
+                    ours.add("kernel.api_edit", x)
+                for x in await client_round_trips(setup, "kernel.ipynb", api_samples):
+                    ours.add("kernel.client_run", x)
+                ours.add("kernel.api_append", await api_append_ours(
+                    setup, peer, API_APPEND_CELLS, ends / "api-append"))
 
         async def floor_output() -> None:
             async with plain_kernel(setup) as client:
@@ -638,6 +737,8 @@ async def kernel_workloads(system: System, ctx: Context, ours: Recorder, floor: 
                     series.setdefault("floor.queue", times)
                 for x in await running_floor(client, plan.running_samples, ctx):
                     floor.add("kernel.running", x)
+                for x in await floor_round_trips(client, api_samples):
+                    floor.add("kernel.client_run", x)
 
         async def ours_queue() -> None:
             async with collab_session(setup, queue_nb, QUEUE_PEERS) as group:

@@ -192,3 +192,18 @@ async def test_the_replica_spends_no_iopub_and_keeps_no_kernel_awake(server: Jup
     assert set(types) <= {"status", "execute_input", "stream"}, types
     states = [m["content"]["execution_state"] for m in seen if m["msg_type"] == "status"]
     assert states == ["busy", "idle"], states
+
+
+async def test_notebook_can_be_called_again_in_later_cells(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", [
+        "import kernel_collab\nprint(len(kernel_collab.notebook().cells))",
+        "import kernel_collab\nprint(kernel_collab.notebook().cells[0].id)",
+    ])  # fmt: skip
+    room = await _open(server)
+    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
+        for cell_id in ("cell-0", "cell-1"):
+            await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                            json={"cell_id": cell_id, "document_id": room["document_id"]})
+        await peer.wait_until(lambda p: _stdout(_cell(p, "cell-1")) == "cell-0\n")
+        assert _stdout(_cell(peer, "cell-0")) == "2\n"

@@ -4,7 +4,8 @@ A :class:`Notebook` is a view of a shared jupyter_ydoc document: ``cells`` reads
 a :class:`Cell`'s ``source`` and ``metadata`` can be set, and every change is a Y edit that
 everyone sees. Running goes through the kernel's shared queue (:meth:`Notebook.run`). How
 edits and requests travel (a WebSocket for the client, comms in the kernel) is the
-:class:`Transport`'s business.
+:class:`Transport`'s business. (Not ``kernel_collab/notebook.py``: importing that submodule
+would replace the package's ``kernel_collab.notebook()`` function with the module.)
 """
 
 from __future__ import annotations
