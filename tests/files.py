@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
 import nbformat
 import watchfiles
 
+#: ``metadata.kernelspec`` of a notebook on kernel_collab's collaborative kernel.
+COLLAB_KERNELSPEC = {"name": "python3-collab", "display_name": "Python 3 (collaborative)"}
+#: ``metadata.kernelspec`` of a plain ipykernel notebook (the default).
+PLAIN_KERNELSPEC = {"name": "python3", "display_name": "Python 3"}
 
-def write_notebook(path: Path, sources: Sequence[str], *, outputs: bool = False) -> Path:
-    """Write a valid notebook with one code cell per source."""
+
+def write_notebook(
+    path: Path,
+    sources: Sequence[str],
+    *,
+    outputs: bool = False,
+    kernelspec: Mapping[str, str] = PLAIN_KERNELSPEC,
+) -> Path:
+    """Write a valid notebook with one code cell per source, on ``kernelspec``."""
     cells = []
     for i, source in enumerate(sources):
         cell = nbformat.v4.new_code_cell(source, id=f"cell-{i}")
@@ -20,7 +31,7 @@ def write_notebook(path: Path, sources: Sequence[str], *, outputs: bool = False)
             cell.execution_count = i + 1
         cells.append(cell)
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.metadata["kernelspec"] = dict(kernelspec)
     nbformat.write(nb, path)
     return path
 

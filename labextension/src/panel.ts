@@ -18,6 +18,16 @@ function clock(seconds: number | null | undefined): string {
   return seconds ? new Date(seconds * 1000).toLocaleTimeString() : '';
 }
 
+/** Size a header widget to its content: the header is a Lumino box layout, which sizes its
+ * children from their CSS limits, not from what they hold. */
+function fitToContent(widget: Widget): void {
+  widget.node.style.minHeight = '';
+  if (!widget.isHidden) {
+    widget.node.style.minHeight = `${widget.node.scrollHeight}px`;
+  }
+  widget.parent?.fit();
+}
+
 /** The room bar above the notebook: kernel status, the running cell, the queue and who is here. */
 export class RoomBar extends Widget {
   constructor() {
@@ -29,6 +39,7 @@ export class RoomBar extends Widget {
     if (html !== this._html) {
       this._html = html;
       this.node.innerHTML = html;
+      fitToContent(this);
     }
   }
 
@@ -40,6 +51,7 @@ export class Banner extends Widget {
   constructor() {
     super();
     this.addClass('kc-banners');
+    this.hide();
   }
 
   setMessages(messages: { kind: string; text: string }[]): void {
@@ -50,6 +62,7 @@ export class Banner extends Widget {
       this._html = html;
       this.node.innerHTML = html;
       this.setHidden(messages.length === 0);
+      fitToContent(this);
     }
   }
 

@@ -180,7 +180,7 @@ async def run_and_wait(peer: Peer, cell_id: str, what: str) -> dict[str, Any]:
     run = last_run(peer, index)
     if run.get("status") != "ok":
         outputs = peer.notebook.ycells[index].get("outputs")
-        errors = [o.to_py() for o in outputs or [] if isinstance(o, Map)
+        errors = [o.to_py() or {} for o in outputs or [] if isinstance(o, Map)
                   and o.get("output_type") == "error"]  # fmt: skip
         detail = errors[0].get("evalue") if errors else "no error output"
         raise KernelBenchError(f"{what}: cell {cell_id} ended {run.get('status')}: {detail}")

@@ -22,9 +22,11 @@ from jupyter_server.auth.identity import IdentityProvider, User
 ALICE = User(username="alice", name="Alice", display_name="Alice", initials="A",
              color="#d62728")  # fmt: skip
 BOB = User(username="bob", name="Bob", display_name="Bob", initials="B", color="#1f77b4")
+CAROL = User(username="carol", name="Carol", display_name="Carol", initials="C",
+             color="#2ca02c")  # fmt: skip
 
 #: Login token → person. The token is the username.
-TOKENS: dict[str, User] = {user.username: user for user in (ALICE, BOB)}
+TOKENS: dict[str, User] = {user.username: user for user in (ALICE, BOB, CAROL)}
 
 PROVIDER = f"{__name__}.NamedUsersIdentityProvider"
 """The value for ``--ServerApp.identity_provider_class``."""
