@@ -35,11 +35,13 @@ HERE = Path(__file__).resolve().parent
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer samples (< 3 min on 2 cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer samples and no browser workload (< 3 min on 2 cores)")
     p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv",
                    help="venv with jupyter-collaboration (made by run.sh)")
-    p.add_argument("--only", default=",".join(ALL),
-                   help=f"comma-separated workloads to run (default: all of {ALL})")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated workloads to run (default: all of {ALL}; with "
+                   "--quick, all but browser)")
     p.add_argument("--ours", choices=["kernel_collab", "jupyter-collaboration"],
                    default="kernel_collab",
                    help="system in the 'ours' column; jupyter-collaboration gives an A/A run "
@@ -59,7 +61,8 @@ def describe(exc: BaseException) -> str:
 async def run(args: argparse.Namespace, scratch: Path) -> int:
     """Run the workloads for both systems, then print and save the report."""
     plan = QUICK if args.quick else FULL
-    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    chosen = args.only or ",".join(w for w in ALL if not (args.quick and w == "browser"))
+    only = [w.strip() for w in chosen.split(",") if w.strip()]
     unknown = set(only) - set(ALL)
     if unknown:
         print(f"unknown workloads: {sorted(unknown)}", file=sys.stderr)

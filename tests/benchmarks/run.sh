@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command: kernel_collab's sidecar vs jupyter-collaboration, same workloads, same run.
-#   tests/benchmarks/run.sh --quick    # < 3 min on 2 cores
+#   tests/benchmarks/run.sh --quick    # < 3 min on 2 cores (no browser workload)
 #   tests/benchmarks/run.sh            # full, < 20 min
 # Other options go to `python -m tests.benchmarks` (see --help). Exits non-zero without a table
 # if either system does not start or a workload does not complete.
