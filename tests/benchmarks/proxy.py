@@ -52,6 +52,8 @@ AGE_GRID = 0.05
 SAVE_WAIT = 60.0
 """Longest wait for the printing cell's last line to reach the file after it ended."""
 ROUNDS = 2
+EXTRA_RECEIVERS = (1, 50)
+"""Peers of the extra through-the-server phases of the full run (not --quick: time)."""
 """Latency rounds per path; ours alternates proxy and direct between rounds."""
 
 
@@ -168,6 +170,9 @@ async def proxy_workload(system: System, ctx: Context, rec: Recorder) -> None:
         async with system.launch(root, nb) as dep:
             for _ in range(ROUNDS):
                 await _latency_phase(dep, nb, 10, edits, plan.proxy_warmup, "proxy", rec)
+            for receivers in EXTRA_RECEIVERS if plan.mode == "full" else ():
+                await _latency_phase(dep, nb, receivers, edits, plan.proxy_warmup,
+                                     f"proxy{receivers}", rec)  # fmt: skip
         return
 
     runs = [f"tick{r}" for r in range(plan.ticker_runs)]
@@ -193,6 +198,9 @@ async def proxy_workload(system: System, ctx: Context, rec: Recorder) -> None:
         for r in range(ROUNDS):
             for key in ("proxy", "direct") if r % 2 == 0 else ("direct", "proxy"):
                 await _latency_phase(paths[key], nb, 10, edits, plan.proxy_warmup, key, rec)
+        for receivers in EXTRA_RECEIVERS if plan.mode == "full" else ():
+            await _latency_phase(paths["proxy"], nb, receivers, edits, plan.proxy_warmup,
+                                 f"proxy{receivers}", rec)  # fmt: skip
         for what in ("each", "slowest"):
             a = summarize(rec.samples[f"latency.proxy.{what}"])
             b = summarize(rec.samples[f"latency.direct.{what}"])

@@ -111,6 +111,12 @@ def _measures() -> list[Measure]:
                 1e3, (p99_half,)),
         Measure("latency.proxy.ack", "edit→own echo (ack), 10 peers, via server proxy‖", "ms",
                 1e3),
+        Measure("latency.proxy1.each", "edit→peer, 1 peer, via server proxy (full run)‖", "ms",
+                1e3),
+        Measure("latency.proxy50.each", "edit→peer, 50 peers, via server proxy (full run)‖",
+                "ms", 1e3),
+        Measure("latency.proxy50.slowest", "edit→slowest of 50 peers, via server proxy (full "
+                "run)‖", "ms", 1e3),
         Measure("latency.direct.each", "edit→peer, 10 peers, same room, straight to sidecar‖",
                 "ms", 1e3, vs="none", na=proxy_na),
         Measure("latency.direct.slowest", "edit→slowest of 10 peers, straight to sidecar‖", "ms",
