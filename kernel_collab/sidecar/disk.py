@@ -40,6 +40,11 @@ class DiskSync(LoggingConfigurable):
         "never more than ~5 s behind, serialisation included)."
     ).tag(config=True)
     watch = Bool(True, help="Watch the file for outside changes and merge them.").tag(config=True)
+    max_file_bytes = Int(
+        nbfile.MAX_FILE_BYTES,
+        help="A notebook file larger than this is not loaded (at start: a clear error; during "
+        "a session: autosave pauses and peers are told, as for a corrupt file).",
+    ).tag(config=True)
     parse_retries = Int(
         5, help="Times a file that does not parse is re-read before it is called corrupt."
     ).tag(config=True)
@@ -259,7 +264,8 @@ class DiskSync(LoggingConfigurable):
     async def _merge_from_disk_locked(self) -> None:
         for attempt in range(self.parse_retries + 1):
             try:
-                data = await anyio.to_thread.run_sync(nbfile.read_bytes, self.path)
+                data = await anyio.to_thread.run_sync(
+                    nbfile.read_bytes, self.path, self.max_file_bytes)
             except nbfile.NotebookFileError as exc:
                 if not self.path.exists():
                     self._pause(f"{self.path.name} was deleted or moved outside the sidecar")

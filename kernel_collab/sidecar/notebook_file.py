@@ -22,9 +22,19 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, with a clear error when it is missing or unreadable."""
+MAX_FILE_BYTES = 256 * 2**20
+"""Largest ``.ipynb`` read by default: a document in memory takes several times its file."""
+
+
+def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, with a clear error when it is missing, unreadable or over ``limit``."""
     try:
+        size = path.stat().st_size
+        if size > limit and path.is_file():
+            raise NotebookFileError(
+                f"{path}: {size:,} bytes, more than the {limit:,}-byte limit "
+                "(--DiskSync.max_file_bytes); not loaded"
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise NotebookFileError(f"{path}: no such file") from None
@@ -63,9 +73,9 @@ def parse(path: Path, data: bytes) -> dict[str, Any]:
     return plain
 
 
-def read(path: Path) -> tuple[dict[str, Any], bytes]:
+def read(path: Path, limit: int = MAX_FILE_BYTES) -> tuple[dict[str, Any], bytes]:
     """Read and validate a notebook; return it and the bytes it came from."""
-    data = read_bytes(path)
+    data = read_bytes(path, limit)
     return parse(path, data), data
 
 

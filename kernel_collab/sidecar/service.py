@@ -47,7 +47,7 @@ async def load(
     stored = await store.load(relpath)
     if stored is None:
         try:
-            nb, data = await anyio.to_thread.run_sync(nbfile.read, path)
+            nb, data = await anyio.to_thread.run_sync(nbfile.read, path, disk.max_file_bytes)
         except nbfile.NotebookFileError as exc:
             raise StartError(str(exc)) from None
         notebook.set(nb)
@@ -74,7 +74,7 @@ async def load(
         else:
             await disk.assess_trust(disk.base, None)
     try:
-        data = await anyio.to_thread.run_sync(nbfile.read_bytes, path)
+        data = await anyio.to_thread.run_sync(nbfile.read_bytes, path, disk.max_file_bytes)
     except nbfile.NotebookFileError as exc:
         raise StartError(str(exc)) from None
     if nbfile.content_hash(data) != disk.disk_hash:

@@ -167,6 +167,32 @@ async def test_corrupt_file_pauses_autosave_until_a_peer_saves(tmp_path: Path) -
             assert _status(peer).get("file_error") is None
 
 
+async def test_a_file_over_the_size_limit_is_never_loaded(tmp_path: Path) -> None:
+    """Huge files: refused at start in one line; appearing during a session, the document is
+    kept, autosave pauses and peers are told, until someone saves over it."""
+    limit = "--DiskSync.max_file_bytes=20000"
+    big = write_notebook(tmp_path / "big.ipynb", ["x = 'y' * 10", "#" * 30_000])
+    result = await anyio.run_process(
+        sidecar_command(big, tmp_path, limit), check=False,
+        env={**os.environ, "KERNEL_COLLAB_TOKEN": "t"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "more than the 20,000-byte limit" in result.stderr.decode().strip().splitlines()[-1]
+
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path, limit) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            nb.write_bytes(big.read_bytes())  # a huge version appears on disk
+            await peer.wait_until(lambda p: _status(p).get("autosave") == "paused")
+            assert "20,000-byte limit" in _status(peer)["file_error"]
+            assert _source(peer, 0) == "x = 1" and peer.notebook.cell_number == 1
+            peer.notebook.set_cell(0, source="x = 2")
+            await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
+            assert nb.read_bytes() == big.read_bytes()  # not silently overwritten
+            assert (await request(sidecar, {"type": "save", "id": 1}))["ok"] is True
+            assert _cells_on_disk(nb) == ["x = 2"]
+
+
 async def test_corrupt_file_that_becomes_valid_is_merged(tmp_path: Path) -> None:
     nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1", "y = 1"])
     good = nb.read_text()
