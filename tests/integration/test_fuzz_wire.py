@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text, create_update_message
@@ -83,3 +84,70 @@ def test_random_and_malformed_messages_never_take_the_room_down(
         anyio.run(check)
         assert sidecar.proc.poll() is None
 
+
+
+SCHEMA_EXAMPLES = 40
+_ints = st.integers(-(2**53), 2**53)  # what a Y document holds as a number
+_not_text = st.one_of(_ints, st.lists(_ints, max_size=3), st.none(),
+                      st.dictionaries(st.text(max_size=3), _ints, max_size=2))
+#: (key, a value that breaks it); ``None`` as the key: delete the key given as the value.
+_breaks = st.one_of(
+    st.tuples(st.just("source"), _not_text),
+    st.tuples(st.just("outputs"), st.one_of(st.text(max_size=5), _ints,
+                                            st.dictionaries(st.text(max_size=3), _ints))),
+    st.tuples(st.just("cell_type"), st.text(max_size=8).filter(
+        lambda t: t not in ("code", "markdown", "raw"))),
+    st.tuples(st.just("id"), st.one_of(st.just(""), _ints)),
+    st.tuples(st.just("metadata"), st.one_of(st.text(max_size=5), _ints)),
+    st.tuples(st.just("execution_count"), st.one_of(st.integers(-(2**53), -1),
+                                                    st.text(max_size=3))),
+    st.tuples(st.none(), st.sampled_from(["id", "cell_type", "source", "metadata", "outputs"])),
+    st.tuples(st.just("insert"), st.one_of(_ints, st.text(max_size=5))),
+)  # fmt: skip
+
+
+async def _break_schema(
+    sidecar: SidecarProcess, index: int, key: str | None, value: object
+) -> None:
+    async with NotebookPeer.connect(sidecar.url, sidecar.token) as bad:
+        cells = bad.notebook.ycells
+        if key == "insert":
+            cells.insert(index % (len(cells) + 1), value)
+        elif key is None:
+            del cells[index % len(cells)][str(value)]
+        else:
+            cells[index % len(cells)][key] = value
+        with pytest.raises(ConnectionError):  # closed, not left waiting
+            await bad.wait_until(lambda p: False)
+        assert bad.close_code == 1002, (key, value, bad.close_code)
+        assert "invalid notebook" in (bad.close_reason or "")
+
+
+def test_updates_breaking_the_schema_are_repaired_and_the_sender_told(
+    tmp_path: Path, report_figure: Callable[[str], None]
+) -> None:
+    report_figure(f"fuzz: {SCHEMA_EXAMPLES} schema-breaking updates (hypothesis seed {SEED}): "
+                  "each repaired, the sender closed with 1002")  # fmt: skip
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a = 1", "b = 2", "c = 3"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+
+        @seed(SEED)
+        @settings(max_examples=SCHEMA_EXAMPLES, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(st.integers(0, 10), _breaks)
+        def fuzz(index: int, broken: tuple[str | None, object]) -> None:
+            anyio.run(_break_schema, sidecar, index, *broken)
+
+        fuzz()
+
+        async def check() -> None:
+            from kernel_collab.sidecar.schema import cell_problem
+
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+                problems = [cell_problem(c) for c in peer.notebook.ycells]
+                assert problems == [None] * len(problems), problems
+                peer.notebook.set_cell(0, source="still = 'editable'")
+                await peer.flush()
+
+        anyio.run(check)
+        assert sidecar.proc.poll() is None
