@@ -68,7 +68,7 @@ class KernelControl:
             **self._identity(),
             "kernel_id": self.bridge.kernel_id if self.bridge.client is not None else None,
             "kernel_status": status.get("kernel_status"),
-            "queue": status.get("queue") or [],
+            "queue": _plain(status.get("queue")) or [],
             "running": status.get("running"),
             "peers": [p.public_identity for p in self.room.peers if not p.admin],
         }
@@ -154,3 +154,8 @@ async def watch_stdin(stop: Callable[[], None]) -> None:
         if not os.read(fd, 4096):
             break
     stop()
+
+
+def _plain(value: Any) -> Any:
+    """A value of the state map as JSON (the queue is a shared array)."""
+    return value.to_py() if hasattr(value, "to_py") else value

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from pycrdt import Array
 from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
@@ -193,7 +194,13 @@ class ExecutionQueue(LoggingConfigurable):
             self._queue_changed.set()
             return
         self._publish_due = False
-        self.room.set_status("queue", [asdict(e) for e in self.entries])
+        entries = [asdict(e) for e in self.entries]
+        status = self.room.status
+        current = status.get("queue")
+        if isinstance(current, Array):
+            update_array(current, current.to_py() or [], entries)
+        else:  # first publish (or a plain list left by an older version)
+            status["queue"] = Array(entries)
 
     async def _publisher(self) -> None:
         while True:
@@ -203,3 +210,22 @@ class ExecutionQueue(LoggingConfigurable):
                 self._publish()
                 await anyio.sleep(self.publish_interval)
 
+
+def update_array(array: Array[Any], old: list[Any], new: list[Any]) -> None:
+    """Make ``array`` (holding ``old``) hold ``new`` with the fewest edits at its ends: the
+    queue mostly loses its head and gains a tail, so each change is a small update instead of
+    a new copy of the whole queue (which made a 1,000-cell queue quadratic)."""
+    if old == new:
+        return
+    limit = min(len(old), len(new))
+    head = 0
+    while head < limit and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < limit - head and old[-1 - tail] == new[-1 - tail]:
+        tail += 1
+    with array.doc.transaction():
+        if len(old) - tail > head:
+            del array[head:len(old) - tail]
+        for offset, item in enumerate(new[head:len(new) - tail]):
+            array.insert(head + offset, item)
