@@ -227,6 +227,9 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         in :meth:`on_close`, and closes the upstream connection when it ends.
         """
         super().open()
+        # Tornado lets Nagle's algorithm hold small frames back (up to a delayed ACK, ~40 ms
+        # on Linux): every keystroke and reply here is a small frame.
+        self.set_nodelay(True)
         assert self.upstream is not None
         self._relay = asyncio.ensure_future(self._relay_down(self.upstream))
 
