@@ -85,7 +85,10 @@ async def test_input_prompts_only_the_person_who_ran_the_cell(roles_server: Jupy
         prompt = runner.prompts()[0]
         assert prompt["prompt"] == "name? " and prompt["password"] is False
         assert other.prompts() == []  # nobody else is asked
-        waiting = _state(watcher).get("waiting_for_input") or {}
+        # The document says whom the kernel waits for (it arrives through the room, after
+        # the directed prompt: wait for it rather than race it).
+        await watcher.wait_until(lambda p: bool(_state(p).get("waiting_for_input")))
+        waiting = _state(watcher)["waiting_for_input"]
         assert waiting.get("from") == "Runner" and waiting.get("cell_id") == "cell-0"
         assert "name? " not in str(watcher.notebook.ystate.to_py())  # the prompt is not stored
         refused = await other.send({"type": "input_reply", "request_id": prompt["request_id"],
