@@ -232,7 +232,14 @@ class DiskSync(LoggingConfigurable):
                 self.log.warning("%s: saved but not signed (notary: %s)", self.path, exc)
         self.disk_hash = self.doc_hash = new_hash
         self.base = nb
-        await self.room.store.set_base(data, new_hash)
+        try:
+            await self.room.store.set_base(data, new_hash)
+        except (sqlite3.Error, OSError) as exc:
+            # The file is saved; only the store's record of it is stale (a later start then
+            # merges the file against an older base, which finds the same content).
+            self.log.error("%s: saved, but its base could not be recorded in the store: %s",
+                           self.path, exc)  # fmt: skip
+            self.room.set_status("store_error", str(exc))
         self.room.notebook.ystate["hash"] = new_hash
         self.room.set_status("last_saved_hash", new_hash)
         self.room.set_status("save_error", None)

@@ -162,7 +162,11 @@ class Room(LoggingConfigurable):
         self._committed.set()
         self._committed = anyio.Event()
         if not self._unstored and self.store.wants_compaction():
-            await self.store.compact(self.doc.get_update())
+            try:
+                await self.store.compact(self.doc.get_update())
+            except (sqlite3.Error, OSError) as exc:  # the rows stay valid: retried later
+                self.log.error("store %s: compaction of document %s failed (kept as it was): "
+                               "%s", self.store.db_path, self.store.document_id, exc)  # fmt: skip
 
     async def wait_committed(self, seq: int) -> None:
         """Wait until every update applied up to ``seq`` is stored."""

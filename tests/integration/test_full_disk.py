@@ -5,6 +5,7 @@ Mounting needs root (as the CI machine runs); the test fails, saying so, otherwi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from tests.files import wait_for_file, write_notebook
 from tests.peers import NotebookPeer
-from tests.sidecar_process import running_sidecar
+from tests.sidecar_process import SidecarProcess, running_sidecar
 
 pytestmark = pytest.mark.anyio
 
@@ -35,6 +36,16 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@contextlib.contextmanager
+def _log_on_failure(sidecar: SidecarProcess) -> Iterator[None]:
+    """Add the sidecar's exit code and log to a failure."""
+    try:
+        yield
+    except (AssertionError, ConnectionError, TimeoutError) as exc:
+        raise AssertionError(f"{exc}\nsidecar exit code {sidecar.proc.poll()}; its log:\n"
+                             f"{sidecar.log}") from exc
 
 
 def _status(peer: NotebookPeer) -> dict[str, Any]:
@@ -62,7 +73,7 @@ async def test_a_full_disk_keeps_every_edit_and_says_so_until_there_is_room(
     small_fs: Path,
 ) -> None:
     nb = write_notebook(small_fs / "nb.ipynb", ["x = 1"])
-    with running_sidecar(nb, small_fs) as sidecar:
+    with running_sidecar(nb, small_fs) as sidecar, _log_on_failure(sidecar):
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
             peer.notebook.set_cell(0, source="x = 'before the disk filled'")
             await wait_for_file(nb, lambda: "before the disk filled" in nb.read_text())
