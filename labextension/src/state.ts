@@ -72,17 +72,39 @@ export function lastRun(metadata: Record<string, unknown> | undefined): ILastRun
   return ours?.last_run ?? null;
 }
 
-/** Where one cell stands in the shared queue. */
-export function cellRunState(
-  model: ISharedNotebook,
-  cellId: string
-): { queued: boolean; running: boolean; last: ILastRun | null; cancelled: IQueueEntry[] } {
+/** Where a cell stands in the shared queue. */
+export interface ICellRunState {
+  queued: boolean;
+  running: boolean;
+  last: ILastRun | null;
+  cancelled: IQueueEntry[];
+}
+
+/** Where each of some cells stands, reading the room's state and the cells once. */
+export function runStates(model: ISharedNotebook, cellIds: Iterable<string>): Map<string, ICellRunState> {
+  const wanted = new Set(cellIds);
   const state = roomState(model);
-  const cell = model.cells.find(c => c.getId() === cellId);
-  return {
-    queued: (state.queue ?? []).some(e => e.cell_id === cellId),
-    running: state.running?.cell_id === cellId,
-    last: cell ? lastRun(cell.getMetadata() as Record<string, unknown>) : null,
-    cancelled: (state.cancelled ?? []).filter(e => e.cell_id === cellId)
-  };
+  const queued = new Set((state.queue ?? []).map(e => e.cell_id));
+  const metadata = new Map<string, Record<string, unknown>>();
+  for (const cell of model.cells) {
+    const id = cell.getId();
+    if (wanted.has(id)) {
+      metadata.set(id, cell.getMetadata() as Record<string, unknown>);
+    }
+  }
+  const out = new Map<string, ICellRunState>();
+  for (const id of wanted) {
+    out.set(id, {
+      queued: queued.has(id),
+      running: state.running?.cell_id === id,
+      last: lastRun(metadata.get(id)),
+      cancelled: (state.cancelled ?? []).filter(e => e.cell_id === id)
+    });
+  }
+  return out;
+}
+
+/** Where one cell stands in the shared queue. */
+export function cellRunState(model: ISharedNotebook, cellId: string): ICellRunState {
+  return runStates(model, [cellId]).get(cellId)!;
 }
