@@ -45,11 +45,24 @@ class JupyterServer:
         """Everything the server (and the sidecars it started) logged."""
         return "".join(self.log_lines)
 
-    def client(self) -> httpx.AsyncClient:
-        """An HTTP client authenticated with the server's token."""
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        """An HTTP client authenticated with the server's token (or another one)."""
         return httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": f"token {self.token}"}, timeout=60
+            base_url=self.url, headers={"Authorization": f"token {token or self.token}"},
+            timeout=60,
         )
+
+    def sync_url(self, document_id: str) -> str:
+        """The browser-facing WebSocket of a room."""
+        return self.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{document_id}"
+
+    async def open_room(self, path: str, token: str | None = None) -> dict[str, Any]:
+        """``PUT /api/kernel-collab/rooms/{path}``, which must succeed."""
+        async with self.client(token) as http:
+            response = await http.put(f"/api/kernel-collab/rooms/{path}")
+            assert response.status_code == 200, response.text
+            room: dict[str, Any] = response.json()
+            return room
 
     async def start_session(self, path: str, kernel: str = "python3-collab",
                             name: str | None = None) -> dict[str, Any]:

@@ -15,18 +15,13 @@ from tests.peers import NotebookPeer
 pytestmark = pytest.mark.anyio
 
 
-def sync_url(server: JupyterServer, document_id: str) -> str:
-    """The browser-facing WebSocket of a room."""
-    return server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{document_id}"
-
-
 async def test_a_script_writes_and_runs_cells_while_a_person_watches(
     server: JupyterServer,
 ) -> None:
     nb_path = write_notebook(server.root / "nb.ipynb", ["x = 41"])
     async with connect(server.url, "nb.ipynb", token=server.token, name="my-agent") as nb:
         document_id = nb._ynb.ystate.get("document_id")
-        async with NotebookPeer.connect(sync_url(server, str(document_id)),
+        async with NotebookPeer.connect(server.sync_url(str(document_id)),
                                         server.token) as person:  # fmt: skip
             first = nb.cells[0]
             assert first.source == "x = 41"

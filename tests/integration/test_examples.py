@@ -20,9 +20,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 async def test_the_notebook_that_writes_cells_from_code(server: JupyterServer) -> None:
     shutil.copy(EXAMPLES / "cells_from_code.ipynb", server.root / "nb.ipynb")
     async with server.client() as http:
-        room = (await http.put("/api/kernel-collab/rooms/nb.ipynb")).json()
-        url = (server.url.replace("http", "ws", 1)
-               + f"/api/kernel-collab/sync/{room['document_id']}")  # fmt: skip
+        room = await server.open_room("nb.ipynb")
+        url = server.sync_url(room["document_id"])
         async with NotebookPeer.connect(url, server.token) as peer:
             await http.post(f"/api/kernels/{room['kernel_id']}/execute",
                             json={"cell_id": "write-cells", "document_id": room["document_id"]})

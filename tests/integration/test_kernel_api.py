@@ -39,8 +39,8 @@ async def test_code_in_the_kernel_edits_and_runs_cells_others_see(server: Jupyte
         "try:\n    h.wait()\nexcept RuntimeError as e:\n    print('refused:', e)\n",
         "x = 0",
     ])  # fmt: skip
-    room = await _open(server)
-    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
         response = await http.post(f"/api/kernels/{room['kernel_id']}/execute",
                                    json={"cell_id": "cell-0", "document_id": room["document_id"]})
@@ -70,8 +70,8 @@ async def test_others_edits_are_seen_by_a_cell_stuck_in_a_loop(server: JupyterSe
         "print('saw it')\n",
         "wait",
     ])  # fmt: skip
-    room = await _open(server)
-    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
         await http.post(f"/api/kernels/{room['kernel_id']}/execute",
                         json={"cell_id": "cell-0", "document_id": room["document_id"]})
@@ -88,14 +88,6 @@ async def test_others_edits_are_seen_by_a_cell_stuck_in_a_loop(server: JupyterSe
         assert "idle" not in statuses[:-2]
 
 
-async def _open(server: JupyterServer) -> dict[str, Any]:
-    async with server.client() as http:
-        response = await http.put("/api/kernel-collab/rooms/nb.ipynb")
-        assert response.status_code == 200, response.text
-        room: dict[str, Any] = response.json()
-        return room
-
-
 async def test_kernel_script_and_peer_editing_at_once_converge(server: JupyterServer) -> None:
     from kernel_collab.client import connect
 
@@ -105,8 +97,8 @@ async def test_kernel_script_and_peer_editing_at_once_converge(server: JupyterSe
         "    nb.append_cell(f'# kernel {i}')\n",
         "",
     ])  # fmt: skip
-    room = await _open(server)
-    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     async with (
         NotebookPeer.connect(url, server.token) as peer,
         connect(server.url, "nb.ipynb", token=server.token, name="script") as script,
@@ -147,8 +139,8 @@ async def test_the_replica_spends_no_iopub_and_keeps_no_kernel_awake(server: Jup
         "import time\nwhile nb.cells[1].source != 'edit 29':\n    time.sleep(0.01)\n"
         "print(nb.cells[1].source)",
     ])  # fmt: skip
-    room = await _open(server)
-    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     watcher = AsyncKernelClient()
     watcher.load_connection_file(str(server.runtime / f"kernel-{room['kernel_id']}.json"))
     watcher.start_channels()
@@ -199,8 +191,8 @@ async def test_notebook_can_be_called_again_in_later_cells(server: JupyterServer
         "import kernel_collab\nprint(len(kernel_collab.notebook().cells))",
         "import kernel_collab\nprint(kernel_collab.notebook().cells[0].id)",
     ])  # fmt: skip
-    room = await _open(server)
-    url = server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
         for cell_id in ("cell-0", "cell-1"):
             await http.post(f"/api/kernels/{room['kernel_id']}/execute",

@@ -6,7 +6,6 @@ import itertools
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
@@ -46,10 +45,8 @@ async def test_three_people_a_script_and_the_kernel_share_one_attributed_queue(
         "slow": "import time\nprint('slow', flush=True)\ntime.sleep(60)",
         "after": "print('never')",
     })  # fmt: skip
-    async with httpx.AsyncClient(base_url=srv.url, timeout=60,
-                                 headers={"Authorization": "token runner-token"}) as http:
-        room = (await http.put("/api/kernel-collab/rooms/nb.ipynb")).json()
-    url = srv.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    room = await srv.open_room("nb.ipynb", token="runner-token")
+    url = srv.sync_url(room["document_id"])
     async with (
         NotebookPeer.connect(url, "runner-token") as watcher,
         ws_connect(f"{url}?token=runner-token") as ws_a,
@@ -101,8 +98,7 @@ async def test_three_people_a_script_and_the_kernel_share_one_attributed_queue(
         await watcher.wait_until(lambda p: (_state(p).get("running") or {}).get("cell_id")
                                  == "slow" and bool(_cell(p, "slow")["outputs"]))  # fmt: skip
         await ask(bob, ["after"])
-        async with httpx.AsyncClient(base_url=srv.url, timeout=60,
-                                     headers={"Authorization": "token runner2-token"}) as http:
+        async with srv.client("runner2-token") as http:
             response = await http.post("/api/kernel-collab/rooms/nb.ipynb/interrupt")
             assert response.status_code == 200, response.text
         await watcher.wait_until(lambda p: _last_run(p, "slow").get("status") == "error")

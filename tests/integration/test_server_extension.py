@@ -20,20 +20,6 @@ pytestmark = pytest.mark.anyio
 
 
 
-def sync_url(server: JupyterServer, document_id: str) -> str:
-    """The browser-facing WebSocket of a room."""
-    return server.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{document_id}"
-
-
-async def open_room(server: JupyterServer, path: str) -> dict[str, Any]:
-    """``PUT /api/kernel-collab/rooms/{path}``."""
-    async with server.client() as http:
-        response = await http.put(f"/api/kernel-collab/rooms/{path}")
-        assert response.status_code == 200, response.text
-        room: dict[str, Any] = response.json()
-        return room
-
-
 async def test_put_opens_a_room_and_browsers_sync_through_the_proxy(
     server: JupyterServer,
 ) -> None:
@@ -41,13 +27,13 @@ async def test_put_opens_a_room_and_browsers_sync_through_the_proxy(
     async with server.client() as http:
         missing = await http.get("/api/kernel-collab/rooms/nb.ipynb")
         assert missing.status_code == 404
-    room = await open_room(server, "nb.ipynb")
+    room = await server.open_room("nb.ipynb")
     assert room["path"] == "nb.ipynb"
     assert room["document_id"] and room["kernel_id"]
-    again = await open_room(server, "nb.ipynb")  # idempotent: the same room and kernel
+    again = await server.open_room("nb.ipynb")  # idempotent: the same room and kernel
     assert (again["document_id"], again["kernel_id"]) == (room["document_id"], room["kernel_id"])
 
-    url = sync_url(server, room["document_id"])
+    url = server.sync_url(room["document_id"])
     async with NotebookPeer.connect(url, server.token) as alice, NotebookPeer.connect(
         url, server.token
     ) as bob:
@@ -83,7 +69,7 @@ async def test_requests_without_credentials_or_outside_the_root_are_refused(
     server: JupyterServer,
 ) -> None:
     write_notebook(server.root / "nb.ipynb", ["x = 1"])
-    room = await open_room(server, "nb.ipynb")
+    room = await server.open_room("nb.ipynb")
     async with httpx.AsyncClient(base_url=server.url) as anonymous:
         for method, path in [
             ("PUT", "/api/kernel-collab/rooms/nb.ipynb"),
@@ -93,7 +79,7 @@ async def test_requests_without_credentials_or_outside_the_root_are_refused(
             response = await anonymous.request(method, path, json={})
             assert response.status_code in (401, 403), (method, path, response.status_code)
     with pytest.raises(InvalidStatus) as refused:
-        async with NotebookPeer.connect(sync_url(server, room["document_id"]), None):
+        async with NotebookPeer.connect(server.sync_url(room["document_id"]), None):
             pass
     assert refused.value.response.status_code in (401, 403)
     async with server.client() as http:
@@ -107,15 +93,15 @@ async def test_requests_without_credentials_or_outside_the_root_are_refused(
         )
         assert wrong_doc.status_code == 400
     with pytest.raises(InvalidStatus) as not_found:
-        async with NotebookPeer.connect(sync_url(server, "no-such-document"), server.token):
+        async with NotebookPeer.connect(server.sync_url("no-such-document"), server.token):
             pass
     assert not_found.value.response.status_code == 404
 
 
 async def test_interrupt_through_our_route_says_who_did_it(server: JupyterServer) -> None:
     write_notebook(server.root / "nb.ipynb", ["import time\ntime.sleep(60)", "print('next')"])
-    room = await open_room(server, "nb.ipynb")
-    url = sync_url(server, room["document_id"])
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
         for cell in ("cell-0", "cell-1"):
             response = await http.post(f"/api/kernels/{room['kernel_id']}/execute",
@@ -148,8 +134,8 @@ def _status(peer: NotebookPeer) -> dict[str, Any]:
 async def test_rename_moves_the_room_and_delete_pauses_autosave(server: JupyterServer) -> None:
     write_notebook(server.root / "nb.ipynb", ["x = 1"])
     (server.root / "moved").mkdir()
-    room = await open_room(server, "nb.ipynb")
-    url = sync_url(server, room["document_id"])
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
         renamed = await http.patch("/api/contents/nb.ipynb", json={"path": "moved/nb2.ipynb"})
         assert renamed.status_code == 200, renamed.text
@@ -171,66 +157,58 @@ async def test_rename_moves_the_room_and_delete_pauses_autosave(server: JupyterS
         assert not new_file.exists()
 
 
-async def test_roles_are_enforced_by_the_sidecar(tmp_path: Path) -> None:
-    root, runtime = tmp_path / "root", tmp_path / "runtime"
-    root.mkdir()
-    runtime.mkdir()
-    write_notebook(root / "nb.ipynb", ["print('ran')", "x = 1"])
-    with running_server(
-        root, runtime,
-        "--ServerApp.identity_provider_class=tests.auth_roles.RoleIdentityProvider",
-        "--ServerApp.authorizer_class=tests.auth_roles.RoleAuthorizer",
-    ) as srv:  # fmt: skip
+async def test_roles_are_enforced_by_the_sidecar(roles_server: JupyterServer) -> None:
+    srv = roles_server
+    write_notebook(srv.root / "nb.ipynb", ["print('ran')", "x = 1"])
 
-        def as_role(role: str) -> httpx.AsyncClient:
-            return httpx.AsyncClient(base_url=srv.url, timeout=60,
-                                     headers={"Authorization": f"token {role}-token"})
+    def as_role(role: str) -> httpx.AsyncClient:
+        return srv.client(f"{role}-token")
 
-        async with as_role("reader") as reader:
-            refused = await reader.put("/api/kernel-collab/rooms/nb.ipynb")
-            assert refused.status_code == 403  # opening starts a kernel: not for readers
+    async with as_role("reader") as reader:
+        refused = await reader.put("/api/kernel-collab/rooms/nb.ipynb")
+        assert refused.status_code == 403  # opening starts a kernel: not for readers
+    async with as_role("runner") as runner:
+        opened = await runner.put("/api/kernel-collab/rooms/nb.ipynb")
+        assert opened.status_code == 200, opened.text
+        room = opened.json()
+    url = srv.sync_url(room["document_id"])
+    execute = f"/api/kernels/{room['kernel_id']}/execute"
+    body = {"cell_id": "cell-0", "document_id": room["document_id"]}
+    async with (
+        NotebookPeer.connect(url, "reader-token") as reader_peer,
+        NotebookPeer.connect(url, "editor-token") as editor_peer,
+        NotebookPeer.connect(url, "runner-token") as runner_peer,
+    ):
+        # The reader sees the notebook, but an edit closes its connection and reaches nobody.
+        assert str(reader_peer.notebook.ycells[1]["source"]) == "x = 1"
+        reader_peer.notebook.set_cell(1, source="x = 'reader was here'")
+        with pytest.raises(ConnectionError):
+            await reader_peer.wait_until(lambda p: False)
+        # The editor edits; everyone else sees it.
+        editor_peer.notebook.set_cell(1, source="x = 'editor'")
+        await runner_peer.wait_until(
+            lambda p: str(p.notebook.ycells[1]["source"]) == "x = 'editor'")
+        async with as_role("reader") as reader, as_role("editor") as editor:
+            assert (await reader.post(execute, json=body)).status_code == 403
+            assert (await editor.post(execute, json=body)).status_code == 403
+            interrupt = "/api/kernel-collab/rooms/nb.ipynb/interrupt"
+            assert (await editor.post(interrupt)).status_code == 403
         async with as_role("runner") as runner:
-            opened = await runner.put("/api/kernel-collab/rooms/nb.ipynb")
-            assert opened.status_code == 200, opened.text
-            room = opened.json()
-        url = sync_url(srv, room["document_id"])
-        execute = f"/api/kernels/{room['kernel_id']}/execute"
-        body = {"cell_id": "cell-0", "document_id": room["document_id"]}
-        async with (
-            NotebookPeer.connect(url, "reader-token") as reader_peer,
-            NotebookPeer.connect(url, "editor-token") as editor_peer,
-            NotebookPeer.connect(url, "runner-token") as runner_peer,
-        ):
-            # The reader sees the notebook, but an edit closes its connection and reaches nobody.
-            assert str(reader_peer.notebook.ycells[1]["source"]) == "x = 1"
-            reader_peer.notebook.set_cell(1, source="x = 'reader was here'")
-            with pytest.raises(ConnectionError):
-                await reader_peer.wait_until(lambda p: False)
-            # The editor edits; everyone else sees it.
-            editor_peer.notebook.set_cell(1, source="x = 'editor'")
-            await runner_peer.wait_until(
-                lambda p: str(p.notebook.ycells[1]["source"]) == "x = 'editor'")
-            async with as_role("reader") as reader, as_role("editor") as editor:
-                assert (await reader.post(execute, json=body)).status_code == 403
-                assert (await editor.post(execute, json=body)).status_code == 403
-                interrupt = "/api/kernel-collab/rooms/nb.ipynb/interrupt"
-                assert (await editor.post(interrupt)).status_code == 403
-            async with as_role("runner") as runner:
-                assert (await runner.post(execute, json=body)).status_code == 202
+            assert (await runner.post(execute, json=body)).status_code == 202
 
-            def ran(p: NotebookPeer) -> bool:
-                cell = p.notebook.get()["cells"][0]
-                return (cell["metadata"].get("kernel_collab", {}).get("last_run", {})
-                        .get("by", {}).get("username")) == "runner" and bool(cell["outputs"])
+        def ran(p: NotebookPeer) -> bool:
+            cell = p.notebook.get()["cells"][0]
+            return (cell["metadata"].get("kernel_collab", {}).get("last_run", {})
+                    .get("by", {}).get("username")) == "runner" and bool(cell["outputs"])
 
-            await editor_peer.wait_until(ran)
-            assert "reader was here" not in str(runner_peer.notebook.get())
-            # The editor's name on its awareness comes from the server, not from the peer.
-            editor_peer.set_awareness({"user": {"name": "Runner"}})
-            await runner_peer.wait_until(lambda p: any(
-                s.get("user", {}).get("username") == "editor" for s in p.peers.values()))
-            names = [s["user"].get("name") for s in runner_peer.peers.values() if "user" in s]
-            assert names.count("Runner") == 0
+        await editor_peer.wait_until(ran)
+        assert "reader was here" not in str(runner_peer.notebook.get())
+        # The editor's name on its awareness comes from the server, not from the peer.
+        editor_peer.set_awareness({"user": {"name": "Runner"}})
+        await runner_peer.wait_until(lambda p: any(
+            s.get("user", {}).get("username") == "editor" for s in p.peers.values()))
+        names = [s["user"].get("name") for s in runner_peer.peers.values() if "user" in s]
+        assert names.count("Runner") == 0
 
 
 async def test_a_script_racing_a_browser_gets_the_same_room(server: JupyterServer) -> None:
@@ -238,7 +216,7 @@ async def test_a_script_racing_a_browser_gets_the_same_room(server: JupyterServe
     rooms: list[dict[str, Any]] = []
 
     async def opener() -> None:
-        rooms.append(await open_room(server, "nb.ipynb"))
+        rooms.append(await server.open_room("nb.ipynb"))
 
     async with anyio.create_task_group() as tg:
         for _ in range(3):
@@ -252,7 +230,7 @@ async def test_a_script_racing_a_browser_gets_the_same_room(server: JupyterServe
 
 async def test_a_second_kernel_for_the_same_notebook_is_refused(server: JupyterServer) -> None:
     nb = write_notebook(server.root / "nb.ipynb", ["x = 1"])
-    room = await open_room(server, "nb.ipynb")
+    room = await server.open_room("nb.ipynb")
     async with server.client() as http:
         # A bare kernel told to serve the same notebook (as a second session would be).
         second = await http.post("/api/sessions", json={
@@ -275,7 +253,7 @@ async def test_jupyter_collaboration_cannot_open_a_second_room_on_our_notebook(
         before = await http.put("/api/collaboration/session/nb.ipynb", json=body)
         assert before.status_code in (200, 201), before.text
         file_id = before.json()["fileId"]
-        await open_room(server, "nb.ipynb")
+        await server.open_room("nb.ipynb")
         refused = await http.put("/api/collaboration/session/nb.ipynb", json=body)
         assert refused.status_code == 409
         assert "kernel_collab" in refused.text
@@ -293,8 +271,8 @@ async def test_a_killed_sidecar_tells_browsers_to_reconnect_and_comes_back(
     server: JupyterServer,
 ) -> None:
     nb = write_notebook(server.root / "nb.ipynb", ["x = 1"])
-    room = await open_room(server, "nb.ipynb")
-    url = sync_url(server, room["document_id"])
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
     old = server.sidecar(nb)
     async with NotebookPeer.connect(url, server.token) as peer, NotebookPeer.connect(
         url, server.token
@@ -369,7 +347,7 @@ async def test_mode_says_which_notebooks_open_collaboratively(server: JupyterSer
     await server.start_session("plain.ipynb", kernel="python3")
     assert await mode("plain.ipynb") == {
         "collaborative": False, "reason": "session", "kernel_name": "python3"}
-    room = await open_room(server, "collab.ipynb")
+    room = await server.open_room("collab.ipynb")
     assert room["permissions"] == {"write": True, "execute": True}
     opened = await mode("collab.ipynb")
     assert (opened["collaborative"], opened["reason"]) == (True, "session")

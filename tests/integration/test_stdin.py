@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -55,10 +54,8 @@ class Person:
 
 
 async def _open(srv: JupyterServer) -> str:
-    async with httpx.AsyncClient(base_url=srv.url, timeout=60,
-                                 headers={"Authorization": "token runner-token"}) as http:
-        room = (await http.put("/api/kernel-collab/rooms/nb.ipynb")).json()
-    return srv.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{room['document_id']}"
+    room = await srv.open_room("nb.ipynb", token="runner-token")
+    return srv.sync_url(room["document_id"])
 
 
 def _state(peer: NotebookPeer) -> dict[str, Any]:
