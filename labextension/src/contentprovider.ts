@@ -92,7 +92,7 @@ export class KernelCollabContentProvider implements IContentProvider {
 
   async get(path: string, options?: Contents.IFetchOptions): Promise<Contents.IModel> {
     const opened = this._opened.get(path);
-    if (!opened || options?.type !== 'notebook' || !options?.content) {
+    if (!opened || (options?.type !== undefined && options.type !== 'notebook')) {
       return this._drive.get(path, { ...options, contentProviderId: undefined });
     }
     opened.binding ??= this._bind(path, opened);
@@ -100,12 +100,21 @@ export class KernelCollabContentProvider implements IContentProvider {
     if (binding.kind === 'file') {
       return this._drive.get(path, { ...options, contentProviderId: undefined });
     }
-    // The document comes from a room: never load the file over it.
+    // The document comes from a room: never load the file over it. Its hash is the one the
+    // room last saved or read, which is also the one `fileChanged` reports (a file hash
+    // read here could be ahead of what this page was told, and JupyterLab would show a
+    // "File Changed" dialog before every save).
     const [model] = await Promise.all([
       this._drive.get(path, { ...options, content: false, contentProviderId: undefined }),
-      binding.provider.ready
+      options?.content ? binding.provider.ready : undefined
     ]);
-    return { ...model, format: 'json', content: null };
+    const hash = opened.model.getState('hash');
+    return {
+      ...model,
+      format: 'json',
+      content: null,
+      ...(typeof hash === 'string' && hash ? { hash } : {})
+    };
   }
 
   async save(path: string, options: Partial<Contents.IModel> & Contents.IContentProvisionOptions = {}): Promise<Contents.IModel> {
@@ -118,8 +127,7 @@ export class KernelCollabContentProvider implements IContentProvider {
     } else {
       return this._drive.save(path, { ...options, contentProviderId: undefined });
     }
-    const model = await this._drive.get(path, { content: false, contentProviderId: undefined });
-    return { ...model, format: 'json' };
+    return this.get(path, { type: 'notebook', content: false });
   }
 
   private async _bind(path: string, opened: IOpened): Promise<Binding> {
@@ -158,16 +166,17 @@ export class KernelCollabContentProvider implements IContentProvider {
 
   /** Tell the document context the file's new hash whenever the room saved it. */
   private _followSaves(path: string, model: YNotebook): void {
-    model.changed.connect(async (_, change) => {
+    model.changed.connect((_, change) => {
       const hash = change.stateChange?.find(c => c.name === 'hash');
       if (!hash || !hash.newValue) {
         return;
       }
-      const saved = await this._drive.get(path, { content: false, contentProviderId: undefined });
+      // At once, in the same turn as the change: a save started after it must not compare
+      // against the hash before it.
       this._fileChanged.emit({
         type: 'save',
-        oldValue: { hash: hash.oldValue },
-        newValue: { ...saved, hash: hash.newValue }
+        oldValue: { path, hash: hash.oldValue },
+        newValue: { path, hash: hash.newValue }
       });
     });
   }
