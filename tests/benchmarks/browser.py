@@ -111,14 +111,12 @@ def lab_server(system: System, base: Path) -> Iterator[JupyterServer]:
     env = {"JUPYTER_CONFIG_DIR": str(config),
            "JUPYTERLAB_SETTINGS_DIR": str(config / "lab" / "user-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(config / "lab" / "workspaces")}
-    args = ["--LabApp.expose_app_in_browser=True"]
+    # jupyter-collaboration's store (installed beside ours too) out of the working directory.
+    args = ["--LabApp.expose_app_in_browser=True", f"--SQLiteYStore.db_path={base / 'ystore.db'}"]
     command = None
     if isinstance(system, JupyterCollaboration):
         command = [str(system.venv / "bin" / "jupyter-server")]
         env["PYTHONPATH"] = ""  # nothing of ours in their server
-        args.append(f"--SQLiteYStore.db_path={base / 'ystore.db'}")
-    else:
-        args.append(f"--SQLiteYStore.db_path={base / 'ystore.db'}")  # theirs, installed too
     with running_server(root, runtime, *args, env=env, command=command) as server:
         yield server
 

@@ -211,20 +211,26 @@ class KernelSetup:
 
 
 @contextlib.asynccontextmanager
-async def jupyter_server(ctx: Context) -> AsyncIterator[KernelSetup]:
-    """``tests.jupyter_server_process.running_server`` on a fresh root (its blocking start and
-    stop run in a worker thread)."""
-    base = ctx.scratch / "kernel"
+async def collab_server(base: Path) -> AsyncIterator[JupyterServer]:
+    """``tests.jupyter_server_process.running_server`` (kernel_collab's extension enabled) on a
+    fresh root under ``base``; its blocking start and stop run in a worker thread."""
     root, runtime = base / "root", base / "runtime"
     root.mkdir(parents=True)
     runtime.mkdir(parents=True)
     cm: AbstractContextManager[JupyterServer] = running_server(root, runtime)
     server = await anyio.to_thread.run_sync(cm.__enter__)
     try:
-        yield KernelSetup(server, ctx)
+        yield server
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def jupyter_server(ctx: Context) -> AsyncIterator[KernelSetup]:
+    """A server for the kernel workloads, with the run's plan."""
+    async with collab_server(ctx.scratch / "kernel") as server:
+        yield KernelSetup(server, ctx)
 
 
 @contextlib.asynccontextmanager

@@ -22,12 +22,9 @@ cell prints (until the last line is on disk), and its peak just before each save
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +34,9 @@ import anyio
 import httpx
 import watchfiles
 
-from tests.jupyter_server_process import JupyterServer, running_server
+from tests.jupyter_server_process import JupyterServer
 
-from .kernel import KernelBenchError, kernel_idle, run_and_wait, wait_for
+from .kernel import KernelBenchError, collab_server, kernel_idle, run_and_wait, wait_for
 from .peers import Peer, join
 from .report import summarize
 from .systems import Deployment, Sidecar, System
@@ -120,23 +117,6 @@ def stamps_on_disk(path: Path, run: str) -> list[float] | None:
 # -- the server ------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def collab_server(ctx: Context) -> AsyncIterator[JupyterServer]:
-    """``running_server`` (kernel_collab's extension enabled) on a fresh root; its blocking
-    start and stop run in a worker thread."""
-    base = ctx.scratch / "proxy" / secrets.token_hex(3)
-    root, runtime = base / "root", base / "runtime"
-    root.mkdir(parents=True)
-    runtime.mkdir(parents=True)
-    cm: AbstractContextManager[JupyterServer] = running_server(root, runtime)
-    server = await anyio.to_thread.run_sync(cm.__enter__)
-    try:
-        yield server
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
-
-
 def _fail(server: JupyterServer, what: str, exc: BaseException | None = None) -> KernelBenchError:
     tail = "\n".join("    " + line for line in server.log.splitlines()[-30:])
     detail = f": {exc}" if exc is not None else ""
@@ -176,7 +156,7 @@ async def proxy_workload(system: System, ctx: Context, rec: Recorder) -> None:
         return
 
     runs = [f"tick{r}" for r in range(plan.ticker_runs)]
-    async with collab_server(ctx) as server:
+    async with collab_server(ctx.scratch / "proxy" / secrets.token_hex(3)) as server:
         nb = server.root / "nbproxy.ipynb"
         write_proxy_notebook(ctx, nb, runs)
         model = await open_room(server, nb.name)

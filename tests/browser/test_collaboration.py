@@ -135,6 +135,14 @@ def open_collaborative(person: UserPage, path: str) -> None:
     expect(kernel_status(person)).to_have_attribute("data-status", "idle", timeout=SEE_MS)
 
 
+def alice_and_bob(user_page: People, path: str) -> tuple[UserPage, UserPage]:
+    """Alice and Bob, each with ``path`` open and its kernel idle."""
+    alice, bob = user_page("alice"), user_page("bob")
+    open_collaborative(alice, path)
+    open_collaborative(bob, path)
+    return alice, bob
+
+
 def run(person: UserPage, index: int) -> None:
     """Put the caret in a cell and press Shift+Enter, as a person runs it."""
     source(person, index).click()
@@ -193,9 +201,7 @@ def stream_text(nb_cell: dict[str, Any]) -> str:
 
 def test_edits_carets_and_people_are_shared(lab: JupyterServer, user_page: People) -> None:
     collaborative_notebook(lab, "edits.ipynb", ["x = 1", "y = 2"])
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "edits.ipynb")
-    open_collaborative(bob, "edits.ipynb")
+    alice, bob = alice_and_bob(user_page, "edits.ipynb")
 
     type_at_end(alice, 0, "  # typed by Alice")
     expect_source(bob, 0, "x = 1  # typed by Alice")
@@ -233,9 +239,7 @@ def test_one_queue_for_everyone(lab: JupyterServer, user_page: People) -> None:
         "print('bob ran')",
         "",
     ])  # fmt: skip
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "queue.ipynb")
-    open_collaborative(bob, "queue.ipynb")
+    alice, bob = alice_and_bob(user_page, "queue.ipynb")
 
     run(alice, 0)
     for person in (alice, bob):
@@ -276,9 +280,7 @@ def test_output_keeps_coming_after_the_runner_leaves(
         "    time.sleep(0.5)",
         "",
     ])  # fmt: skip
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "leaves.ipynb")
-    open_collaborative(bob, "leaves.ipynb")
+    alice, bob = alice_and_bob(user_page, "leaves.ipynb")
 
     run(alice, 0)
     expect(outputs(alice, 0)).to_contain_text("line 1")
@@ -296,9 +298,7 @@ def test_edits_made_while_the_sidecar_is_down_arrive(
     lab: JupyterServer, user_page: People
 ) -> None:
     path = collaborative_notebook(lab, "cut.ipynb", ["a = 1", "b = 2"])
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "cut.ipynb")
-    open_collaborative(bob, "cut.ipynb")
+    alice, bob = alice_and_bob(user_page, "cut.ipynb")
     pid = lab.sidecar(path)["pid"]
 
     os.kill(pid, signal.SIGKILL)
@@ -343,9 +343,7 @@ def test_html_and_javascript_outputs_render_for_everyone(
         "(document.body.dataset.kcJs||\"\") + \"ran\"'))",
         "",
     ])  # fmt: skip
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "rich.ipynb")
-    open_collaborative(bob, "rich.ipynb")
+    alice, bob = alice_and_bob(user_page, "rich.ipynb")
 
     run(alice, 0)
     for person in (alice, bob):
@@ -363,9 +361,7 @@ def test_widgets_render_for_everyone_and_latecomers(
         "import ipywidgets as w\ns = w.IntSlider(value=7)\ns",
         "",
     ])  # fmt: skip
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "widgets.ipynb")
-    open_collaborative(bob, "widgets.ipynb")
+    alice, bob = alice_and_bob(user_page, "widgets.ipynb")
 
     run(alice, 0)
     for person in (alice, bob):

@@ -10,9 +10,9 @@ from playwright.sync_api import expect
 from tests.browser.test_collaboration import (
     SEE_MS,
     People,
+    alice_and_bob,
     collaborative_notebook,
     expect_seen,
-    open_collaborative,
     outputs,
     room_bar,
     run,
@@ -25,9 +25,7 @@ def test_input_prompts_only_the_person_who_ran_the_cell(
     lab: JupyterServer, user_page: People
 ) -> None:
     collaborative_notebook(lab, "ask.ipynb", ["name = input('your name? ')\nprint('hi', name)"])
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "ask.ipynb")
-    open_collaborative(bob, "ask.ipynb")
+    alice, bob = alice_and_bob(user_page, "ask.ipynb")
 
     run(alice, 0)
     prompt = alice.page.locator(".jp-Dialog")
@@ -52,9 +50,7 @@ def test_interrupt_by_another_person_stops_the_cell_and_the_queue(
         "import time\nprint('started', flush=True)\ntime.sleep(60)",
         "print('never printed')",
     ])  # fmt: skip
-    alice, bob = user_page("alice"), user_page("bob")
-    open_collaborative(alice, "long.ipynb")
-    open_collaborative(bob, "long.ipynb")
+    alice, bob = alice_and_bob(user_page, "long.ipynb")
 
     run(alice, 0)
     expect(outputs(bob, 0)).to_have_text("started\n", timeout=SEE_MS)
