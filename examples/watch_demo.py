@@ -27,6 +27,9 @@ from websockets.asyncio.client import connect
 from kernel_collab.sidecar import wire
 
 HERE = Path(__file__).resolve().parent
+"""The server's root: what it serves."""
+RUNTIME = HERE.parent / ".runtime"
+"""Jupyter's runtime dir (the sidecar's tokens): outside what the server serves."""
 
 
 def free_port() -> int:
@@ -80,7 +83,8 @@ def render(nb: YNotebook) -> str:
 async def watch(sidecar: dict[str, Any]) -> None:
     """Join the document as a peer, queue every cell, and print it as it changes."""
     nb = YNotebook()
-    async with connect(f"{sidecar['url']}?token={sidecar['token']}&name=demo-watcher") as ws:
+    async with connect(f"{sidecar['url']}?name=demo-watcher",
+                       additional_headers={"Authorization": f"token {sidecar['token']}"}) as ws:
         await ws.send(create_sync_message(nb.ydoc))
         queued = False
         shown = ""
@@ -106,7 +110,9 @@ async def watch(sidecar: dict[str, Any]) -> None:
 def main() -> None:
     """Run the demo."""
     token, port = secrets.token_hex(16), free_port()
-    runtime = HERE / ".runtime"
+    runtime = RUNTIME
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    runtime.chmod(0o700)
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",

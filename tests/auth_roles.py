@@ -28,7 +28,8 @@ class RoleIdentityProvider(IdentityProvider):
 
 
 class RoleAuthorizer(Authorizer):
-    """reader: read; editor: read, write contents; runner: everything."""
+    """reader: read; editor: read, write contents and kernels (which jupyter_server's own
+    interrupt and restart routes ask for), never execute; runner: everything."""
 
     def is_authorized(self, handler: Any, user: User, action: str, resource: str) -> bool:
         """Whether the user's role allows ``action`` on ``resource``."""
@@ -36,4 +37,5 @@ class RoleAuthorizer(Authorizer):
             return True
         if action == "read":
             return True
-        return user.username == "editor" and action == "write" and resource == "contents"
+        return (user.username == "editor" and action == "write"
+                and resource in ("contents", "kernels"))  # fmt: skip

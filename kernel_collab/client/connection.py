@@ -84,9 +84,11 @@ class WebSocketTransport:
         return reply
 
     def touched(self, cell_id: str) -> None:
-        """Show others which cell this client touched last."""
-        state = {"user": {"name": self.name, "client_name": self.name},
-                 "kernel_collab": {"cell_id": cell_id}}  # fmt: skip
+        """Show others which cell this client touched last. The sidecar replaces ``user`` with
+        who the server says this is (an anonymous connection keeps ``user.name``), so the
+        client's own name travels in ``kernel_collab.client_name``."""
+        state = {"user": {"name": self.name},
+                 "kernel_collab": {"cell_id": cell_id, "client_name": self.name}}  # fmt: skip
         self.awareness.set_local_state(state)
         update = self.awareness.encode_awareness_update([self.awareness.client_id])
         self._queue(create_awareness_message(update))

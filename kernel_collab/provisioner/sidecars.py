@@ -62,8 +62,8 @@ class SidecarHandle:
         try:
             with anyio.fail_after(timeout):
                 async with ws_connect(
-                    f"{self.url}?token={self.admin_token}",
-                    additional_headers=headers,
+                    self.url,
+                    additional_headers={**(headers or {}), **admin_headers(self)},
                     max_size=None,
                 ) as ws:
                     await ws.send(wire.encode_request(obj))
@@ -86,6 +86,12 @@ class SidecarHandle:
                 f"sidecar for {self.notebook} refused {obj.get('type')}: {reply.get('error')}"
             )
         return reply
+
+
+def admin_headers(handle: SidecarHandle) -> dict[str, str]:
+    """Headers of a connection made with a sidecar's admin token. The token travels in a
+    header rather than in the URL, so no error message or log line naming the URL has it."""
+    return {"Authorization": f"token {handle.admin_token}"}
 
 
 def runtime_dir() -> Path:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import re
 from functools import partial
 from typing import Any
 
+import jupyter_server
 from jupyter_server.services.contents.filemanager import (
     AsyncFileContentsManager,
     FileContentsManager,
 )
+from jupyter_server.services.kernels import handlers as kernel_handlers
 from jupyter_server.utils import url_path_join
 from traitlets import Unicode
 from traitlets.config import Configurable
@@ -25,6 +29,7 @@ from .handlers import (
     ModeHandler,
     RoomHandler,
     SyncHandler,
+    collaborative_kernel_action,
 )
 from .rooms import RoomManager
 
@@ -69,6 +74,7 @@ def load(serverapp: Any) -> None:
     web_app.settings["kernel_collab_rooms"] = rooms
     _pass_notebook_paths(serverapp)
     _forget_failed_kernel_starts(serverapp.kernel_manager)
+    guard_stock_kernel_actions(serverapp.log)
     if guard_jupyter_collaboration(rooms):
         serverapp.log.info("kernel_collab: jupyter-collaboration's rooms are refused for "
                            "notebooks a sidecar owns")
@@ -139,6 +145,54 @@ def _refuse_later_clashes(web_app: Any, probe: str) -> None:
         original(host_pattern, handlers)
 
     web_app.add_handlers = add_handlers
+
+
+STOCK_KERNEL_ACTIONS_RANGE = ((2, 14), (3, 0))
+"""jupyter_server versions (``>=2.14,<3``) whose ``KernelActionHandler.post`` we wrap."""
+
+
+def stock_kernel_actions_unguardable() -> str | None:
+    """Why jupyter_server's ``POST /api/kernels/{id}/interrupt|restart`` handler cannot be
+    guarded here (None: it can)."""
+    low, high = STOCK_KERNEL_ACTIONS_RANGE
+    version = tuple(int(part) for part in re.findall(r"\d+", jupyter_server.__version__)[:2])
+    if not low <= version < high:
+        return (f"jupyter_server {jupyter_server.__version__} is outside the versions this "
+                "guard was written for (>=2.14,<3)")  # fmt: skip
+    post = getattr(getattr(kernel_handlers, "KernelActionHandler", None), "post", None)
+    if post is None or not inspect.iscoroutinefunction(inspect.unwrap(post)):
+        return "jupyter_server's KernelActionHandler.post is gone or no longer async"
+    return None
+
+
+def guard_stock_kernel_actions(log: Any) -> bool:
+    """jupyter_server's own ``POST /api/kernels/{id}/interrupt`` and ``/restart`` need only
+    ``kernels:write``. For a collaborative kernel — everyone's, with a shared queue — they need
+    ``kernels:execute`` as our room routes do, and who did it is recorded in the document.
+    Other kernels keep the stock behaviour. Returns whether the guard is in place (outside the
+    jupyter_server versions it was written for, it logs a warning and changes nothing)."""
+    reason = stock_kernel_actions_unguardable()
+    if reason is not None:
+        log.warning("kernel_collab: %s: POST /api/kernels/{id}/interrupt and /restart keep "
+                    "jupyter_server's own check (kernels:write) for collaborative kernels, and "
+                    "are recorded as done by 'unknown'", reason)  # fmt: skip
+        return False
+    cls = kernel_handlers.KernelActionHandler
+    original: Any = cls.post
+    if getattr(original, "_kernel_collab_guard", False):
+        return True
+
+    @functools.wraps(original)
+    async def post(self: Any, kernel_id: str, action: str) -> None:
+        rooms: RoomManager | None = self.settings.get("kernel_collab_rooms")
+        # Unauthenticated requests and unknown kernels get the stock answers (403, 404).
+        if self.current_user and rooms is not None and rooms.is_collaborative(kernel_id):
+            await collaborative_kernel_action(self, rooms.handle_for_kernel(kernel_id), action)
+        await original(self, kernel_id, action)
+
+    post._kernel_collab_guard = True  # type: ignore[attr-defined]
+    cls.post = post  # type: ignore[method-assign]
+    return True
 
 
 def _forget_failed_kernel_starts(manager: Any) -> None:

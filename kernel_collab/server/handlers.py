@@ -6,6 +6,8 @@
 - WebSocket ``/api/kernel-collab/sync/{document_id}``: y-websocket sync and awareness,
   proxied to the sidecar on loopback, stamped with the person's identity and permissions.
 - ``POST /api/kernels/{kernel_id}/execute`` with ``{"cell_id", "document_id"}``: queue a cell.
+- jupyter_server's own ``POST /api/kernels/{kernel_id}/interrupt|restart``, for a collaborative
+  kernel: :func:`collaborative_kernel_action` first (wrapped in by ``extension.py``).
 
 Reading needs ``contents:read``, editing ``contents:write``, running ``kernels:execute``.
 """
@@ -25,9 +27,9 @@ from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from ..provisioner.sidecars import SidecarError, SidecarHandle
+from ..provisioner.sidecars import SidecarError, SidecarHandle, admin_headers
 from ..sidecar.peer import CLOSE_TRY_AGAIN
 from .rooms import RoomManager, ask_as, identity_headers, identity_of
 
@@ -137,6 +139,25 @@ class ModeHandler(_Base):
         self.finish(json.dumps(mode))
 
 
+async def collaborative_kernel_action(handler: JupyterHandler, handle: SidecarHandle | None,
+                                      action: str) -> None:
+    """Before a collaborative kernel is interrupted or restarted: 403 unless the current user
+    may run code (``kernels:execute``), then tell the sidecar who does it, so the document
+    records them (``handle`` None: the kernel has no room, nothing to record)."""
+    if not await allowed(handler, "execute", "kernels"):
+        raise web.HTTPError(403, f"you need kernels:execute to {action} a collaborative kernel")
+    if handle is None:
+        return
+    try:
+        reply = await ask_as(handle, await identity_for(handler),
+                             {"type": "kernel_action", "action": action})  # fmt: skip
+    except SidecarError as exc:  # the kernel must stay interruptible without its sidecar
+        handler.log.warning("kernel_collab: %s not recorded: %s", action, exc)
+        return
+    if not reply.get("ok"):
+        raise web.HTTPError(403, str(reply.get("error")))
+
+
 class KernelActionHandler(_Base):
     """``POST /api/kernel-collab/rooms/{path}/{interrupt|restart}``: recorded with who did it."""
 
@@ -205,18 +226,18 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if handle is None:
             raise web.HTTPError(404, f"no open room for document {document_id}")
         identity = await identity_for(self)
-        query = f"token={handle.admin_token}"
         epoch = self.get_argument("epoch", None)
-        if epoch:
-            query += "&" + urlencode({"epoch": epoch})
+        url = f"{handle.url}?{urlencode({'epoch': epoch})}" if epoch else handle.url
         try:
+            # The admin token goes in a header, never in the URL: an error or a log line that
+            # names the URL cannot carry it. No Origin header: the sidecar refuses those.
             self.upstream = await ws_connect(
-                f"{handle.url}?{query}",
-                additional_headers=identity_headers(identity),
+                url,
+                additional_headers={**identity_headers(identity), **admin_headers(handle)},
                 max_size=None,
                 compression=None,
             )
-        except OSError as exc:
+        except (OSError, InvalidHandshake) as exc:
             raise web.HTTPError(503, f"the notebook's sidecar is unreachable: {exc}") from exc
         await super().get(document_id)
 

@@ -24,15 +24,24 @@ from ..sidecar.server import IDENTITY_HEADER
 PROVISIONER = "kernel-collab"
 
 
+MAX_IDENTITY_FIELD = 256
+"""Characters kept of each field of an identity (a name of any length can join; the whole
+identity travels in one header, which servers cap at 8 KiB)."""
+
+
+def _field(value: str | None) -> str | None:
+    return value[:MAX_IDENTITY_FIELD] if isinstance(value, str) else value
+
+
 def identity_of(user: User, *, write: bool, execute: bool) -> dict[str, Any]:
     """The identity the sidecar stamps on a person's connection."""
     return {
-        "username": user.username,
-        "name": user.name or user.username,
-        "display_name": user.display_name or user.name or user.username,
-        "initials": user.initials,
-        "color": user.color,
-        "avatar_url": user.avatar_url,
+        "username": _field(user.username),
+        "name": _field(user.name or user.username),
+        "display_name": _field(user.display_name or user.name or user.username),
+        "initials": _field(user.initials),
+        "color": _field(user.color),
+        "avatar_url": _field(user.avatar_url),
         "permissions": {"write": write, "execute": execute},
     }
 

@@ -147,7 +147,6 @@ class SidecarApp(Application):
         room.set_status("autosave", "on" if disk.paused is None else "paused")
         bridge = KernelBridge(room, parent=self)
         bridge.set_kernel_status("none")
-        bridge.cleared_listeners.append(disk.cell_ran)
         queue = ExecutionQueue(room, bridge, parent=self)
         bridge.ready_listeners.append(queue.wake)
         parts = SidecarParts(room, disk, store, bridge, queue)

@@ -208,7 +208,9 @@ class KernelBridge(LoggingConfigurable):
         record_start(ycell, by, run.started)
 
     def _clear(self, cell_id: str) -> None:
-        self.writer.clear(cell_id)
+        with self.room.doc.transaction():  # cleared and vouched for at once: nothing in between
+            if self.writer.clear(cell_id):
+                self.room.trust.start_run(cell_id)
         for listener in self.cleared_listeners:
             listener(cell_id)
 
@@ -219,6 +221,7 @@ class KernelBridge(LoggingConfigurable):
             if ycell is not None:
                 record_end(ycell, status, count=self.writer.take_count(run.cell_id))
         self.runs.pop(run.msg_id, None)
+        self.room.trust.end_run(run.cell_id)
         self.recent[run.msg_id] = run.cell_id
         while len(self.recent) > 1000:
             self.recent.popitem(last=False)
@@ -282,6 +285,9 @@ class KernelBridge(LoggingConfigurable):
                 run = self._route(msg)
                 if run is not None:
                     finished.append(run)
+            if self.writer.touched:
+                self.room.trust.kernel_wrote(self.writer.touched)
+                self.writer.touched.clear()
         for run in finished:
             self.finish(run, status=str((run.reply or {}).get("status", "ok")))
         self._send_widget_updates()

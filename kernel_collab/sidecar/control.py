@@ -51,6 +51,7 @@ class KernelControl:
         room.admin_handlers["rename"] = self._rename
         room.admin_handlers["deleted"] = self._deleted
         room.request_handlers["kernel_action"] = self._kernel_action
+        room.request_handlers["trust"] = self._trust
         room.peer_listeners.append(self._maybe_stop)
 
     def _identity(self) -> dict[str, Any]:
@@ -104,6 +105,17 @@ class KernelControl:
                 "kernel_id": self.bridge.kernel_id})  # fmt: skip
             self.queue.clear(f"interrupted by {by.get('name') or by.get('username')}")
         return {"ok": True}
+
+    async def _trust(self, peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+        """"Trust Notebook" by a person who may run code: their outputs render trusted for
+        everyone who may run code (as running every cell again would make them)."""
+        if not peer.may("execute"):
+            raise RequestError(f"{peer.identity.get('name', 'you')} may not trust outputs: only "
+                               "people who may run code can")  # fmt: skip
+        count = self.room.trust.vouch_all()
+        self.room.log.info("%s trusted the outputs of %d cells of %s", peer.name, count,
+                           self.room.notebook.ystate.get("path"))  # fmt: skip
+        return {"ok": True, "cells": count}
 
     def _actor(self, action: str) -> dict[str, Any]:
         """Who asked for ``action`` through our routes in the last minute, else unknown."""

@@ -25,7 +25,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import notebook_file as nbfile
 from . import trust
-from .merge import three_way_merge
+from .merge import changed_outputs, mark_file_run_records, three_way_merge
 from .peer import Peer
 from .room import RequestError, Room
 from .ynotebook_apply import apply_notebook
@@ -60,12 +60,12 @@ class DiskSync(LoggingConfigurable):
         """Hash of the document's serialisation when it last equalled the file."""
         self.base: dict[str, Any] | None = None
         self.paused: str | None = None
+        self.file_unread = False
+        """Paused on a file that exists but could not be read (a plain save never overwrites it)."""
         self.saves = 0
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
         self._watch_scope: anyio.CancelScope | None = None
-        self.untrusted: set[str] = set()
-        """Cells whose outputs came from an unsigned file and have not run since."""
         nb = room.notebook
         nb.ycells.observe_deep(self._on_content_change)
         nb.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
@@ -81,21 +81,11 @@ class DiskSync(LoggingConfigurable):
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.room.set_status("last_saved_hash", self.disk_hash)
 
-    def cell_ran(self, cell_id: str) -> None:
-        """The kernel replaced a cell's outputs: they are trusted now."""
-        self.untrusted.discard(cell_id)
-
-    async def assess_trust(self, nb: dict[str, Any], base: dict[str, Any] | None) -> None:
-        """Update which cells are untrusted after reading ``nb`` from disk."""
-        if await anyio.to_thread.run_sync(trust.is_signed, nb):
-            self.untrusted.clear()
-        else:
-            self.untrusted |= trust.changed_outputs(base, nb)
-
     def _doc_hash_now(self) -> str:
         return nbfile.content_hash(nbfile.serialize(self.room.notebook.get()))
 
-    def _pause(self, reason: str) -> None:
+    def _pause(self, reason: str, *, file_unread: bool = False) -> None:
+        self.file_unread = file_unread
         if self.paused != reason:
             self.log.error("%s: autosave paused: %s", self.path, reason)
         self.paused = reason
@@ -106,6 +96,7 @@ class DiskSync(LoggingConfigurable):
         if self.paused is not None:
             self.log.info("%s: autosave resumed", self.path)
         self.paused = None
+        self.file_unread = False
         self.room.set_status("file_error", None)
         self.room.set_status("autosave", "on")
 
@@ -225,7 +216,7 @@ class DiskSync(LoggingConfigurable):
             self.room.set_status("save_error", f"{self.path.name}: {exc.strerror or exc}")
             return None
         self.saves += 1
-        if not self.untrusted:
+        if self.room.trust.fully_trusted():  # signed only when every output is vouched for
             try:
                 await anyio.to_thread.run_sync(trust.sign, nb)
             except (OSError, sqlite3.Error) as exc:
@@ -252,14 +243,31 @@ class DiskSync(LoggingConfigurable):
         if self.room.notebook.ystate.get("dirty") is not False:
             self.room.notebook.ystate["dirty"] = False
 
-    async def _handle_save_request(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+    async def _handle_save_request(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        """``save`` (Ctrl+S): write the document, merging an outside change first; never over a
+        file that could not be read. ``force: true`` overwrites whatever is there and says what."""
+        if not peer.may("write"):
+            raise RequestError(f"{peer.identity.get('name', 'you')} may only read this notebook")
+        force = request.get("force") is True
+        overwrote = None
+        if self.file_unread:
+            if not force:
+                raise RequestError(f"not saved: {self.paused}")
+            overwrote = f"a file that could not be read ({self.paused})"
+        elif force:
+            on_disk = await anyio.to_thread.run_sync(_hash_or_none, self.path)
+            if on_disk is not None and on_disk != self.disk_hash:
+                overwrote = "an outside change to the file that was not merged"
+        deleted = self.paused is not None and not self.file_unread  # recreating loses nothing
         try:
-            saved = await self.save(force=True)
+            saved = await self.save(force=force or deleted)
         except nbfile.NotebookFileError as exc:
             raise RequestError(str(exc)) from exc
         if saved is None:
             raise RequestError(f"could not save {self.path.name}; see the document's state")
-        return {"ok": True, "hash": saved}
+        if overwrote:
+            self.log.warning("%s: %s overwrote %s", self.path, peer.name, overwrote)
+        return {"ok": True, "hash": saved, "overwrote": overwrote}
 
     # -- outside changes ---------------------------------------------------------------------
 
@@ -277,7 +285,7 @@ class DiskSync(LoggingConfigurable):
                 if not self.path.exists():
                     self._pause(f"{self.path.name} was deleted or moved outside the sidecar")
                 else:
-                    self._pause(str(exc))
+                    self._pause(str(exc), file_unread=True)
                 return
             if nbfile.content_hash(data) == self.disk_hash:
                 if self.paused is not None and self.path.exists():
@@ -287,13 +295,12 @@ class DiskSync(LoggingConfigurable):
                 disk_nb = await anyio.to_thread.run_sync(nbfile.parse, self.path, data)
             except nbfile.NotebookFileError as exc:
                 if attempt == self.parse_retries:
-                    self._pause(f"{exc}; the shared document is kept, save to overwrite")
+                    self._pause(f"{exc}; the shared document is kept, 'save and overwrite' "
+                                "replaces the file", file_unread=True)
                     return
                 await anyio.sleep(self.parse_retry_delay)  # a writer may still be writing
                 continue
-            base = self.base
             self.merge(disk_nb, data)
-            await self.assess_trust(disk_nb, base)
             await self.room.store.set_base(data, nbfile.content_hash(data))
             return
 
@@ -302,7 +309,11 @@ class DiskSync(LoggingConfigurable):
         live = self.room.notebook.get()
         base = self.base if self.base is not None else live
         result = three_way_merge(base, disk_nb, live)
-        apply_notebook(self.room.notebook, result.notebook)
+        merged = mark_file_run_records(live, result.notebook)
+        with self.room.doc.transaction():
+            apply_notebook(self.room.notebook, merged)
+            # Outputs that came from outside are nobody's the sidecar can vouch for.
+            self.room.trust.untrust(changed_outputs(live, merged))
         conflicts = [c.cell_id for c in result.conflicts]
         self.room.set_status("merge_conflicts", conflicts or None)
         if conflicts:
@@ -314,7 +325,7 @@ class DiskSync(LoggingConfigurable):
             )
         self.disk_hash = nbfile.content_hash(data)
         self.base = disk_nb
-        self.doc_hash = self._doc_hash_now() if result.notebook == disk_nb else None
+        self.doc_hash = self._doc_hash_now() if merged == disk_nb else None
         self._resume()
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.log.info("%s: merged outside change", self.path)

@@ -531,3 +531,38 @@ def increasing_subsequence(values: Sequence[int]) -> list[int]:
         run.append(i)
         i = previous[i]
     return run[::-1]
+
+
+# --- what a merge brought in from the file --------------------------------------------------
+
+
+def _by_id(nb: Notebook) -> dict[str, Cell]:
+    return {c["id"]: c for c in nb.get("cells", []) if isinstance(c.get("id"), str)}
+
+
+def changed_outputs(live: Notebook, merged: Notebook) -> set[str]:
+    """Ids of the cells whose outputs the merge changed (they came from the file)."""
+    before = _by_id(live)
+    return {
+        cell_id for cell_id, cell in _by_id(merged).items()
+        if cell.get("outputs") and cell.get("outputs") != before.get(cell_id, {}).get("outputs")
+    }  # fmt: skip
+
+
+def mark_file_run_records(live: Notebook, merged: Notebook) -> Notebook:
+    """``merged`` with run records that came from the file (not written by the sidecar)
+    marked ``from_file``, so nobody reads an edited file's "ran by" as this room's record."""
+    before = _by_id(live)
+    cells = []
+    for cell in merged.get("cells", []):
+        own = (cell.get("metadata") or {}).get(CONFLICT_KEY)
+        last = own.get("last_run") if isinstance(own, dict) else None
+        live_cell = before.get(cell.get("id") or "") or {}
+        live_own = (live_cell.get("metadata") or {}).get(CONFLICT_KEY)
+        if isinstance(own, dict) and isinstance(last, dict) and not last.get("from_file") and (
+            own != live_own
+        ):
+            own = {**own, "last_run": {**last, "from_file": True}}
+            cell = {**cell, "metadata": {**(cell.get("metadata") or {}), CONFLICT_KEY: own}}
+        cells.append(cell)
+    return {**merged, "cells": cells}

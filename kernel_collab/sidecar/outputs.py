@@ -205,6 +205,8 @@ class OutputWriter:
         self._index: dict[str, int] = {}
         self._cells: dict[str, _CellState] = {}
         self._displays: dict[str, list[tuple[str, Map[Any]]]] = {}
+        self.touched: set[str] = set()
+        """Cells whose outputs were written since the owner last emptied this set."""
 
     def take_count(self, cell_id: str) -> int | None:
         """The execution count the kernel gave the cell's current run, if any."""
@@ -252,6 +254,7 @@ class OutputWriter:
     # -- dispatch ---------------------------------------------------------------------------
 
     def _dispatch(self, cell_id: str, msg_type: str, content: object) -> bool:
+        self.touched.add(cell_id)
         if msg_type == "update_display_data":
             self._update_display(_content(content))
             return True
@@ -359,7 +362,8 @@ class OutputWriter:
             raise _Malformed("transient.display_id is missing")
         output = self._capped(_rich_output("display_data", content))
         targets = [(c, out) for c, out in self._displays.get(display_id, ()) if _alive(out)]
-        for _cell_id, youtput in targets:
+        for target_id, youtput in targets:
+            self.touched.add(target_id)
             youtput["data"] = output["data"]
             youtput["metadata"] = output["metadata"]
         if targets:

@@ -24,6 +24,9 @@ CLOSE_STALE_EPOCH = 4409
 """The peer's copy is of an older epoch of the document: drop it and reload."""
 CLOSE_READ_ONLY = 4403
 """The peer may not edit: drop local changes and reload the document."""
+CLOSE_REFUSED = 4403
+"""The peer wrote a field only the sidecar writes: its update was undone; reload (the reason
+says which field)."""
 
 
 class Transport(Protocol):
@@ -53,6 +56,8 @@ class Peer:
         self.admin = admin
         """Connected with the admin token (the provisioner or the server extension)."""
         self.awareness_ids: set[int] = set()
+        self.warned: set[str] = set()
+        """Kinds of warning already logged about this peer (each is logged once)."""
         self.closed = False
         self.close_reason = ""
         self._log = log
@@ -65,6 +70,11 @@ class Peer:
         """Whether this peer's identity grants ``write`` or ``execute``."""
         permissions = self.identity.get("permissions") or {}
         return bool(permissions.get(permission, False))
+
+    @property
+    def role(self) -> str:
+        """``"run"``, ``"edit"`` or ``"read"``: what this peer may do, as others see it."""
+        return "run" if self.may("execute") else "edit" if self.may("write") else "read"
 
     @property
     def public_identity(self) -> dict[str, Any]:

@@ -34,7 +34,9 @@ from traitlets.config import LoggingConfigurable
 
 from . import schema, wire
 from .docstore import DocumentStore
-from .peer import CLOSE_PROTOCOL_ERROR, CLOSE_READ_ONLY, Peer
+from .ownership import FieldGuard
+from .peer import CLOSE_PROTOCOL_ERROR, CLOSE_READ_ONLY, CLOSE_REFUSED, Peer
+from .trust import TrustLedger
 
 EMPTY_UPDATE = b"\x00\x00"
 STATE_KEY = "kernel_collab"
@@ -50,6 +52,11 @@ class Room(LoggingConfigurable):
         10_000,
         help="Messages queued for one peer before it is disconnected as too slow "
         "(it resyncs on reconnect).",
+    ).tag(config=True)
+    max_awareness_bytes = Int(
+        16 * 1024,
+        help="Largest awareness state (its JSON, in bytes) a peer may share: a larger one is "
+        "neither applied nor relayed, and the peer gets a notice saying so.",
     ).tag(config=True)
 
     def __init__(self, notebook: YNotebook, store: DocumentStore, **kwargs: Any):
@@ -82,6 +89,8 @@ class Room(LoggingConfigurable):
         self._touched: set[int] = set()
         # Subscribed once: subscribing around each update costs more than the update itself.
         self._cells_subscription = notebook.ycells.observe_deep(self._on_cells_changed)
+        self.trust = TrustLedger(notebook, lambda: self.status)
+        self.guard = FieldGuard(notebook, self.trust)
         self.request_handlers["stats"] = self._handle_stats
         self.request_handlers["sync"] = self._handle_sync
 
@@ -231,17 +240,26 @@ class Room(LoggingConfigurable):
             await self._receive_request(peer, message.request)
 
     def _apply_checked(self, peer: Peer, update: bytes) -> None:
-        """Apply a peer's update; repair the cells it broke and close the peer if it broke any
-        (in the same group commit, so nobody ever sees the broken notebook)."""
+        """Apply a peer's update, hold it against field ownership (a refused update is undone
+        and the peer closed with 4403), then repair the cells it broke (the peer is closed with
+        1002); all in the same group commit, so nobody ever sees or stores what was refused."""
         self._touched = set()
         self._checking = True
         try:
-            self.doc.apply_update(update)
+            inserted, refused = self.guard.apply(update)
         except ValueError as exc:
             raise wire.ProtocolError(f"invalid Y update: {exc}") from exc
         finally:
             self._checking = False
         touched, self._touched = self._touched, set()
+        if refused is not None:
+            self.log.warning(
+                "document %s: refused and undid an update from %s: %s",
+                self.store.document_id, peer.name, refused,
+            )  # fmt: skip
+            peer.close(CLOSE_REFUSED, f"refused: {refused}; reload"[:120])
+            return
+        self.guard.judge_inserted(inserted)
         problems = []
         with self.doc.transaction():
             for index in sorted(touched, reverse=True):
@@ -271,6 +289,10 @@ class Room(LoggingConfigurable):
         entries = wire.parse_awareness_clients(update)
         kept = []
         for client_id, clock, state in entries:
+            size = len(state.encode())
+            if size > self.max_awareness_bytes:
+                self._refuse_awareness(peer, client_id, size)
+                continue
             owner = self._awareness_owner.get(client_id)
             if owner is not None and owner is not peer and owner in self.peers:
                 self.log.warning(
@@ -291,15 +313,26 @@ class Room(LoggingConfigurable):
             if other is not peer:
                 other.send(message)
 
+    def _refuse_awareness(self, peer: Peer, client_id: int, size: int) -> None:
+        """Tell a peer its awareness state is too big to share (logged once per peer)."""
+        error = (f"awareness state of {size} bytes is over the {self.max_awareness_bytes}-byte "
+                 "limit; not shared")  # fmt: skip
+        if "awareness_size" not in peer.warned:
+            peer.warned.add("awareness_size")
+            self.log.warning("refused awareness of client %d from %s: %s (logged once per peer)",
+                             client_id, peer.name, error)  # fmt: skip
+        peer.send(wire.encode_request({"type": "notice", "ok": False, "error": error}))
+
     @staticmethod
     def _stamp(peer: Peer, state: str) -> str:
-        """A peer's awareness state with ``user`` set from its authenticated identity."""
+        """A peer's awareness state with ``user`` replaced by who the server says it is (see
+        :func:`awareness_user`); the rest of the state (cursors, …) is the peer's."""
         if not state or state == "null":
             return state
         value = json.loads(state)
-        if not isinstance(value, dict) or peer.identity.get("anonymous"):
+        if not isinstance(value, dict):
             return state
-        value["user"] = {**(value.get("user") or {}), **peer.public_identity}
+        value["user"] = awareness_user(peer, value.get("user"))
         return json.dumps(value, separators=(",", ":"))
 
     async def _receive_request(self, peer: Peer, request: dict[str, Any]) -> None:
@@ -345,6 +378,30 @@ class Room(LoggingConfigurable):
     def disconnect(self, peer: Peer, exc: Exception) -> None:
         """Close a peer that sent something malformed; the room carries on."""
         peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
+
+
+_USER_KEYS = ("username", "name", "display_name", "initials", "color")
+_AVATAR_PREFIXES = ("https://", "http://", "/")
+
+
+def awareness_user(peer: Peer, claimed: Any) -> dict[str, Any]:
+    """The ``user`` of a peer's awareness: its identity as the server authenticated it, and its
+    role (``run``, ``edit`` or ``read``). Nothing the peer claimed survives, except the name an
+    anonymous peer (a holder of the sidecar's own token: the kernel's API, a local script)
+    gives itself; an avatar is kept only as an http(s) or same-site URL."""
+    identity = peer.identity
+    user = {k: identity[k] for k in _USER_KEYS if isinstance(identity.get(k), str)}
+    avatar = identity.get("avatar_url")
+    if isinstance(avatar, str) and avatar.lower().startswith(_AVATAR_PREFIXES):
+        user["avatar_url"] = avatar
+    if identity.get("anonymous"):
+        # Every anonymous peer has the username "anonymous": not a key to tell them apart.
+        user.pop("username", None)
+        name = claimed.get("name") if isinstance(claimed, dict) else None
+        if isinstance(name, str) and name.strip():
+            user["name"] = user["display_name"] = name[:64]
+    user["role"] = peer.role
+    return user
 
 
 class RequestError(Exception):

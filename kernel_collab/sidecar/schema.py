@@ -28,15 +28,22 @@ def touched_cells(events: Iterable[Any]) -> set[int]:
             if isinstance(path[0], int) and (len(path) == 1 or path[1] == "outputs"):
                 touched.add(path[0])
         elif isinstance(event, ArrayEvent):
-            index = 0
-            for op in getattr(event, "delta", ()):
-                if "retain" in op:
-                    index += int(op["retain"])
-                elif "insert" in op:
-                    count = len(op["insert"])
-                    touched.update(range(index, index + count))
-                    index += count
+            touched |= inserted_indices(event)
     return touched
+
+
+def inserted_indices(event: Any) -> set[int]:
+    """Indices (after the transaction) of the items an array event inserted."""
+    inserted: set[int] = set()
+    index = 0
+    for op in getattr(event, "delta", ()):
+        if "retain" in op:
+            index += int(op["retain"])
+        elif "insert" in op:
+            count = len(op["insert"])
+            inserted.update(range(index, index + count))
+            index += count
+    return inserted
 
 
 def _output_problem(output: Any) -> str | None:

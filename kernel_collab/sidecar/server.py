@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from itertools import count
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import anyio
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -20,6 +20,19 @@ from websockets.http11 import Request, Response
 from . import wire
 from .peer import CLOSE_STALE_EPOCH, CLOSE_TOO_BIG, Peer
 from .room import Room
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the value of every query parameter whose name contains ``token`` replaced
+    by ``[redacted]``: what may be logged of a URL that carries a secret."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = "&".join(
+        f"{key}{sep}[redacted]" if "token" in key.lower() else f"{key}{sep}{value}"
+        for key, sep, value in (item.partition("=") for item in parts.query.split("&"))
+    )
+    return urlunsplit(parts._replace(query=query))
 
 
 def request_token(request: Request) -> str | None:
@@ -63,13 +76,30 @@ class SyncServer:
         )
 
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Each handshake: 403 if it comes from a web page, 401 without a valid token (logged
+        with the URL's tokens redacted)."""
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            # Only the Jupyter server's proxy and local tools connect here, and none of them
+            # sends an Origin: one that does is a web page (any site can make a browser open
+            # a WebSocket to loopback). Refused before the token is even looked at.
+            self._log.warning(
+                "refused a connection from %s to %s: it carries an Origin header (%.100r); "
+                "browsers reach notebooks through the Jupyter server",
+                connection.remote_address, redact_url(request.path), origin,
+            )  # fmt: skip
+            return connection.respond(
+                HTTPStatus.FORBIDDEN,
+                "connections from web pages are refused: connect through the Jupyter server\n",
+            )
         given = request_token(request)
         if given is None or not (
             hmac.compare_digest(given.encode(), self._token.encode()) or self._is_admin(request)
         ):
             self._log.warning(
-                "refused a connection from %s: %s token",
+                "refused a connection from %s to %s: %s token",
                 connection.remote_address,
+                redact_url(request.path),
                 "missing" if given is None else "wrong",
             )
             return connection.respond(HTTPStatus.UNAUTHORIZED, "a valid token is required\n")

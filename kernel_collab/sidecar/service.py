@@ -13,6 +13,7 @@ from anyio.abc import TaskStatus
 from jupyter_ydoc import YNotebook
 
 from . import notebook_file as nbfile
+from . import trust
 from .bridge import KernelBridge
 from .control import KernelControl, watch_stdin
 from .disk import DiskSync
@@ -22,6 +23,7 @@ from .peer import CLOSE_GOING_AWAY
 from .room import Room
 from .server import SyncServer
 from .stdin_relay import StdinRelay
+from .trust import outputs_digest
 
 
 class StartError(Exception):
@@ -51,9 +53,11 @@ async def load(
         except nbfile.NotebookFileError as exc:
             raise StartError(str(exc)) from None
         notebook.set(nb)
+        disk.room.trust.reset()
+        if await anyio.to_thread.run_sync(trust.is_signed, nb):
+            disk.room.trust.vouch_all()  # the file this room first loads, signed: trusted
         await store.create(relpath, notebook.ydoc.get_update(), data, nbfile.content_hash(data))
         disk.synced_with(data, nb)
-        await disk.assess_trust(nb, None)
         log.info("%s: loaded %d cells from the file", relpath, len(nb["cells"]))
         return
     notebook.ydoc.apply_update(stored.update)
@@ -71,16 +75,34 @@ async def load(
             disk.base = nbfile.parse(path, stored.base)
         except nbfile.NotebookFileError:
             disk.base = None
-        else:
-            await disk.assess_trust(disk.base, None)
     try:
         data = await anyio.to_thread.run_sync(nbfile.read_bytes, path, disk.max_file_bytes)
     except nbfile.NotebookFileError as exc:
         raise StartError(str(exc)) from None
+    if disk.room.trust.is_current():
+        disk.room.trust.seal_interrupted()
+    else:
+        await _trust_from_old_store(disk, path, data)
     if nbfile.content_hash(data) != disk.disk_hash:
         log.info("%s changed on disk while the sidecar was down; merging", relpath)
     await disk.check_disk()
     disk.request_save()  # writes only if the stored document differs from the file
+
+
+async def _trust_from_old_store(disk: DiskSync, path: Path, data: bytes) -> None:
+    """A store from before trust records: vouch only for outputs equal to a signed file's."""
+    ledger = disk.room.trust
+    ledger.reset()
+    try:
+        file_nb = await anyio.to_thread.run_sync(nbfile.parse, path, data)
+    except nbfile.NotebookFileError:
+        return
+    if not await anyio.to_thread.run_sync(trust.is_signed, file_nb):
+        return
+    signed = trust.outputs_by_id(file_nb)
+    count = ledger.vouch_all(lambda cid, outputs: signed.get(cid) == outputs_digest(outputs))
+    disk.log.info("%s: store from before trust records: %d cells' outputs match the signed file "
+                  "and stay trusted, the others are untrusted until they run", path, count)
 
 
 async def serve(

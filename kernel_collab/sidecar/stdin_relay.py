@@ -153,6 +153,11 @@ class StdinRelay(LoggingConfigurable):
         })  # fmt: skip
 
     async def _handle_reply(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        # Answering feeds the running code: the sidecar holds it to the right to run, whoever
+        # the prompt names (the UI only ever prompts runners, but the sidecar is the guard).
+        if not peer.may("execute"):
+            raise RequestError(f"{peer.identity.get('name', 'you')} may not answer input(): "
+                               "it needs the right to run")  # fmt: skip
         prompt = self.pending
         if prompt is None or request.get("request_id") != prompt.request_id:
             raise RequestError("no such input request is waiting")

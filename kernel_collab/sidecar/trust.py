@@ -1,18 +1,223 @@
-"""Notebook trust, as Jupyter keeps it: saved notebooks are signed when every output is trusted.
+"""Output trust by origin: the sidecar vouches for outputs, nobody else does.
 
-An output is trusted when the collaborative kernel produced it, or when it came from a file
-whose signature checks out. Outputs that arrive from an unsigned file (an outside edit, a
-``git checkout``) are not, until their cell runs again. While any cell is untrusted, saves
-are not signed, so such outputs never become trusted by being saved.
-Blocking (the notary uses SQLite): call from a worker thread.
+An output renders trusted (HTML and scripts run) only when the sidecar vouches for it: made by
+this room's kernel after its run started, present in the file the room first loaded when
+that file's signature checks out, or trusted by a person who may run code ("Trust
+Notebook"). The record is ``state.kernel_collab.trusted``, a map from cell id to the digest of
+the outputs vouched for (``RUNNING`` while the kernel is still writing them); it is part of
+the document, so it is stored, restored and synced like the rest. Peers may not write it.
+Whoever views the notebook renders a cell trusted only if it is in the record and they may run
+code; ``metadata.trusted`` in the document means nothing and the sidecar keeps it absent.
+
+A cell a peer inserts with outputs (a move, a paste, an undo) keeps its record only if its
+outputs are the ones vouched for under its id. Outside changes merged from disk are not
+vouched for. Jupyter's notary is used only to read a file's signature at first load and to
+sign the file when every output in it is vouched for (blocking: call from a worker thread).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import nbformat
 from nbformat.sign import NotebookNotary
+from pycrdt import Map
+
+from .run_record import find_cell
+
+RECORD_KEY = "trusted"
+"""Key of the trust record inside ``state.kernel_collab``."""
+VERSION_KEY = "trust_version"
+VERSION = 1
+"""Stores written before trust records (no version) start with nothing vouched for."""
+RUNNING = ""
+"""Record value of a cell whose outputs the kernel is writing now."""
+
+
+def outputs_digest(outputs: Any) -> str:
+    """Digest of a list of outputs, the same however a peer re-encoded equal values."""
+    outputs = [_joined(o) for o in outputs] if isinstance(outputs, list) else outputs
+    text = json.dumps(_canonical(outputs), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _joined(output: Any) -> Any:
+    """An output with multiline strings (lists of lines, as in files) joined."""
+    if not isinstance(output, dict):
+        return output
+    out = dict(output)
+    if _is_lines(out.get("text")):
+        out["text"] = "".join(out["text"])
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: "".join(v) if _is_lines(v) else v for k, v in out["data"].items()}
+    return out
+
+
+def _is_lines(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _canonical(value: Any) -> Any:
+    # Y stores numbers as doubles: 1 written by Python may come back from a browser as 1.0.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _outputs_of(ycell: Map[Any]) -> list[Any]:
+    outputs = ycell.get("outputs")
+    return list(outputs.to_py() or []) if outputs is not None else []
+
+
+class TrustLedger:
+    """Keeps the trust record of one shared notebook."""
+
+    def __init__(self, notebook: Any, status: Callable[[], Map[Any]]):
+        self._notebook = notebook
+        self._status = status
+        self._stale: set[str] = set()
+        """Finished cells the kernel wrote to since their digest was taken."""
+
+    @property
+    def record(self) -> Map[Any]:
+        """The trust record (created on first use)."""
+        status = self._status()
+        record = status.get(RECORD_KEY)
+        if not isinstance(record, Map):
+            record = status[RECORD_KEY] = Map()
+            status[VERSION_KEY] = VERSION
+        return record
+
+    def is_current(self) -> bool:
+        """Whether the record was kept by this version of the rules."""
+        return bool(self._status().get(VERSION_KEY) == VERSION)
+
+    def vouches(self, cell_id: str) -> bool:
+        """Whether the cell's outputs are vouched for."""
+        return cell_id in self.record
+
+    def is_running(self, cell_id: str) -> bool:
+        """Whether the kernel is writing the cell's outputs now."""
+        return bool(self.record.get(cell_id) == RUNNING)
+
+    # -- the kernel -------------------------------------------------------------------------
+
+    def start_run(self, cell_id: str) -> None:
+        """A run starts (its outputs were just cleared): what follows is the kernel's."""
+        self._stale.discard(cell_id)
+        if self.record.get(cell_id) != RUNNING:
+            self.record[cell_id] = RUNNING
+
+    def end_run(self, cell_id: str) -> None:
+        """The run ended: take the digest of what the kernel wrote."""
+        if self.record.get(cell_id) == RUNNING:
+            self._seal(cell_id)
+
+    def kernel_wrote(self, cell_ids: Iterable[str]) -> None:
+        """The kernel changed outputs of these cells (late output, display updates)."""
+        record = self.record
+        for cell_id in cell_ids:
+            if record.get(cell_id):  # a digest: the run is over, the digest is now old
+                self._stale.add(cell_id)
+
+    def refresh(self) -> None:
+        """Re-take stale digests (before a peer's update: it may move those cells)."""
+        stale, self._stale = self._stale, set()
+        for cell_id in stale:
+            if self.record.get(cell_id):
+                self._seal(cell_id)
+
+    def _seal(self, cell_id: str) -> None:
+        ycell = find_cell(self._notebook, cell_id)
+        if ycell is None:
+            del self.record[cell_id]
+        else:
+            self.record[cell_id] = outputs_digest(_outputs_of(ycell))
+
+    # -- peers, files, people ----------------------------------------------------------------
+
+    def judge_inserted(self, ycell: Map[Any]) -> None:
+        """A peer inserted this cell: keep its record only for the outputs vouched for."""
+        cell_id = ycell.get("id")
+        if not isinstance(cell_id, str):
+            return
+        record = self.record
+        vouched = record.get(cell_id)
+        if vouched is None:
+            return
+        outputs = _outputs_of(ycell)
+        if not outputs:
+            return  # nothing to render; a later run vouches again
+        if not vouched or outputs_digest(outputs) != vouched:
+            del record[cell_id]  # moved while running, or other outputs under a known id
+
+    def untrust(self, cell_ids: Iterable[str]) -> None:
+        """These cells' outputs came from outside (a merged file): not vouched for."""
+        record = self.record
+        for cell_id in cell_ids:
+            if cell_id in record:
+                del record[cell_id]
+            self._stale.discard(cell_id)
+
+    def vouch_all(self, only: Callable[[str, list[Any]], bool] | None = None) -> int:
+        """Vouch for the current outputs of every code cell (``only`` filters); return how many.
+
+        For "Trust Notebook" by a person who may run code, and for a signed file at first load.
+        """
+        record = self.record
+        count = 0
+        for ycell in self._notebook.ycells:
+            cell_id = ycell.get("id")
+            if ycell.get("cell_type") != "code" or not isinstance(cell_id, str):
+                continue
+            outputs = _outputs_of(ycell)
+            if not outputs or (only is not None and not only(cell_id, outputs)):
+                continue
+            digest = outputs_digest(outputs)
+            if record.get(cell_id) != digest:
+                record[cell_id] = digest
+            count += 1
+        return count
+
+    def reset(self) -> None:
+        """Vouch for nothing (a store from before trust records, a file that is not signed)."""
+        record = self.record
+        for cell_id in list(record.keys()):
+            del record[cell_id]
+        self._stale.clear()
+        self._status()[VERSION_KEY] = VERSION
+
+    def seal_interrupted(self) -> None:
+        """At start: runs the previous sidecar did not see end were the kernel's: seal them."""
+        for cell_id, value in list(self.record.items()):
+            if value == RUNNING:
+                self._seal(cell_id)
+
+    def fully_trusted(self) -> bool:
+        """Whether every code cell with outputs is vouched for (then the file may be signed)."""
+        record = self.record
+        for ycell in self._notebook.ycells:
+            if ycell.get("cell_type") != "code" or not len(ycell.get("outputs") or ()):
+                continue
+            if ycell.get("id") not in record:
+                return False
+        return True
+
+    def prune(self) -> None:
+        """Forget records of cells that no longer exist (kept meanwhile for undo of a delete)."""
+        record = self.record
+        if len(record) <= 2 * len(self._notebook.ycells) + 100:
+            return
+        ids = {c.get("id") for c in self._notebook.ycells}
+        for cell_id in [k for k in record.keys() if k not in ids]:  # noqa: SIM118
+            del record[cell_id]
 
 
 def is_signed(nb: dict[str, Any]) -> bool:
@@ -33,17 +238,10 @@ def sign(nb: dict[str, Any]) -> None:
         notary.close()
 
 
-def cells_with_outputs(nb: dict[str, Any]) -> set[str]:
-    """Ids of the code cells that have outputs."""
-    return {c["id"] for c in nb.get("cells", []) if c.get("outputs") and "id" in c}
-
-
-def changed_outputs(base: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:
-    """Ids of cells whose outputs differ from the base's (all with outputs, without a base)."""
-    if base is None:
-        return cells_with_outputs(new)
-    before = {c.get("id"): c.get("outputs") for c in base.get("cells", [])}
+def outputs_by_id(nb: dict[str, Any]) -> dict[str, str]:
+    """Digest of each code cell's outputs, by cell id (cells without outputs left out)."""
     return {
-        c["id"] for c in new.get("cells", [])
-        if "id" in c and c.get("outputs") and c.get("outputs") != before.get(c["id"])
-    }  # fmt: skip
+        c["id"]: outputs_digest(c.get("outputs") or [])
+        for c in nb.get("cells", [])
+        if c.get("cell_type") == "code" and c.get("outputs") and isinstance(c.get("id"), str)
+    }

@@ -39,7 +39,8 @@ async def test_a_script_writes_and_runs_cells_while_a_person_watches(
             assert c.last_run is not None and c.last_run["status"] == "ok"
             # The person sees the agent as a collaborator, on the cell it touched last.
             await person.wait_until(lambda p: any(
-                s.get("user", {}).get("client_name") == "my-agent" for s in p.peers.values()))
+                s.get("kernel_collab", {}).get("client_name") == "my-agent"
+                for s in p.peers.values()))  # fmt: skip
             nb.move_cell(md, 0)
             nb.delete_cell(c)
             await nb.sync()

@@ -172,11 +172,9 @@ async def test_edits_in_node_reach_python(node: NodePeer, sidecar: SidecarProces
 async def test_edits_in_python_reach_node(node: NodePeer, sidecar: SidecarProcess) -> None:
     async with NotebookPeer.connect(sidecar.url, sidecar.token) as python:
         nb = python.notebook
-        stream = nb.ycells[0]["outputs"][0]["text"]
-        assert isinstance(stream, Text)
-        # Appended in place, as kernel output streams. (Not `output["text"] += ...`: pycrdt
-        # would store the Text again under its key, which empties it.)
-        stream += "plus de sortie 📈\n"
+        assert isinstance(nb.ycells[0]["outputs"][0]["text"], Text)  # streams are shared text
+        # (Only the kernel appends to them: a peer's append is refused, see
+        # test_field_ownership.)
         nb.append_cell({"cell_type": "code", "source": "x = 'ñ'", "metadata": {}, "outputs": []})
         nb.set_cell(1, source="# Changé 🎉")
         await node("wait_source", index=1, equals="# Changé 🎉")
@@ -187,18 +185,23 @@ async def test_edits_in_python_reach_node(node: NodePeer, sidecar: SidecarProces
     assert cells[1]["id"] == "notes"  # edited in place, not replaced
     assert (cells[2]["cell_type"], cells[2]["outputs"]) == ("code", [])
     assert dump["streams"][0]["is_ytext"]
-    assert dump["streams"][0]["text"] == STREAM_TEXT + "plus de sortie 📈\n"
+    assert dump["streams"][0]["text"] == STREAM_TEXT
 
 
 async def test_awareness_travels_both_ways(node: NodePeer, sidecar: SidecarProcess) -> None:
     async with NotebookPeer.connect(sidecar.url, sidecar.token) as python:
-        await node("awareness", state={"user": {"name": "Zoë (node)"}})
-        await python.wait_until(lambda p: {"user": {"name": "Zoë (node)"}} in p.peers.values())
+        # Direct peers hold the sidecar's token: anonymous, they keep the name they give
+        # themselves, and the sidecar adds their role (see test_roles_and_defense for people).
+        zoe = {"user": {"name": "Zoë (node)", "display_name": "Zoë (node)", "role": "run"}}
+        await node("awareness", state={"user": {"name": "Zoë (node)", "color": "#f00"}})
+        await python.wait_until(lambda p: zoe in p.peers.values())
 
         python.set_awareness({"user": {"name": "Amélie (python)"}})
+        amelie = {"user": {"name": "Amélie (python)", "display_name": "Amélie (python)",
+                           "role": "run"}}  # fmt: skip
         seen = await node("wait_peer", match={"user": {"name": "Amélie (python)"}})
-        assert seen["state"] == {"user": {"name": "Amélie (python)"}}
-        assert {"user": {"name": "Amélie (python)"}} in (await node("peers"))["peers"].values()
+        assert seen["state"] == amelie
+        assert amelie in (await node("peers"))["peers"].values()
 
 
 @pytest.mark.parametrize("token", [None, "not-the-token"], ids=["missing", "wrong"])

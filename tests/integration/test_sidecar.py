@@ -150,7 +150,9 @@ async def test_outside_edit_is_merged_and_live_typing_survives(tmp_path: Path) -
             )
 
 
-async def test_corrupt_file_pauses_autosave_until_a_peer_saves(tmp_path: Path) -> None:
+async def test_corrupt_file_pauses_autosave_until_a_peer_saves_over_it(tmp_path: Path) -> None:
+    """A plain save never overwrites a file that did not parse; "save and overwrite" does, and
+    says what it overwrote."""
     nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
     with running_sidecar(nb, tmp_path) as sidecar:
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
@@ -160,8 +162,12 @@ async def test_corrupt_file_pauses_autosave_until_a_peer_saves(tmp_path: Path) -
             peer.notebook.set_cell(0, source="x = 2")
             await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
             assert nb.read_text() == '{"cells": [ {"cell_type": "co'  # not overwritten
-            reply = await request(sidecar, {"type": "save", "id": 1})
+            plain = await request(sidecar, {"type": "save", "id": 1})
+            assert plain["ok"] is False and "not valid JSON" in plain["error"]
+            assert nb.read_text() == '{"cells": [ {"cell_type": "co'  # still not overwritten
+            reply = await request(sidecar, {"type": "save", "id": 2, "force": True})
             assert reply["ok"] is True
+            assert "could not be read" in reply["overwrote"]
             assert _cells_on_disk(nb) == ["x = 2"]
             await peer.wait_until(lambda p: _status(p).get("autosave") == "on")
             assert _status(peer).get("file_error") is None
@@ -189,7 +195,10 @@ async def test_a_file_over_the_size_limit_is_never_loaded(tmp_path: Path) -> Non
             peer.notebook.set_cell(0, source="x = 2")
             await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
             assert nb.read_bytes() == big.read_bytes()  # not silently overwritten
-            assert (await request(sidecar, {"type": "save", "id": 1}))["ok"] is True
+            assert (await request(sidecar, {"type": "save", "id": 1}))["ok"] is False
+            assert nb.read_bytes() == big.read_bytes()
+            forced = await request(sidecar, {"type": "save", "id": 2, "force": True})
+            assert forced["ok"] is True and "20,000-byte limit" in forced["overwrote"]
             assert _cells_on_disk(nb) == ["x = 2"]
 
 
@@ -379,7 +388,7 @@ async def test_updates_breaking_the_schema_are_repaired_and_the_sender_reloads(
     hostile: list[tuple[int | None, str, Any]] = [
         (None, "", Map({"cell_type": "code", "source": 5})),  # appended: no id, no text
         (0, "source", 42),
-        (1, "outputs", "not a list"),
+        (1, "outputs", "not a list"),  # the sidecar's field: refused and undone (4403)
         (2, "cell_type", "bogus"),
     ]
     with running_sidecar(nb, tmp_path) as sidecar:
@@ -391,8 +400,12 @@ async def test_updates_breaking_the_schema_are_repaired_and_the_sender_reloads(
                     bad.notebook.ycells[index][key] = value
                 with pytest.raises(ConnectionError):
                     await bad.wait_until(lambda p: False)
-                assert bad.close_code == 1002
-                assert "invalid notebook" in (bad.close_reason or "")
+                if key == "outputs":
+                    assert bad.close_code == 4403
+                    assert "outputs may not be replaced" in (bad.close_reason or "")
+                else:
+                    assert bad.close_code == 1002
+                    assert "invalid notebook" in (bad.close_reason or "")
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as good:
             good.notebook.set_cell(1, source="y = 'still served'")
             await good.wait_until(lambda p: _source(p, 1) == "y = 'still served'")

@@ -1,0 +1,257 @@
+"""Who writes what: the fields of the document that only the sidecar writes, held against peers.
+
+Outputs, ``execution_count``, ``execution_state``, ``metadata.kernel_collab`` (run records),
+``metadata.execution`` (timing), ``metadata.trusted`` and the state map's ``kernel_collab``,
+``hash``, ``path`` and ``document_id`` are the sidecar's. A peer's update is applied, then held
+against these rules before anything is stored or relayed (same group commit):
+
+- What JupyterLab itself does passes: clearing a cell's outputs, nulling its count and deleting
+  ``metadata.execution`` ("Clear Outputs"), re-setting a metadata key to the value it has (the
+  metadata editor), moving, pasting and undoing whole cells with their outputs (the inserted
+  cell keeps its outputs, vouched for only if they are the ones the sidecar vouched for under
+  that id, and its run record only if it is the one the sidecar wrote), ``state.dirty``.
+- Writes JupyterLab makes on its own but that are not a peer's to make are reverted silently:
+  ``metadata.trusted``, ``execution_state``, a count other than null.
+- Anything else on these fields (adding to or changing an existing cell's outputs, writing a
+  run record, timing, or the state's fields) is refused: the whole update is undone, change by
+  change, with Y's undo (never by deleting and re-inserting a cell, which would drop others'
+  concurrent edits to it), and the peer is closed with 4403 and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from jupyter_ydoc import YNotebook
+from pycrdt import Array, ArrayEvent, Map, MapEvent, UndoManager
+
+from .schema import inserted_indices
+from .trust import TrustLedger
+
+PEER_ORIGIN: Final = "kernel_collab:peer"
+"""Origin of the transactions that apply peers' updates (the ones the guard may undo)."""
+
+OWNED_METADATA: Final = frozenset({"kernel_collab", "execution"})
+OWNED_STATE: Final = frozenset({"kernel_collab", "hash", "path", "document_id"})
+
+
+@dataclass
+class _Seen:
+    """What one peer transaction did, as the observers saw it."""
+
+    inserted: set[int] = field(default_factory=set)
+    refused: list[str] = field(default_factory=list)
+    trusted_meta: set[int] = field(default_factory=set)
+    """Existing cells whose ``metadata.trusted`` was written."""
+    restore: list[tuple[int, str, Any]] = field(default_factory=list)
+    """(cell index, key, old value or _ABSENT) to put back silently."""
+    outputs_changed: set[int] = field(default_factory=set)
+
+
+_ABSENT: Final = object()
+
+
+def _old(change: dict[str, Any]) -> Any:
+    return change["oldValue"] if change.get("action") != "add" else _ABSENT
+
+
+def _new(change: dict[str, Any]) -> Any:
+    return change["newValue"] if change.get("action") != "delete" else _ABSENT
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Map | Array) or isinstance(b, Map | Array):
+        return False
+    return bool(a == b)
+
+
+def _fingerprint(value: Any) -> str:
+    return json.dumps(value.to_py() if isinstance(value, Map) else value, sort_keys=True,
+                      default=str)  # fmt: skip
+
+
+class FieldGuard:
+    """Holds peers' updates to the sidecar's fields; keeps the run records it wrote."""
+
+    def __init__(self, notebook: YNotebook, trust: TrustLedger):
+        self.notebook = notebook
+        self.trust = trust
+        self._seen: _Seen | None = None
+        self._run_records: dict[str, str] = {}
+        """Run record (``metadata.kernel_collab``) the sidecar last wrote, by cell id."""
+        for ycell in notebook.ycells:
+            self._learn(ycell)
+        scopes = [notebook.ycells, notebook.ystate, notebook.ydoc.get("meta", type=Map)]
+        self._undo = UndoManager(scopes=scopes, capture_timeout_millis=0)
+        self._undo.include_origin(PEER_ORIGIN)
+        self._subs = [
+            notebook.ycells.observe_deep(self._on_cells),
+            notebook.ystate.observe_deep(self._on_state),
+        ]
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def _learn(self, ycell: Any) -> None:
+        if isinstance(ycell, Map) and isinstance(ycell.get("id"), str):
+            metadata = ycell.get("metadata")
+            value = metadata.get("kernel_collab") if isinstance(metadata, Map) else None
+            if value is not None:
+                self._run_records[ycell["id"]] = _fingerprint(value)
+
+    def _on_cells(self, events: list[Any]) -> None:
+        seen = self._seen
+        for event in events:
+            path = list(event.path)
+            if seen is None:
+                self._learn_from(event, path)
+            elif not path:
+                if isinstance(event, ArrayEvent):
+                    seen.inserted |= inserted_indices(event)
+            elif isinstance(path[0], int):
+                self._check_cell_event(seen, path, event)
+
+    def _learn_from(self, event: Any, path: list[Any]) -> None:
+        """The sidecar's own change: remember run records it writes (or inserts with a cell)."""
+        if not path and isinstance(event, ArrayEvent):
+            for index in inserted_indices(event):
+                self._learn(self.notebook.ycells[index])
+        elif len(path) == 2 and path[1] == "metadata" and "kernel_collab" in _keys(event):
+            self._learn(self.notebook.ycells[path[0]])
+
+    def _check_cell_event(self, seen: _Seen, path: list[Any], event: Any) -> None:
+        index = path[0]
+        if len(path) == 1:
+            for key, change in _keys(event).items():
+                self._check_cell_key(seen, index, key, change)
+        elif path[1] == "outputs":
+            seen.outputs_changed.add(index)
+        elif path[1] == "metadata" and len(path) == 2:
+            for key, change in _keys(event).items():
+                if key == "trusted":
+                    seen.trusted_meta.add(index)
+                elif key in OWNED_METADATA and not _same(_old(change), _new(change)) and not (
+                    key == "execution" and change.get("action") == "delete"  # Clear Outputs
+                ):
+                    seen.refused.append(f"metadata.{key} is written by the sidecar only")
+        elif path[1] == "metadata" and len(path) > 2 and path[2] in OWNED_METADATA:
+            seen.refused.append(f"metadata.{path[2]} is written by the sidecar only")
+
+    @staticmethod
+    def _check_cell_key(seen: _Seen, index: int, key: str, change: dict[str, Any]) -> None:
+        old, new = _old(change), _new(change)
+        if key in ("outputs", "metadata"):
+            seen.refused.append(f"a cell's {key} may not be replaced")
+        elif key in ("execution_state", "execution_count") and not _same(old, new) and not (
+            key == "execution_count" and new is None  # Clear Outputs nulls the count
+        ):
+            seen.restore.append((index, key, old))
+
+    def _on_state(self, events: list[Any]) -> None:
+        seen = self._seen
+        if seen is None:
+            return
+        for event in events:
+            path = list(event.path)
+            if not path:
+                for key, change in _keys(event).items():
+                    if key in OWNED_STATE and not _same(_old(change), _new(change)):
+                        seen.refused.append(f"state.{key} is written by the sidecar only")
+            elif path and path[0] in OWNED_STATE:
+                seen.refused.append(f"state.{path[0]} is written by the sidecar only")
+
+    # -- applying a peer's update ------------------------------------------------------------
+
+    def apply(self, update: bytes) -> tuple[set[int], str | None]:
+        """Apply a peer's update and hold it against the rules.
+
+        Returns the indices of the cells it inserted (for the schema check) and, when the update
+        was refused and undone, the reason. Raises ``ValueError`` for an undecodable update.
+        """
+        self.trust.refresh()  # digests of cells this update may move must be current
+        self._seen = seen = _Seen()
+        try:
+            with self.notebook.ydoc.transaction(origin=PEER_ORIGIN):
+                self.notebook.ydoc.apply_update(update)
+        finally:
+            self._seen = None
+        cells = self.notebook.ycells
+        for index in seen.outputs_changed - seen.inserted:
+            if index < len(cells) and isinstance(cells[index], Map) and len(
+                    cells[index].get("outputs") or ()):  # fmt: skip
+                seen.refused.append("outputs are written by the kernel only (clearing is allowed)")
+                break
+        if seen.refused:
+            self._undo.undo()
+            self._undo.clear()
+            return set(), seen.refused[0]
+        self._undo.clear()
+        if seen.restore or seen.trusted_meta:
+            with self.notebook.ydoc.transaction():
+                self._put_back(seen)
+        return seen.inserted, None
+
+    def _put_back(self, seen: _Seen) -> None:
+        cells = self.notebook.ycells
+        for index, key, old in seen.restore:
+            ycell = cells[index] if index < len(cells) else None
+            if not isinstance(ycell, Map):
+                continue
+            if old is _ABSENT:
+                if key in ycell:
+                    del ycell[key]
+            elif ycell.get(key) != old:
+                ycell[key] = old
+        for index in seen.trusted_meta:
+            if index < len(cells):
+                _drop_trusted_meta(cells[index])
+
+    def judge_inserted(self, indices: set[int]) -> None:
+        """Cells a peer inserted (checked by the schema already): unique ids, no trust claim,
+        outputs vouched for only as the sidecar vouched, run records only as it wrote them."""
+        if not indices:
+            return
+        cells = self.notebook.ycells
+        counts: dict[str, int] = {}
+        for ycell in cells:
+            cell_id = ycell.get("id") if isinstance(ycell, Map) else None
+            if isinstance(cell_id, str):
+                counts[cell_id] = counts.get(cell_id, 0) + 1
+        with self.notebook.ydoc.transaction():
+            for index in sorted(indices):
+                ycell = cells[index] if index < len(cells) else None
+                if isinstance(ycell, Map):
+                    self._judge(ycell, counts)
+
+    def _judge(self, ycell: Map[Any], counts: dict[str, int]) -> None:
+        _drop_trusted_meta(ycell)
+        cell_id = ycell.get("id")
+        if isinstance(cell_id, str) and counts.get(cell_id, 0) > 1:
+            counts[cell_id] -= 1
+            ycell["id"] = cell_id = uuid.uuid4().hex[:8]  # a copy under a taken id
+        if not isinstance(cell_id, str):
+            return
+        self.trust.judge_inserted(ycell)
+        metadata = ycell.get("metadata")
+        if (
+            isinstance(metadata, Map) and "kernel_collab" in metadata
+            and self._run_records.get(cell_id) != _fingerprint(metadata["kernel_collab"])
+        ):
+            del metadata["kernel_collab"]  # a copy's record: it did not run here
+        if ycell.get("execution_state") == "running" and not self.trust.is_running(cell_id):
+            ycell["execution_state"] = "idle"
+
+
+def _drop_trusted_meta(ycell: Any) -> None:
+    metadata = ycell.get("metadata") if isinstance(ycell, Map) else None
+    if isinstance(metadata, Map) and "trusted" in metadata:
+        del metadata["trusted"]
+
+
+def _keys(event: Any) -> dict[str, dict[str, Any]]:
+    """A map event's changed keys (``{}`` for other events)."""
+    keys: dict[str, dict[str, Any]] = getattr(event, "keys", {}) if isinstance(
+        event, MapEvent) else {}  # fmt: skip
+    return keys
