@@ -28,7 +28,7 @@ from typing import Any, Final
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, ArrayEvent, Map, MapEvent, UndoManager
 
-from .schema import inserted_indices
+from .schema import inserted_indices, touched_cells
 from .trust import TrustLedger
 
 PEER_ORIGIN: Final = "kernel_collab:peer"
@@ -43,6 +43,8 @@ class _Seen:
     """What one peer transaction did, as the observers saw it."""
 
     inserted: set[int] = field(default_factory=set)
+    touched: set[int] = field(default_factory=set)
+    """Cells whose shape the update may have changed (for the schema check)."""
     refused: list[str] = field(default_factory=list)
     trusted_meta: set[int] = field(default_factory=set)
     """Existing cells whose ``metadata.trusted`` was written."""
@@ -103,6 +105,8 @@ class FieldGuard:
 
     def _on_cells(self, events: list[Any]) -> None:
         seen = self._seen
+        if seen is not None:
+            seen.touched |= touched_cells(events)
         for event in events:
             path = list(event.path)
             if seen is None:
@@ -164,11 +168,12 @@ class FieldGuard:
 
     # -- applying a peer's update ------------------------------------------------------------
 
-    def apply(self, update: bytes) -> tuple[set[int], str | None]:
+    def apply(self, update: bytes) -> tuple[_Seen, str | None]:
         """Apply a peer's update and hold it against the rules.
 
-        Returns the indices of the cells it inserted (for the schema check) and, when the update
-        was refused and undone, the reason. Raises ``ValueError`` for an undecodable update.
+        Returns what it did (cells it inserted and touched, for the schema check) and, when the
+        update was refused and undone, the reason. Raises ``ValueError`` for an undecodable
+        update.
         """
         self.trust.refresh()  # digests of cells this update may move must be current
         self._seen = seen = _Seen()
@@ -186,12 +191,12 @@ class FieldGuard:
         if seen.refused:
             self._undo.undo()
             self._undo.clear()
-            return set(), seen.refused[0]
+            return _Seen(), seen.refused[0]
         self._undo.clear()
         if seen.restore or seen.trusted_meta:
             with self.notebook.ydoc.transaction():
                 self._put_back(seen)
-        return seen.inserted, None
+        return seen, None
 
     def _put_back(self, seen: _Seen) -> None:
         cells = self.notebook.ycells

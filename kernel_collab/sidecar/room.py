@@ -85,10 +85,6 @@ class Room(LoggingConfigurable):
         """Durations of the latest group commits, in seconds."""
         self.committed_updates = 0
         self._subscription = self.doc.observe(self._on_transaction)
-        self._checking = False
-        self._touched: set[int] = set()
-        # Subscribed once: subscribing around each update costs more than the update itself.
-        self._cells_subscription = notebook.ycells.observe_deep(self._on_cells_changed)
         self.trust = TrustLedger(notebook, lambda: self.status)
         self.guard = FieldGuard(notebook, self.trust)
         self.request_handlers["stats"] = self._handle_stats
@@ -243,15 +239,10 @@ class Room(LoggingConfigurable):
         """Apply a peer's update, hold it against field ownership (a refused update is undone
         and the peer closed with 4403), then repair the cells it broke (the peer is closed with
         1002); all in the same group commit, so nobody ever sees or stores what was refused."""
-        self._touched = set()
-        self._checking = True
         try:
-            inserted, refused = self.guard.apply(update)
+            seen, refused = self.guard.apply(update)
         except ValueError as exc:
             raise wire.ProtocolError(f"invalid Y update: {exc}") from exc
-        finally:
-            self._checking = False
-        touched, self._touched = self._touched, set()
         if refused is not None:
             self.log.warning(
                 "document %s: refused and undid an update from %s: %s",
@@ -259,10 +250,10 @@ class Room(LoggingConfigurable):
             )  # fmt: skip
             peer.close(CLOSE_REFUSED, f"refused: {refused}; reload"[:120])
             return
-        self.guard.judge_inserted(inserted)
+        self.guard.judge_inserted(seen.inserted)
         problems = []
         with self.doc.transaction():
-            for index in sorted(touched, reverse=True):
+            for index in sorted(seen.touched, reverse=True):
                 if index >= len(self.notebook.ycells):
                     continue
                 problem = schema.cell_problem(self.notebook.ycells[index])
@@ -280,10 +271,6 @@ class Room(LoggingConfigurable):
                 self.store.document_id, peer.name, "; ".join(problems),
             )  # fmt: skip
             peer.close(CLOSE_PROTOCOL_ERROR, f"invalid notebook: {problems[0]}"[:120])
-
-    def _on_cells_changed(self, events: list[Any]) -> None:
-        if self._checking:  # a peer's update: note the cells whose shape it may have changed
-            self._touched |= schema.touched_cells(events)
 
     def _receive_awareness(self, peer: Peer, data: bytes, update: bytes) -> None:
         entries = wire.parse_awareness_clients(update)
