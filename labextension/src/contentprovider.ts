@@ -9,6 +9,7 @@
 // then takes the file's new hash from `fileChanged` after the sidecar (or anyone) saved, and
 // a notebook loaded from the file is autosaved here instead of by the document manager.
 import { ISharedDocument, YNotebook } from '@jupyter/ydoc';
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Contents, IContentProvider, ServerConnection, User } from '@jupyterlab/services';
 import { nullTranslator } from '@jupyterlab/translation';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -38,6 +39,39 @@ interface IOpened {
   model: YNotebook;
   format: Contents.FileFormat;
   binding?: Promise<Binding>;
+}
+
+/**
+ * Ctrl+S on a collaborative notebook: a plain save, which merges an outside change first and
+ * never overwrites a file the sidecar could not read. Then, only if the person confirms,
+ * "save and overwrite", which says what it replaced.
+ */
+async function saveThroughRoom(provider: CollabProvider, path: string): Promise<void> {
+  try {
+    await provider.request({ type: 'save' });
+    return;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (!message.startsWith('not saved:') || !provider.canWrite) {
+      throw error;
+    }
+    const answer = await showDialog({
+      title: `${path} was not saved`,
+      body: `${message}\n\nOverwrite the file on disk with the shared notebook? What is in the file now is lost.`,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Save and Overwrite' })]
+    });
+    if (!answer.button.accept) {
+      throw error;
+    }
+  }
+  const reply = await provider.request({ type: 'save', force: true });
+  if (typeof reply.overwrote === 'string' && reply.overwrote) {
+    await showDialog({
+      title: `${path} saved`,
+      body: `The shared notebook replaced ${reply.overwrote}.`,
+      buttons: [Dialog.okButton()]
+    });
+  }
 }
 
 /** The content provider of notebooks (see the module's comment). */
@@ -121,7 +155,7 @@ export class KernelCollabContentProvider implements IContentProvider {
     const binding = await this._opened.get(path)?.binding;
     if (binding?.kind === 'ours') {
       // "Save now": the sidecar writes the file; nothing is sent from here.
-      await binding.provider.request({ type: 'save' });
+      await saveThroughRoom(binding.provider, path);
     } else if (binding?.kind === 'rtc' && binding.provider.save) {
       await binding.provider.save();
     } else {

@@ -12,6 +12,7 @@ import {
 } from '@codemirror/view';
 import * as Y from 'yjs';
 import type { Awareness } from 'y-protocols/awareness';
+import { personName, safeColor } from './state';
 
 interface ICursor {
   anchor: unknown;
@@ -20,6 +21,8 @@ interface ICursor {
   empty?: boolean;
 }
 
+/** A collaborator as drawn: their name (shown as text) and their colour (checked by
+ * `safeColor`: awareness is written by peers, so both may hold anything). */
 interface IRemote {
   name: string;
   color: string;
@@ -121,14 +124,17 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
         const marks: { from: number; to: number; decoration: Decoration }[] = [];
         if (doc) {
           awareness.getStates().forEach((state, clientId) => {
-            if (clientId === awareness.clientID || !state.user || !state.cursors) {
+            if (clientId === awareness.clientID || !state.user || !Array.isArray(state.cursors)) {
               return;
             }
             const person: IRemote = {
-              name: state.user.display_name || state.user.name || state.user.username || 'Anonymous',
-              color: state.user.color || '#888'
+              name: personName(state.user, 'Anonymous'),
+              color: safeColor(state.user.color)
             };
             for (const cursor of state.cursors as ICursor[]) {
+              if (typeof cursor !== 'object' || cursor === null) {
+                continue;
+              }
               const anchor = absolute(cursor.anchor, doc, text);
               const head = absolute(cursor.head, doc, text);
               if (anchor === null || head === null || head > length || anchor > length) {
@@ -141,6 +147,7 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
                   to,
                   decoration: Decoration.mark({
                     class: 'kc-remote-selection',
+                    // A CodeMirror mark takes its style as text: the colour is checked.
                     attributes: { style: `background-color: ${person.color}; opacity: 0.8` }
                   })
                 });

@@ -19,8 +19,8 @@ export class CollabCellExecutor implements INotebookCellExecutor {
     if (!provider.canExecute) {
       throw new Error('You may read and edit this notebook, but not run its cells.');
     }
-    // As the stock executor does: a cell someone here runs is trusted.
-    cell.model.trusted = true;
+    // Trust is not set here: the sidecar vouches for what its kernel writes, once it has
+    // cleared the cell's old outputs (see trust.ts).
     options.onCellExecutionScheduled({ cell });
     const cellId = cell.model.sharedModel.getId();
     const before = cellRunState(notebook.sharedModel, cellId);

@@ -19,9 +19,11 @@ import type * as Y from 'yjs';
 import { CONTENT_PROVIDER_ID, IOtherProviderFactory, KernelCollabContentProvider } from './contentprovider';
 import { remoteCursors } from './cursors';
 import { CollabCellExecutor } from './executor';
+import { beforeCodeCellRenders, hostSupported, interceptCommand } from './hostpatches';
 import { decoratePanel } from './panel';
 import { CLOSE_READ_ONLY, CollabProvider } from './provider';
 import { kernelAction } from './requests';
+import { alignCell, followTrust, trustNotebook } from './trust';
 
 /** kernel_collab's content provider, for the other plugins. */
 export const IKernelCollab = new Token<KernelCollabContentProvider>('kernel-collab:IKernelCollab');
@@ -117,14 +119,30 @@ const panels: JupyterFrontEndPlugin<void> = {
   id: 'kernel-collab:notebook-panel',
   description: 'The room bar, banners, run marks, input prompts and kernel actions of collaborative notebooks.',
   autoStart: true,
-  requires: [IKernelCollab, INotebookTracker, IDocumentManager],
+  requires: [IKernelCollab, INotebookTracker, IDocumentManager, NotebookPanel.IContentFactory],
   activate: (
     app: JupyterFrontEnd,
     contents: KernelCollabContentProvider,
     tracker: INotebookTracker,
-    docManager: IDocumentManager
+    docManager: IDocumentManager,
+    cellFactory: NotebookPanel.IContentFactory
   ) => {
     const settings = app.serviceManager.serverSettings;
+    // Outside the JupyterLab versions the patches were written for, collaborative outputs
+    // stay untrusted (cell models start untrusted: the sidecar keeps metadata.trusted out).
+    const patched = hostSupported(app);
+    if (patched) {
+      beforeCodeCellRenders(cellFactory, model => {
+        const provider = contents.providerFor(model.sharedModel.notebook ?? undefined);
+        if (provider) {
+          alignCell(provider, model);
+        }
+      });
+      interceptCommand(app, 'notebook:trust', () => {
+        const provider = contents.providerFor(tracker.currentWidget?.model?.sharedModel);
+        return provider ? trustNotebook(provider) : undefined;
+      });
+    }
     const reopening = new Set<string>();
     const reopenOnce = (path: string): void => {
       if (reopening.has(path)) {
@@ -140,6 +158,10 @@ const panels: JupyterFrontEndPlugin<void> = {
       if (provider) {
         panel.addClass('kc-collaborative');
         decoratePanel(panel, provider);
+        if (patched) {
+          const unfollow = followTrust(panel, provider);
+          panel.disposed.connect(unfollow);
+        }
         provider.inputRequested.connect(async (_, request) => {
           const result = request.password
             ? await InputDialog.getPassword({ title: request.prompt || 'Input requested by the kernel' })
@@ -151,10 +173,14 @@ const panels: JupyterFrontEndPlugin<void> = {
         });
         provider.closed.connect(async (_, closed) => {
           await showDialog({
-            title: closed.code === CLOSE_READ_ONLY ? 'You may only read this notebook' : 'The notebook was re-created',
-            body: closed.code === CLOSE_READ_ONLY
-              ? 'Your change was refused: you do not have permission to edit. The notebook reopens as it is.'
-              : 'The notebook\'s document was re-created from its file since this copy was loaded. It reopens.',
+            title: closed.code !== CLOSE_READ_ONLY
+              ? 'The notebook was re-created'
+              : provider.canWrite ? 'Your change was refused' : 'You may only read this notebook',
+            body: closed.code !== CLOSE_READ_ONLY
+              ? 'The notebook\'s document was re-created from its file since this copy was loaded. It reopens.'
+              : provider.canWrite
+                ? `The notebook's kernel refused a change from this page (${closed.reason || 'no reason given'}). The notebook reopens as it is.`
+                : 'Your change was refused: you do not have permission to edit. The notebook reopens as it is.',
             buttons: [Dialog.okButton()]
           });
           reopenOnce(context.path);

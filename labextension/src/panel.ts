@@ -5,25 +5,85 @@ import { Cell } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 import { CollabProvider } from './provider';
-import { IPerson, IRoomState, lastRun, personName, roomState } from './state';
+import { IPerson, IRoomState, lastRun, personName, roomState, safeColor, text } from './state';
 
-/** Escape text for HTML. */
-function esc(text: string): string {
-  const div = document.createElement('div');
-  div.textContent = text;
-  return div.innerHTML;
+// Everything here shows data any peer can write (names and colours in awareness, cell ids and
+// run records in the document, the room's state): it is built with DOM nodes, text as text
+// nodes and styles through properties, never parsed as HTML.
+
+/** What an element holds: text (a text node, never HTML) or elements. */
+type Content = string | Node;
+
+/** A new element with a class name and content. */
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className: string,
+  ...content: Content[]
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = className;
+  node.append(...content);
+  return node;
 }
 
-function clock(seconds: number | null | undefined): string {
-  return seconds ? new Date(seconds * 1000).toLocaleTimeString() : '';
+/** Items with `separator` between them. */
+function joined(items: Content[], separator: string): Content[] {
+  return items.flatMap((item, i) => (i ? [separator, item] : [item]));
+}
+
+function clock(seconds: unknown): string {
+  return typeof seconds === 'number' && isFinite(seconds) && seconds
+    ? new Date(seconds * 1000).toLocaleTimeString()
+    : '';
+}
+
+/** A name, clipped by CSS when long (the full name in its tooltip). */
+function nameMark(name: string): HTMLElement {
+  const node = element('span', 'kc-name', name);
+  node.title = name;
+  return node;
+}
+
+/** A person: their name with their colour (checked) at its side. */
+function personMark(person: IPerson | undefined): HTMLElement {
+  const name = personName(person);
+  const node = element('span', 'kc-person', name);
+  node.title = name;
+  node.style.borderColor = safeColor(person?.color);
+  return node;
+}
+
+/** Put `content` in `node` unless it already holds the same (no relayout, no flicker). */
+function replaceContent(node: HTMLElement, content: Content[]): boolean {
+  const fresh = element('div', '', ...content);
+  const children = Array.from(fresh.childNodes);
+  const same =
+    children.length === node.childNodes.length &&
+    children.every((child, i) => child.isEqualNode(node.childNodes[i]));
+  if (!same) {
+    node.replaceChildren(...children);
+  }
+  return !same;
 }
 
 /** Size a header widget to its content: the header is a Lumino box layout, which sizes its
  * children from their CSS limits, not from what they hold. */
 function fitToContent(widget: Widget): void {
-  widget.node.style.minHeight = '';
+  const style = widget.node.style;
+  // Measured at the header's width (a widget shown for the first time has none yet) and
+  // without the height the layout last gave it (or it would never shrink).
+  const { height, width } = style;
+  const available = widget.parent?.node.clientWidth;
+  style.minHeight = '';
+  style.height = '';
+  if (available) {
+    style.width = `${available}px`;
+  }
+  const needed = widget.node.scrollHeight;
+  style.height = height;
+  style.width = width;
   if (!widget.isHidden) {
-    widget.node.style.minHeight = `${widget.node.scrollHeight}px`;
+    style.minHeight = `${needed}px`;
   }
   widget.parent?.fit();
 }
@@ -35,15 +95,17 @@ export class RoomBar extends Widget {
     this.addClass('kc-room-bar');
   }
 
-  render(html: string): void {
-    if (html !== this._html) {
-      this._html = html;
-      this.node.innerHTML = html;
+  render(content: Content[]): void {
+    if (replaceContent(this.node, content)) {
       fitToContent(this);
     }
   }
+}
 
-  private _html = '';
+/** One banner: its kind (a fixed word of ours, in its class) and what it says. */
+export interface IBannerMessage {
+  kind: string;
+  text: Content[];
 }
 
 /** The banner above the notebook: one line per state people must know about. */
@@ -54,86 +116,99 @@ export class Banner extends Widget {
     this.hide();
   }
 
-  setMessages(messages: { kind: string; text: string }[]): void {
-    const html = messages
-      .map(m => `<div class="kc-banner kc-banner-${esc(m.kind)}" role="status">${esc(m.text)}</div>`)
-      .join('');
-    if (html !== this._html) {
-      this._html = html;
-      this.node.innerHTML = html;
+  setMessages(messages: IBannerMessage[]): void {
+    const lines = messages.map(m => {
+      const line = element('div', 'kc-banner', ...m.text);
+      line.classList.add(`kc-banner-${m.kind}`);
+      line.setAttribute('role', 'status');
+      return line;
+    });
+    if (replaceContent(this.node, lines) || this.isHidden !== (messages.length === 0)) {
       this.setHidden(messages.length === 0);
       fitToContent(this);
     }
   }
-
-  private _html = '';
 }
 
 /** The banners the sidecar's state and the connection call for. */
-export function banners(state: IRoomState, provider: CollabProvider): { kind: string; text: string }[] {
-  const out: { kind: string; text: string }[] = [];
+export function banners(state: IRoomState, provider: CollabProvider): IBannerMessage[] {
+  const out: IBannerMessage[] = [];
+  const add = (kind: string, ...content: Content[]): void => {
+    out.push({ kind, text: content });
+  };
   if (!provider.canWrite) {
-    out.push({ kind: 'read-only', text: 'You can read this notebook but not edit it.' });
+    add('read-only', 'You can read this notebook but not edit it.');
   }
   const connection = provider.connectionState;
   if (connection === 'reconnecting') {
-    out.push({ kind: 'reconnecting', text: 'Reconnecting to the notebook\'s kernel sidecar… your edits are kept and will be sent when it is back.' });
+    add('reconnecting', 'Reconnecting to the notebook\'s kernel sidecar… your edits are kept and will be sent when it is back.');
   } else if (connection === 'closed') {
-    out.push({ kind: 'closed', text: 'This copy of the notebook was closed by the sidecar; it reopens.' });
+    add('closed', 'This copy of the notebook was closed by the sidecar; it reopens.');
   }
   if (state.file_error) {
-    out.push({ kind: 'file-error', text: `The file on disk could not be read (${state.file_error}); autosave is paused until the notebook is saved.` });
+    add('file-error', `The file on disk could not be read (${text(state.file_error)}); autosave is paused until the notebook is saved.`);
   } else if (state.autosave === 'paused') {
-    out.push({ kind: 'autosave-paused', text: 'Autosave is paused.' });
+    add('autosave-paused', 'Autosave is paused.');
   }
   if (state.save_error) {
-    out.push({ kind: 'save-error', text: `Saving failed: ${state.save_error}. Your work is kept in the notebook's store.` });
+    add('save-error', `Saving failed: ${text(state.save_error)}. Your work is kept in the notebook's store.`);
   }
   if (state.store_error) {
-    out.push({ kind: 'store-error', text: `The notebook's store could not be written: ${state.store_error}. Changes are kept in memory and retried.` });
+    add('store-error', `The notebook's store could not be written: ${text(state.store_error)}. Changes are kept in memory and retried.`);
   }
   if (state.merge_conflicts && state.merge_conflicts.length) {
-    out.push({ kind: 'merge-conflict', text: `${state.merge_conflicts.length} cell(s) changed both here and in the file on disk; the live text is kept in each cell's metadata.` });
+    add('merge-conflict', `${state.merge_conflicts.length} cell(s) changed both here and in the file on disk; the live text is kept in each cell's metadata.`);
   }
   const waiting = state.waiting_for_input;
   if (waiting) {
-    out.push({ kind: 'input', text: `The kernel is waiting for input from ${waiting.from ?? 'someone'}.` });
+    add('input', 'The kernel is waiting for input from ', nameMark(text(waiting.from) || 'someone'), '.');
   }
   const status = state.kernel_status;
   if (status === 'dead') {
-    out.push({ kind: 'kernel-dead', text: 'The kernel died. Restart it to run cells.' });
+    add('kernel-dead', 'The kernel died. Restart it to run cells.');
   } else if (status === 'none') {
-    out.push({ kind: 'kernel-none', text: 'No kernel is running for this notebook.' });
+    add('kernel-none', 'No kernel is running for this notebook.');
   }
   return out;
 }
 
-function dot(person: IPerson | undefined): string {
-  const color = person?.color ?? '#888';
-  return `<span class="kc-person" style="border-color: ${esc(color)}">${esc(personName(person))}</span>`;
-}
+const EVENT_VERBS: Record<string, string> = {
+  interrupt: 'Interrupted',
+  restart: 'Restarted',
+  shutdown: 'Shut down',
+  dead: 'Died'
+};
 
 /** The room bar's content. */
-export function roomBarHtml(state: IRoomState, model: ISharedNotebook, people: IPerson[]): string {
+export function roomBarContent(state: IRoomState, model: ISharedNotebook, people: IPerson[]): HTMLElement[] {
   const index = new Map(model.cells.map((c, i) => [c.getId(), i + 1]));
-  const status = state.kernel_status ?? 'unknown';
-  const parts = [`<span class="kc-kernel-status" data-status="${esc(status)}">Kernel: ${esc(status)}</span>`];
+  const position = (cellId: string): string => String(index.get(cellId) ?? '?');
+  const status = text(state.kernel_status) || 'unknown';
+  const kernel = element('span', 'kc-kernel-status', `Kernel: ${status}`);
+  kernel.dataset.status = status;
+  const parts: HTMLElement[] = [kernel];
   if (state.running) {
-    parts.push(`<span class="kc-running">Running cell ${index.get(state.running.cell_id) ?? '?'} for ${dot(state.running.by)}</span>`);
+    parts.push(element('span', 'kc-running', `Running cell ${position(state.running.cell_id)} for `, personMark(state.running.by)));
   }
   const queue = state.queue ?? [];
-  const entries = queue
-    .map(e => `<li class="kc-queue-entry">cell ${index.get(e.cell_id) ?? '?'} · ${dot(e.by)}</li>`)
-    .join('');
-  parts.push(`<span class="kc-queue" data-length="${queue.length}">Queue: ${queue.length}${queue.length ? `<ol class="kc-queue-list">${entries}</ol>` : ''}</span>`);
-  const event = state.last_kernel_event;
-  if (event?.event) {
-    const verb = { interrupt: 'Interrupted', restart: 'Restarted', shutdown: 'Shut down', dead: 'Died' }[event.event] ?? event.event;
-    const who = event.event === 'dead' ? '' : ` by ${esc(personName(event.by))}`;
-    parts.push(`<span class="kc-last-event" data-event="${esc(event.event)}">${esc(verb)}${who} at ${esc(clock(event.at))}</span>`);
+  const entries = queue.map(e => element('li', 'kc-queue-entry', `cell ${position(e.cell_id)} · `, personMark(e.by)));
+  const queueNode = element('span', 'kc-queue', `Queue: ${queue.length}`);
+  queueNode.dataset.length = String(queue.length);
+  if (entries.length) {
+    queueNode.append(element('ol', 'kc-queue-list', ...entries));
   }
-  parts.push(`<span class="kc-people">Here: ${people.map(dot).join(' ')}</span>`);
-  return parts.join('');
+  parts.push(queueNode);
+  const event = state.last_kernel_event;
+  const eventName = text(event?.event);
+  if (event && eventName) {
+    const verb = Object.prototype.hasOwnProperty.call(EVENT_VERBS, eventName) ? EVENT_VERBS[eventName] : eventName;
+    const who: Content[] = eventName === 'dead' ? [] : [' by ', nameMark(personName(event.by))];
+    const node = element('span', 'kc-last-event', verb, ...who, ` at ${clock(event.at)}`);
+    node.dataset.event = eventName;
+    parts.push(node);
+  }
+  parts.push(element('span', 'kc-people', 'Here: ', ...joined(people.map(personMark), ' ')));
+  return parts;
 }
 
 /** The people in the room, from the shared awareness (each person once). */
@@ -141,8 +216,8 @@ export function peopleHere(provider: CollabProvider): IPerson[] {
   const seen = new Map<string, IPerson>();
   provider.model.awareness.getStates().forEach(state => {
     const user = state.user as IPerson | undefined;
-    if (user && (user.username || user.name)) {
-      seen.set(user.username ?? user.name ?? '', user);
+    if (user && typeof user === 'object' && (text(user.username) || text(user.name))) {
+      seen.set(text(user.username) || text(user.name), user);
     }
   });
   return [...seen.values()];
@@ -152,7 +227,7 @@ export function peopleHere(provider: CollabProvider): IPerson[] {
 export function clientsByCell(provider: CollabProvider): Map<string, IPerson[]> {
   const byCell = new Map<string, IPerson[]>();
   provider.model.awareness.getStates().forEach((state, clientId) => {
-    const cellId = (state.kernel_collab as { cell_id?: string } | undefined)?.cell_id;
+    const cellId = text((state.kernel_collab as { cell_id?: unknown } | undefined)?.cell_id);
     if (clientId === provider.model.awareness.clientID || !cellId || state.cursors) {
       return;
     }
@@ -161,23 +236,32 @@ export function clientsByCell(provider: CollabProvider): Map<string, IPerson[]> 
   return byCell;
 }
 
-/** Show which clients (scripts, agents, the kernel) are at a cell. */
-export function markClients(cell: Cell, clients: IPerson[] | undefined): void {
-  let node = cell.node.querySelector(':scope > .kc-clients-here') as HTMLElement | null;
-  if (!clients?.length) {
+/** Put a cell mark (`.kc-run-by`, `.kc-clients-here`) first in the cell, or update or remove
+ * it: `content` null removes it. */
+function setCellMark(cell: Cell, className: string, content: Content[] | null, kind?: string): void {
+  const node = cell.node.querySelector(`:scope > .${className}`) as HTMLElement | null;
+  if (!content) {
     node?.remove();
     return;
   }
+  const fresh = element('div', className, ...content);
+  if (kind !== undefined) {
+    fresh.dataset.kind = kind;
+  }
   if (!node) {
-    node = document.createElement('div');
-    node.className = 'kc-clients-here';
-    cell.node.insertBefore(node, cell.node.firstChild);
+    cell.node.insertBefore(fresh, cell.node.firstChild);
+  } else if (!node.isEqualNode(fresh)) {
+    node.replaceWith(fresh);
   }
-  const html = clients.map(dot).join(' ') + ' here';
-  if (node.dataset.html !== html) {
-    node.dataset.html = html;
-    node.innerHTML = html;
-  }
+}
+
+/** Show which clients (scripts, agents, the kernel) are at a cell. */
+export function markClients(cell: Cell, clients: IPerson[] | undefined): void {
+  setCellMark(
+    cell,
+    'kc-clients-here',
+    clients?.length ? [...joined(clients.map(personMark), ' '), ' here'] : null
+  );
 }
 
 /** Keep a cell's run mark ("queued #2 · Bob", "running · Alice", "ran by Alice at …"). */
@@ -189,33 +273,21 @@ export function markCell(cell: Cell, state: IRoomState): void {
   const queue = state.queue ?? [];
   const position = queue.findIndex(e => e.cell_id === id);
   const last = lastRun(cell.model.sharedModel.getMetadata() as Record<string, unknown>);
-  let text = '';
+  let content: Content[] | null = null;
   let kind = '';
   if (state.running?.cell_id === id) {
-    text = `running · ${personName(state.running.by)}`;
+    content = ['running · ', nameMark(personName(state.running.by))];
     kind = 'running';
   } else if (position >= 0) {
-    text = `queued #${position + 1} · ${personName(queue[position].by)}`;
+    content = [`queued #${position + 1} · `, nameMark(personName(queue[position].by))];
     kind = 'queued';
   } else if (last) {
-    const status = last.status === 'ok' ? '' : ` (${last.status})`;
-    text = `ran by ${personName(last.by)} at ${clock(last.end ?? last.start)}${status}`;
-    kind = last.status;
+    const status = text(last.status);
+    const suffix = status === 'ok' ? '' : ` (${status})`;
+    content = ['ran by ', nameMark(personName(last.by)), ` at ${clock(last.end ?? last.start)}${suffix}`];
+    kind = status;
   }
-  let node = cell.node.querySelector(':scope > .kc-run-by') as HTMLElement | null;
-  if (!text) {
-    node?.remove();
-    return;
-  }
-  if (!node) {
-    node = document.createElement('div');
-    node.className = 'kc-run-by';
-    cell.node.insertBefore(node, cell.node.firstChild);
-  }
-  if (node.textContent !== text) {
-    node.textContent = text;
-    node.dataset.kind = kind;
-  }
+  setCellMark(cell, 'kc-run-by', content, kind);
 }
 
 /** Wire one collaborative notebook panel to its provider: bar, banners, marks, trust. */
@@ -234,7 +306,7 @@ export function decoratePanel(panel: NotebookPanel, provider: CollabProvider): v
     const model = provider.model;
     const state = roomState(model);
     banner.setMessages(banners(state, provider));
-    bar.render(roomBarHtml(state, model, peopleHere(provider)));
+    bar.render(roomBarContent(state, model, peopleHere(provider)));
     if (!provider.canWrite && !panel.context.model.readOnly) {
       panel.context.model.readOnly = true;
       panel.addClass('kc-read-only');
@@ -245,12 +317,6 @@ export function decoratePanel(panel: NotebookPanel, provider: CollabProvider): v
       markClients(cell, clients.get(cell.model.sharedModel.getId()));
       if (!provider.canWrite && !cell.readOnly) {
         cell.readOnly = true;
-      }
-      // Outputs made by the kernel render trusted for those who may run it, not for readers
-      // (marking a cell trusted writes to its metadata, so it needs the right to edit too).
-      const trust = provider.canExecute && provider.canWrite;
-      if (cell.model.type === 'code' && cell.model.trusted !== trust) {
-        cell.model.trusted = trust;
       }
     }
   };

@@ -48,28 +48,81 @@ interface IYMapLike {
   toJSON(): Record<string, unknown>;
 }
 
-/** `state.kernel_collab` as JSON (empty before the first sync). */
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isEntry(value: unknown): value is IQueueEntry {
+  return isObject(value) && typeof value.cell_id === 'string';
+}
+
+/** `state.kernel_collab` as JSON (empty before the first sync). Any peer can write the shared
+ * state, so the lists and entries read everywhere have the shape they are read with. */
 export function roomState(model: ISharedNotebook): IRoomState {
   const ystate = (model as unknown as { ystate: { get(key: string): unknown } }).ystate;
   const ours = ystate?.get('kernel_collab') as IYMapLike | undefined;
-  return ours && typeof ours.toJSON === 'function' ? (ours.toJSON() as IRoomState) : {};
+  const raw = ours && typeof ours.toJSON === 'function' ? ours.toJSON() : null;
+  if (!isObject(raw)) {
+    return {};
+  }
+  const state = { ...raw } as IRoomState;
+  for (const key of ['queue', 'cancelled'] as const) {
+    if (state[key] !== undefined) {
+      state[key] = Array.isArray(state[key]) ? state[key]!.filter(isEntry) : [];
+    }
+  }
+  if (state.running !== undefined && state.running !== null && !isEntry(state.running)) {
+    state.running = null;
+  }
+  if (state.merge_conflicts !== undefined && !Array.isArray(state.merge_conflicts)) {
+    state.merge_conflicts = [];
+  }
+  if (state.waiting_for_input !== undefined && !isObject(state.waiting_for_input)) {
+    state.waiting_for_input = null;
+  }
+  if (state.last_kernel_event !== undefined && !isObject(state.last_kernel_event)) {
+    state.last_kernel_event = null;
+  }
+  return state;
 }
 
-/** A person's name as people see it. */
-export function personName(person: IPerson | string | undefined | null): string {
-  if (!person) {
-    return 'someone';
+/** A string from shared data (awareness, the document, the room's state), else ''. Peers
+ * can put any JSON there: only strings and numbers are shown. */
+export function text(value: unknown): string {
+  if (typeof value === 'string') {
+    return value;
   }
+  return typeof value === 'number' && isFinite(value) ? String(value) : '';
+}
+
+/** A person's name as people see it (`fallback` when there is none). */
+export function personName(person: IPerson | string | undefined | null, fallback = 'someone'): string {
   if (typeof person === 'string') {
-    return person;
+    return person || fallback;
   }
-  return person.display_name || person.name || person.username || 'someone';
+  if (!isObject(person)) {
+    return fallback;
+  }
+  return text(person.display_name) || text(person.name) || text(person.username) || fallback;
+}
+
+/** The colour shown for people whose colour is missing or not one we accept. */
+export const NEUTRAL_COLOR = '#888888';
+
+const COLOR =
+  /^(?:#(?:[0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})|(?:rgb|hsl)a?\([0-9.,%/ ]*[0-9][0-9.,%/ ]*\)|var\(--jp-collaborator-color[1-7]\))$/i;
+
+/** A colour from awareness or the document, for a style: `#rgb`, `#rrggbb`, `#rrggbbaa`, or
+ * `rgb(…)`/`hsl(…)` of digits, JupyterLab's `var(--jp-collaborator-colorN)`; anything else (a `;`, `url(…)`, a word) is the neutral colour. */
+export function safeColor(value: unknown): string {
+  return typeof value === 'string' && value.length <= 64 && COLOR.test(value) ? value : NEUTRAL_COLOR;
 }
 
 /** The last run recorded in a cell's metadata, if any. */
 export function lastRun(metadata: Record<string, unknown> | undefined): ILastRun | null {
-  const ours = metadata?.kernel_collab as { last_run?: ILastRun } | undefined;
-  return ours?.last_run ?? null;
+  const ours = metadata?.kernel_collab;
+  const last = isObject(ours) ? ours.last_run : undefined;
+  return isObject(last) ? (last as unknown as ILastRun) : null;
 }
 
 /** Where a cell stands in the shared queue. */

@@ -1,0 +1,97 @@
+// Every place this extension changes JupyterLab's own behaviour, in one module, each with the
+// JupyterLab versions it was written for. Outside that range a patch does nothing and says so
+// (the safe default: outputs stay untrusted, stock commands run as they are).
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { ICodeCellModel } from '@jupyterlab/cells';
+import { NotebookPanel } from '@jupyterlab/notebook';
+
+/** Whether the host is one these patches were written and tested for: JupyterLab ≥ 4.4, < 5,
+ * or Notebook ≥ 7.4, < 8 (built on it). */
+export function hostSupported(app: JupyterFrontEnd): boolean {
+  const [major, minor] = app.version.split('.').map(part => parseInt(part, 10));
+  const [want, since] = app.name === 'JupyterLab' ? [4, 4] : [7, 4];
+  const ok = major === want && minor >= since;
+  if (!ok) {
+    warnOnce(`${app.name} ${app.version} is outside the versions its patches were written for`);
+  }
+  return ok;
+}
+
+let warned = false;
+function warnOnce(what: string): void {
+  if (!warned) {
+    warned = true;
+    console.warn(`kernel_collab: ${what}; collaborative outputs stay untrusted`);
+  }
+}
+
+type WritableShared = { setMetadata?: unknown; updateOutputs?: unknown };
+
+/**
+ * Set how this page renders a code cell's outputs, without writing to the shared document.
+ *
+ * JupyterLab's `CellModel.trusted` setter writes `metadata.trusted` and re-writes every output
+ * into the shared model (JupyterLab 4.4–4.6: `onTrustedChanged` → `setMetadata`, and the output
+ * area's "set" events → `updateOutputs`). Trust is per viewer here, decided by the sidecar's
+ * record, so those writes are suppressed for the duration of the change. Returns whether the
+ * model now has the trust asked for.
+ */
+export function setCellTrust(model: ICodeCellModel, trusted: boolean): boolean {
+  if (model.trusted === trusted) {
+    return true;
+  }
+  const shared = model.sharedModel as unknown as WritableShared;
+  if (typeof shared.setMetadata !== 'function' || typeof shared.updateOutputs !== 'function') {
+    warnOnce('this JupyterLab\'s cell model has no setMetadata/updateOutputs to hold back');
+    return !trusted && !model.trusted;
+  }
+  const noop = (): void => undefined;
+  shared.setMetadata = noop;
+  shared.updateOutputs = noop;
+  try {
+    model.trusted = trusted;
+  } finally {
+    delete shared.setMetadata; // back to the prototype's methods
+    delete shared.updateOutputs;
+  }
+  return model.trusted === trusted;
+}
+
+/**
+ * Run `hook` on every code cell model a notebook is about to render, before its outputs render:
+ * wraps the content factory's `createCodeCell` (JupyterLab 4.4–4.6 create every code cell
+ * widget through it, with `options.model`).
+ */
+export function beforeCodeCellRenders(
+  factory: NotebookPanel.IContentFactory,
+  hook: (model: ICodeCellModel) => void
+): void {
+  const original = factory.createCodeCell.bind(factory);
+  factory.createCodeCell = options => {
+    hook(options.model);
+    return original(options);
+  };
+}
+
+/**
+ * Route a stock command to `handler` when it applies to the current notebook (it returns
+ * `undefined` when it does not, and the stock command runs). Used for "Trust Notebook", whose
+ * stock version flips trust in this page only.
+ */
+export function interceptCommand(
+  app: JupyterFrontEnd,
+  id: string,
+  handler: (args: unknown) => Promise<unknown> | undefined
+): void {
+  const commands = app.commands;
+  const execute = commands.execute.bind(commands);
+  commands.execute = (command: string, args?: Parameters<typeof execute>[1]) => {
+    if (command === id) {
+      const handled = handler(args);
+      if (handled !== undefined) {
+        return handled;
+      }
+    }
+    return execute(command, args);
+  };
+}
