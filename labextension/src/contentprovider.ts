@@ -1,16 +1,24 @@
-// Which notebooks are collaborative, decided as each one opens, and their shared models.
+// Which notebooks are collaborative, decided as each one opens, and their
+// shared models.
 //
-// JupyterLab asks a content provider for a document's shared model synchronously, before
-// anything is fetched, and keeps that model for the document's life. So every notebook gets a
-// fresh YNotebook, bound only in `get()`, once the server has said how the notebook opens: to
-// its sidecar's room (collaborative: never loaded from the file), to jupyter-collaboration's
-// room when that is installed, or loaded from the file as stock JupyterLab does. Models are
-// always marked collaborative (JupyterLab fixes that flag at creation): the document context
-// then takes the file's new hash from `fileChanged` after the sidecar (or anyone) saved, and
-// a notebook loaded from the file is autosaved here instead of by the document manager.
+// JupyterLab asks a content provider for a document's shared model
+// synchronously, before anything is fetched, and keeps that model for the
+// document's life. So every notebook gets a fresh YNotebook, bound only in
+// `get()`, once the server has said how the notebook opens: to its sidecar's
+// room (collaborative: never loaded from the file), to jupyter-collaboration's
+// room when that is installed, or loaded from the file as stock JupyterLab
+// does. Models are always marked collaborative (JupyterLab fixes that flag at
+// creation): the document context then takes the file's new hash from
+// `fileChanged` after the sidecar (or anyone) saved, and a notebook loaded from
+// the file is autosaved here instead of by the document manager.
 import { ISharedDocument, YNotebook } from '@jupyter/ydoc';
 import { Dialog, showDialog } from '@jupyterlab/apputils';
-import { Contents, IContentProvider, ServerConnection, User } from '@jupyterlab/services';
+import {
+  Contents,
+  IContentProvider,
+  ServerConnection,
+  User
+} from '@jupyterlab/services';
 import { nullTranslator } from '@jupyterlab/translation';
 import { ISignal, Signal } from '@lumino/signaling';
 import { CollabProvider } from './provider';
@@ -18,7 +26,8 @@ import { IRoom, fetchMode } from './requests';
 
 export const CONTENT_PROVIDER_ID = 'kernel-collab';
 
-/** jupyter-collaboration's document provider factory (`IDocumentProviderFactory`), when present. */
+/** jupyter-collaboration's document provider factory
+ * (`IDocumentProviderFactory`), when present. */
 export interface IOtherProviderFactory {
   create(options: {
     path: string;
@@ -42,11 +51,15 @@ interface IOpened {
 }
 
 /**
- * Ctrl+S on a collaborative notebook: a plain save, which merges an outside change first and
- * never overwrites a file the sidecar could not read. Then, only if the person confirms,
- * "save and overwrite", which says what it replaced.
+ * Ctrl+S on a collaborative notebook: a plain save, which merges an outside
+ * change first and never overwrites a file the sidecar could not read. Then,
+ * only if the person confirms, "save and overwrite", which says what it
+ * replaced.
  */
-async function saveThroughRoom(provider: CollabProvider, path: string): Promise<void> {
+async function saveThroughRoom(
+  provider: CollabProvider,
+  path: string
+): Promise<void> {
   try {
     await provider.request({ type: 'save' });
     return;
@@ -57,8 +70,13 @@ async function saveThroughRoom(provider: CollabProvider, path: string): Promise<
     }
     const answer = await showDialog({
       title: `${path} was not saved`,
-      body: `${message}\n\nOverwrite the file on disk with the shared notebook? What is in the file now is lost.`,
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Save and Overwrite' })]
+      body:
+        `${message}\n\nOverwrite the file on disk with the shared notebook? ` +
+        'What is in the file now is lost.',
+      buttons: [
+        Dialog.cancelButton(),
+        Dialog.warnButton({ label: 'Save and Overwrite' })
+      ]
     });
     if (!answer.button.accept) {
       throw error;
@@ -86,23 +104,28 @@ export class KernelCollabContentProvider implements IContentProvider {
 
   readonly sharedModelFactory: SharedModelFactory;
 
-  /** jupyter-collaboration's provider factory, used for notebooks that are not ours. */
+  /** jupyter-collaboration's provider factory, used for notebooks that are not
+   * ours. */
   otherFactory: IOtherProviderFactory | null = null;
 
-  /** The collaborative provider of an open notebook's shared model, if it is bound to one. */
+  /** The collaborative provider of an open notebook's shared model, if it is
+   * bound to one. */
   providerFor(model: unknown): CollabProvider | undefined {
     return this._byModel.get(model as YNotebook);
   }
 
   /** Called by the factory: the shared model of a notebook being opened. */
-  createModel(options: Contents.ISharedFactoryOptions): ISharedDocument | undefined {
+  createModel(
+    options: Contents.ISharedFactoryOptions
+  ): ISharedDocument | undefined {
     if (options.contentType !== 'notebook') {
       return this._drive.sharedModelFactory?.createNew(options);
     }
     const model = new YNotebook({ disableDocumentWideUndoRedo: true });
     const opened: IOpened = { model, format: options.format };
     this._opened.set(options.path, opened);
-    // Decide and start syncing now, while JupyterLab builds the rest of the document.
+    // Decide and start syncing now, while JupyterLab builds the rest of the
+    // document.
     opened.binding = this._bind(options.path, opened);
     opened.binding.catch(() => undefined); // awaited (and reported) by get()
     model.disposed.connect(() => {
@@ -116,7 +139,8 @@ export class KernelCollabContentProvider implements IContentProvider {
     return model;
   }
 
-  /** Emitted when a notebook was saved (by the sidecar, a collaborator or the autosave). */
+  /** Emitted when a notebook was saved (by the sidecar, a collaborator or the
+   * autosave). */
   get fileChanged(): ISignal<this, Contents.IChangedArgs> {
     return this._fileChanged;
   }
@@ -124,22 +148,38 @@ export class KernelCollabContentProvider implements IContentProvider {
   /** Seconds between autosaves of notebooks loaded from their file (0: off). */
   autosaveInterval = 120;
 
-  async get(path: string, options?: Contents.IFetchOptions): Promise<Contents.IModel> {
+  async get(
+    path: string,
+    options?: Contents.IFetchOptions
+  ): Promise<Contents.IModel> {
     const opened = this._opened.get(path);
-    if (!opened || (options?.type !== undefined && options.type !== 'notebook')) {
-      return this._drive.get(path, { ...options, contentProviderId: undefined });
+    if (
+      !opened ||
+      (options?.type !== undefined && options.type !== 'notebook')
+    ) {
+      return this._drive.get(path, {
+        ...options,
+        contentProviderId: undefined
+      });
     }
     opened.binding ??= this._bind(path, opened);
     const binding = await opened.binding;
     if (binding.kind === 'file') {
-      return this._drive.get(path, { ...options, contentProviderId: undefined });
+      return this._drive.get(path, {
+        ...options,
+        contentProviderId: undefined
+      });
     }
-    // The document comes from a room: never load the file over it. Its hash is the one the
-    // room last saved or read, which is also the one `fileChanged` reports (a file hash
-    // read here could be ahead of what this page was told, and JupyterLab would show a
-    // "File Changed" dialog before every save).
+    // The document comes from a room: never load the file over it. Its hash is
+    // the one the room last saved or read, which is also the one `fileChanged`
+    // reports (a file hash read here could be ahead of what this page was told,
+    // and JupyterLab would show a "File Changed" dialog before every save).
     const [model] = await Promise.all([
-      this._drive.get(path, { ...options, content: false, contentProviderId: undefined }),
+      this._drive.get(path, {
+        ...options,
+        content: false,
+        contentProviderId: undefined
+      }),
       options?.content ? binding.provider.ready : undefined
     ]);
     const hash = opened.model.getState('hash');
@@ -151,7 +191,10 @@ export class KernelCollabContentProvider implements IContentProvider {
     };
   }
 
-  async save(path: string, options: Partial<Contents.IModel> & Contents.IContentProvisionOptions = {}): Promise<Contents.IModel> {
+  async save(
+    path: string,
+    options: Partial<Contents.IModel> & Contents.IContentProvisionOptions = {}
+  ): Promise<Contents.IModel> {
     const binding = await this._opened.get(path)?.binding;
     if (binding?.kind === 'ours') {
       // "Save now": the sidecar writes the file; nothing is sent from here.
@@ -159,7 +202,10 @@ export class KernelCollabContentProvider implements IContentProvider {
     } else if (binding?.kind === 'rtc' && binding.provider.save) {
       await binding.provider.save();
     } else {
-      return this._drive.save(path, { ...options, contentProviderId: undefined });
+      return this._drive.save(path, {
+        ...options,
+        contentProviderId: undefined
+      });
     }
     return this.get(path, { type: 'notebook', content: false });
   }
@@ -172,14 +218,25 @@ export class KernelCollabContentProvider implements IContentProvider {
       collaborative = mode.collaborative;
       room = mode.room;
     } catch (error) {
-      console.error(`kernel_collab: could not ask the server how to open ${path}; opening it from the file`, error);
+      console.error(
+        `kernel_collab: could not ask the server how to open ${path}; ` +
+          'opening it from the file',
+        error
+      );
     }
     if (collaborative) {
-      const provider = new CollabProvider(path, opened.model, this._settings, this._user);
+      const provider = new CollabProvider(
+        path,
+        opened.model,
+        this._settings,
+        this._user
+      );
       this._byModel.set(opened.model, provider);
       this._followSaves(path, opened.model);
       // Not awaited: the binding is known now, and get() waits for the sync.
-      void provider.connect(room).catch(error => console.error(`kernel_collab: ${path}`, error));
+      void provider
+        .connect(room)
+        .catch(error => console.error(`kernel_collab: ${path}`, error));
       return { kind: 'ours', provider };
     }
     if (this.otherFactory) {
@@ -198,15 +255,16 @@ export class KernelCollabContentProvider implements IContentProvider {
     return { kind: 'file' };
   }
 
-  /** Tell the document context the file's new hash whenever the room saved it. */
+  /** Tell the document context the file's new hash whenever the room saved
+   * it. */
   private _followSaves(path: string, model: YNotebook): void {
     model.changed.connect((_, change) => {
       const hash = change.stateChange?.find(c => c.name === 'hash');
       if (!hash || !hash.newValue) {
         return;
       }
-      // At once, in the same turn as the change: a save started after it must not compare
-      // against the hash before it.
+      // At once, in the same turn as the change: a save started after it must
+      // not compare against the hash before it.
       this._fileChanged.emit({
         type: 'save',
         oldValue: { path, hash: hash.oldValue },
@@ -215,7 +273,8 @@ export class KernelCollabContentProvider implements IContentProvider {
     });
   }
 
-  /** Save a notebook loaded from its file some time after local edits, as JupyterLab would. */
+  /** Save a notebook loaded from its file some time after local edits, as
+   * JupyterLab would. */
   private _autosave(path: string, model: YNotebook): void {
     let timer = 0;
     const save = async (): Promise<void> => {
@@ -229,11 +288,18 @@ export class KernelCollabContentProvider implements IContentProvider {
         content: model.toJSON(),
         contentProviderId: undefined
       });
-      this._fileChanged.emit({ type: 'save', oldValue: { path }, newValue: saved });
+      this._fileChanged.emit({
+        type: 'save',
+        oldValue: { path },
+        newValue: saved
+      });
     };
     model.ydoc.on('update', () => {
       if (!timer && this.autosaveInterval > 0) {
-        timer = window.setTimeout(() => void save(), this.autosaveInterval * 1000);
+        timer = window.setTimeout(
+          () => void save(),
+          this.autosaveInterval * 1000
+        );
       }
     });
     model.disposed.connect(() => window.clearTimeout(timer));
@@ -244,13 +310,16 @@ export class KernelCollabContentProvider implements IContentProvider {
   private _byModel = new WeakMap<YNotebook, CollabProvider>();
 }
 
-/** The shared-model factory JupyterLab calls synchronously when a notebook opens. */
+/** The shared-model factory JupyterLab calls synchronously when a notebook
+ * opens. */
 class SharedModelFactory implements Contents.ISharedFactory {
   constructor(private readonly _owner: KernelCollabContentProvider) {}
 
   readonly collaborative = true;
 
-  createNew(options: Contents.ISharedFactoryOptions): ISharedDocument | undefined {
+  createNew(
+    options: Contents.ISharedFactoryOptions
+  ): ISharedDocument | undefined {
     return this._owner.createModel(options);
   }
 }

@@ -1,6 +1,7 @@
-// Collaborators' carets and selections in cell editors, named and coloured, through the shared
-// awareness (`user` and `cursors` with Yjs relative positions: the convention
-// jupyter-collaboration's clients use, so both kinds of client see each other).
+// Collaborators' carets and selections in cell editors, named and coloured,
+// through the shared awareness (`user` and `cursors` with Yjs relative
+// positions: the convention jupyter-collaboration's clients use, so both kinds
+// of client see each other).
 import { Extension } from '@codemirror/state';
 import {
   Decoration,
@@ -21,8 +22,9 @@ interface ICursor {
   empty?: boolean;
 }
 
-/** A collaborator as drawn: their name (shown as text) and their colour (checked by
- * `safeColor`: awareness is written by peers, so both may hold anything). */
+/** A collaborator as drawn: their name (shown as text) and their colour
+ * (checked by `safeColor`: awareness is written by peers, so both may hold
+ * anything). */
 interface IRemote {
   name: string;
   color: string;
@@ -34,7 +36,10 @@ class CaretWidget extends WidgetType {
   }
 
   eq(other: CaretWidget): boolean {
-    return other.person.name === this.person.name && other.person.color === this.person.color;
+    return (
+      other.person.name === this.person.name &&
+      other.person.color === this.person.color
+    );
   }
 
   toDOM(): HTMLElement {
@@ -57,14 +62,18 @@ class CaretWidget extends WidgetType {
 function absolute(position: unknown, doc: Y.Doc, text: Y.Text): number | null {
   try {
     const relative = Y.createRelativePositionFromJSON(position);
-    const resolved = Y.createAbsolutePositionFromRelativePosition(relative, doc);
+    const resolved = Y.createAbsolutePositionFromRelativePosition(
+      relative,
+      doc
+    );
     return resolved && resolved.type === text ? resolved.index : null;
   } catch {
     return null;
   }
 }
 
-/** The extension for one cell editor bound to `text` in a collaborative notebook. */
+/** The extension for one cell editor bound to `text` in a collaborative
+ * notebook. */
 export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
   return ViewPlugin.fromClass(
     class {
@@ -76,9 +85,12 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
       }
 
       update(update: ViewUpdate): void {
-        if (update.view.hasFocus && (update.selectionSet || update.focusChanged)) {
-          // After the frame: the keystroke's document update leaves first, and a burst of
-          // selection changes is one awareness message.
+        if (
+          update.view.hasFocus &&
+          (update.selectionSet || update.focusChanged)
+        ) {
+          // After the frame: the keystroke's document update leaves first, and
+          // a burst of selection changes is one awareness message.
           if (!this._publishing) {
             this._publishing = true;
             requestAnimationFrame(() => {
@@ -97,7 +109,8 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
       }
 
       private _onAwareness = (): void => {
-        // Redraw on the next frame with the latest states (several changes → one redraw).
+        // Redraw on the next frame with the latest states (several changes →
+        // one redraw).
         if (!this._scheduled) {
           this._scheduled = true;
           requestAnimationFrame(() => {
@@ -121,10 +134,15 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
       private _build(): DecorationSet {
         const doc = text.doc;
         const length = this.view.state.doc.length;
-        const marks: { from: number; to: number; decoration: Decoration }[] = [];
+        const marks: { from: number; to: number; decoration: Decoration }[] =
+          [];
         if (doc) {
           awareness.getStates().forEach((state, clientId) => {
-            if (clientId === awareness.clientID || !state.user || !Array.isArray(state.cursors)) {
+            if (
+              clientId === awareness.clientID ||
+              !state.user ||
+              !Array.isArray(state.cursors)
+            ) {
               return;
             }
             const person: IRemote = {
@@ -137,30 +155,45 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
               }
               const anchor = absolute(cursor.anchor, doc, text);
               const head = absolute(cursor.head, doc, text);
-              if (anchor === null || head === null || head > length || anchor > length) {
+              if (
+                anchor === null ||
+                head === null ||
+                head > length ||
+                anchor > length
+              ) {
                 continue;
               }
-              const [from, to] = anchor < head ? [anchor, head] : [head, anchor];
+              const [from, to] =
+                anchor < head ? [anchor, head] : [head, anchor];
               if (from < to) {
                 marks.push({
                   from,
                   to,
                   decoration: Decoration.mark({
                     class: 'kc-remote-selection',
-                    // A CodeMirror mark takes its style as text: the colour is checked.
-                    attributes: { style: `background-color: ${person.color}; opacity: 0.8` }
+                    // A CodeMirror mark takes its style as text: the colour is
+                    // checked.
+                    attributes: {
+                      style: `background-color: ${person.color}; opacity: 0.8`
+                    }
                   })
                 });
               }
               marks.push({
                 from: head,
                 to: head,
-                decoration: Decoration.widget({ widget: new CaretWidget(person), side: 1 })
+                decoration: Decoration.widget({
+                  widget: new CaretWidget(person),
+                  side: 1
+                })
               });
             }
           });
         }
-        return Decoration.set(marks.map(m => m.decoration.range(m.from, m.to)), true);
+        return Decoration.set(
+          marks.map(m => m.decoration.range(m.from, m.to)),
+          true
+        );
       }
 
       private _scheduled = false;

@@ -1,48 +1,68 @@
-// Every place this extension changes JupyterLab's own behaviour, in one module, each with the
-// JupyterLab versions it was written for. Outside that range a patch does nothing and says so
-// (the safe default: outputs stay untrusted, stock commands run as they are).
+// Every place this extension changes JupyterLab's own behaviour, in one module,
+// each with the JupyterLab versions it was written for. Outside that range a
+// patch does nothing and says so (the safe default: outputs stay untrusted,
+// stock commands run as they are). The kernel actions' patch is the exception:
+// it only needs the kernel connection's public methods, and where JupyterLab
+// stops calling them the stock routes run, so it is applied on any version.
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { ICodeCellModel } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
+import { Kernel } from '@jupyterlab/services';
 
-/** Whether the host is one these patches were written and tested for: JupyterLab ≥ 4.4, < 5,
- * or Notebook ≥ 7.4, < 8 (built on it). */
+/** Whether the host is one these patches were written and tested for:
+ * JupyterLab ≥ 4.4, < 5, or Notebook ≥ 7.4, < 8 (built on it). */
 export function hostSupported(app: JupyterFrontEnd): boolean {
   const [major, minor] = app.version.split('.').map(part => parseInt(part, 10));
   const [want, since] = app.name === 'JupyterLab' ? [4, 4] : [7, 4];
   const ok = major === want && minor >= since;
   if (!ok) {
-    warnOnce(`${app.name} ${app.version} is outside the versions its patches were written for`);
+    warnOnce(
+      `${app.name} ${app.version} is outside the versions its patches were ` +
+        'written for'
+    );
   }
   return ok;
 }
 
-let warned = false;
-function warnOnce(what: string): void {
-  if (!warned) {
-    warned = true;
-    console.warn(`kernel_collab: ${what}; collaborative outputs stay untrusted`);
+const warned = new Set<string>();
+/** Say once per consequence that a patch does nothing here, and what follows
+ * from it. */
+function warnOnce(
+  what: string,
+  consequence = 'collaborative outputs stay untrusted'
+): void {
+  if (!warned.has(consequence)) {
+    warned.add(consequence);
+    console.warn(`kernel_collab: ${what}; ${consequence}`);
   }
 }
 
 type WritableShared = { setMetadata?: unknown; updateOutputs?: unknown };
 
 /**
- * Set how this page renders a code cell's outputs, without writing to the shared document.
+ * Set how this page renders a code cell's outputs, without writing to the
+ * shared document.
  *
- * JupyterLab's `CellModel.trusted` setter writes `metadata.trusted` and re-writes every output
- * into the shared model (JupyterLab 4.4–4.6: `onTrustedChanged` → `setMetadata`, and the output
- * area's "set" events → `updateOutputs`). Trust is per viewer here, decided by the sidecar's
- * record, so those writes are suppressed for the duration of the change. Returns whether the
- * model now has the trust asked for.
+ * JupyterLab's `CellModel.trusted` setter writes `metadata.trusted` and
+ * re-writes every output into the shared model (JupyterLab 4.4–4.6:
+ * `onTrustedChanged` → `setMetadata`, and the output area's "set" events →
+ * `updateOutputs`). Trust is per viewer here, decided by the sidecar's record,
+ * so those writes are suppressed for the duration of the change. Returns
+ * whether the model now has the trust asked for.
  */
 export function setCellTrust(model: ICodeCellModel, trusted: boolean): boolean {
   if (model.trusted === trusted) {
     return true;
   }
   const shared = model.sharedModel as unknown as WritableShared;
-  if (typeof shared.setMetadata !== 'function' || typeof shared.updateOutputs !== 'function') {
-    warnOnce('this JupyterLab\'s cell model has no setMetadata/updateOutputs to hold back');
+  if (
+    typeof shared.setMetadata !== 'function' ||
+    typeof shared.updateOutputs !== 'function'
+  ) {
+    warnOnce(
+      "this JupyterLab's cell model has no setMetadata/updateOutputs to hold " +
+        'back'
+    );
     return !trusted && !model.trusted;
   }
   const noop = (): void => undefined;
@@ -58,9 +78,9 @@ export function setCellTrust(model: ICodeCellModel, trusted: boolean): boolean {
 }
 
 /**
- * Run `hook` on every code cell model a notebook is about to render, before its outputs render:
- * wraps the content factory's `createCodeCell` (JupyterLab 4.4–4.6 create every code cell
- * widget through it, with `options.model`).
+ * Run `hook` on every code cell model a notebook is about to render, before its
+ * outputs render: wraps the content factory's `createCodeCell` (JupyterLab
+ * 4.4–4.6 create every code cell widget through it, with `options.model`).
  */
 export function beforeCodeCellRenders(
   factory: NotebookPanel.IContentFactory,
@@ -74,9 +94,9 @@ export function beforeCodeCellRenders(
 }
 
 /**
- * Route a stock command to `handler` when it applies to the current notebook (it returns
- * `undefined` when it does not, and the stock command runs). Used for "Trust Notebook", whose
- * stock version flips trust in this page only.
+ * Route a stock command to `handler` when it applies to the current notebook
+ * (it returns `undefined` when it does not, and the stock command runs). Used
+ * for "Trust Notebook", whose stock version flips trust in this page only.
  */
 export function interceptCommand(
   app: JupyterFrontEnd,
@@ -85,7 +105,10 @@ export function interceptCommand(
 ): void {
   const commands = app.commands;
   const execute = commands.execute.bind(commands);
-  commands.execute = (command: string, args?: Parameters<typeof execute>[1]) => {
+  commands.execute = (
+    command: string,
+    args?: Parameters<typeof execute>[1]
+  ) => {
     if (command === id) {
       const handled = handler(args);
       if (handled !== undefined) {
@@ -93,5 +116,38 @@ export function interceptCommand(
       }
     }
     return execute(command, args);
+  };
+}
+
+type ReplaceableKernel = { interrupt?: unknown; restart?: unknown };
+
+/**
+ * Send a notebook's "Interrupt Kernel" and "Restart Kernel" to `route`
+ * (kernel_collab's routes, which record who did it) instead of JupyterLab's
+ * kernels API: replaces `interrupt` and `restart` on the session's kernel
+ * connection object (JupyterLab 4.4–4.6: the toolbar's interrupt button calls
+ * `kernel.interrupt()`, and every restart goes through
+ * `SessionContext.restartKernel`, which calls `kernel.restart()`).
+ */
+export function routeKernelActions(
+  kernel: Kernel.IKernelConnection,
+  route: (action: 'interrupt' | 'restart') => Promise<unknown>
+): void {
+  const replaceable = kernel as unknown as ReplaceableKernel;
+  if (
+    typeof replaceable.interrupt !== 'function' ||
+    typeof replaceable.restart !== 'function'
+  ) {
+    warnOnce(
+      "this JupyterLab's kernel connection has no interrupt/restart to replace",
+      'interrupt and restart go to the kernel unrecorded'
+    );
+    return;
+  }
+  kernel.interrupt = async () => {
+    await route('interrupt');
+  };
+  kernel.restart = async () => {
+    await route('restart');
   };
 }

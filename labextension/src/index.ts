@@ -1,71 +1,109 @@
-// kernel_collab's JupyterLab plugins: the content provider that binds collaborative notebooks
-// to their sidecar, the cell executor, collaborators' cursors, and the notebook panel's views.
+// kernel_collab's JupyterLab plugins: the content provider that binds
+// collaborative notebooks to their sidecar, the cell executor, collaborators'
+// cursors, and the notebook panel's views.
 import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { Dialog, InputDialog, showDialog } from '@jupyterlab/apputils';
-import { IEditorExtensionRegistry, EditorExtensionRegistry } from '@jupyterlab/codemirror';
+import {
+  IEditorExtensionRegistry,
+  EditorExtensionRegistry
+} from '@jupyterlab/codemirror';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import {
   INotebookCellExecutor,
   INotebookTracker,
   INotebookWidgetFactory,
-  NotebookPanel
+  NotebookPanel,
+  NotebookWidgetFactory
 } from '@jupyterlab/notebook';
 import { Contents, Kernel } from '@jupyterlab/services';
 import { Token } from '@lumino/coreutils';
 import type * as Y from 'yjs';
-import { CONTENT_PROVIDER_ID, IOtherProviderFactory, KernelCollabContentProvider } from './contentprovider';
+import {
+  CONTENT_PROVIDER_ID,
+  IOtherProviderFactory,
+  KernelCollabContentProvider
+} from './contentprovider';
 import { remoteCursors } from './cursors';
 import { CollabCellExecutor } from './executor';
-import { beforeCodeCellRenders, hostSupported, interceptCommand } from './hostpatches';
+import {
+  beforeCodeCellRenders,
+  hostSupported,
+  interceptCommand,
+  routeKernelActions
+} from './hostpatches';
 import { decoratePanel } from './panel';
 import { CLOSE_READ_ONLY, CollabProvider } from './provider';
 import { kernelAction } from './requests';
 import { alignCell, followTrust, trustNotebook } from './trust';
 
 /** kernel_collab's content provider, for the other plugins. */
-export const IKernelCollab = new Token<KernelCollabContentProvider>('kernel-collab:IKernelCollab');
+export const IKernelCollab = new Token<KernelCollabContentProvider>(
+  'kernel-collab:IKernelCollab'
+);
 
 const PROVISIONER = 'kernel-collab';
 
-function isCollaborativeSpec(app: JupyterFrontEnd, name: string | undefined | null): boolean {
+function isCollaborativeSpec(
+  app: JupyterFrontEnd,
+  name: string | undefined | null
+): boolean {
   if (!name) {
     return false;
   }
   const spec = app.serviceManager.kernelspecs.specs?.kernelspecs[name];
-  const provisioner = (spec?.metadata as { kernel_provisioner?: { provisioner_name?: string } } | undefined)
-    ?.kernel_provisioner;
+  const provisioner = (
+    spec?.metadata as
+      { kernel_provisioner?: { provisioner_name?: string } } | undefined
+  )?.kernel_provisioner;
   return provisioner?.provisioner_name === PROVISIONER;
 }
 
 const contentProvider: JupyterFrontEndPlugin<KernelCollabContentProvider> = {
   id: 'kernel-collab:content-provider',
-  description: 'Binds notebooks on a collaborative kernel to their sidecar\'s shared document.',
+  description:
+    'Binds notebooks on a collaborative kernel to their ' +
+    "sidecar's shared document.",
   autoStart: true,
   provides: IKernelCollab,
   requires: [INotebookWidgetFactory],
-  activate: (app: JupyterFrontEnd, notebookFactory: { contentProviderId?: string }) => {
-    const drive = (app.serviceManager.contents as { defaultDrive?: Contents.IDrive }).defaultDrive;
+  activate: (
+    app: JupyterFrontEnd,
+    notebookFactory: NotebookWidgetFactory.IFactory
+  ) => {
+    const drive = (
+      app.serviceManager.contents as { defaultDrive?: Contents.IDrive }
+    ).defaultDrive;
     const registry = drive?.contentProviderRegistry;
     if (!drive || !registry) {
-      throw new Error('kernel_collab needs JupyterLab ≥ 4.4 (content provider registry)');
+      throw new Error(
+        'kernel_collab needs JupyterLab ≥ 4.4 (content provider registry)'
+      );
     }
-    const provider = new KernelCollabContentProvider(drive, drive.serverSettings, app.serviceManager.user);
+    const provider = new KernelCollabContentProvider(
+      drive,
+      drive.serverSettings,
+      app.serviceManager.user
+    );
     registry.register(CONTENT_PROVIDER_ID, provider);
-    // jupyter-collaboration's notebook plugin is disabled by this package (a factory's content
-    // provider can be set once); its rooms still serve the notebooks that are not ours.
+    // jupyter-collaboration's notebook plugin is disabled by this package (a
+    // factory's content provider can be set once); its rooms still serve the
+    // notebooks that are not ours.
     void import('@jupyter/docprovider')
       .then(module => {
-        const token = (module as { IDocumentProviderFactory?: Token<IOtherProviderFactory> }).IDocumentProviderFactory;
+        const token = (
+          module as { IDocumentProviderFactory?: Token<IOtherProviderFactory> }
+        ).IDocumentProviderFactory;
         return token ? app.resolveOptionalService(token) : null;
       })
       .then(factory => {
         provider.otherFactory = factory ?? null;
       })
       .catch(() => {
-        // jupyter-collaboration is not installed: such notebooks load from their file.
+        // jupyter-collaboration is not installed: such notebooks load from
+        // their file.
       });
     notebookFactory.contentProviderId = CONTENT_PROVIDER_ID;
     return provider;
@@ -74,7 +112,8 @@ const contentProvider: JupyterFrontEndPlugin<KernelCollabContentProvider> = {
 
 const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
   id: 'kernel-collab:cell-executor',
-  description: 'Runs cells of collaborative notebooks through the kernel\'s shared queue.',
+  description:
+    "Runs cells of collaborative notebooks through the kernel's shared queue.",
   autoStart: true,
   provides: INotebookCellExecutor,
   requires: [IKernelCollab],
@@ -84,18 +123,22 @@ const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
 
 const cursors: JupyterFrontEndPlugin<void> = {
   id: 'kernel-collab:cursors',
-  description: 'Shows collaborators\' carets and selections in shared notebooks.',
+  description:
+    "Shows collaborators' carets and selections in shared notebooks.",
   autoStart: true,
   requires: [IEditorExtensionRegistry],
   activate: (_app: JupyterFrontEnd, editors: IEditorExtensionRegistry) => {
-    // Replaces jupyter-collaboration's cursors (disabled by this package; same awareness
-    // fields), so a notebook in either kind of room shows each collaborator once.
+    // Replaces jupyter-collaboration's cursors (disabled by this package; same
+    // awareness fields), so a notebook in either kind of room shows each
+    // collaborator once.
     editors.addExtension({
       name: 'kernel-collab:remote-cursors',
       factory: options => {
         const shared = options.model.sharedModel as unknown as {
           ysource?: Y.Text;
-          notebook?: { awareness?: CollabProvider['model']['awareness'] } | null;
+          notebook?: {
+            awareness?: CollabProvider['model']['awareness'];
+          } | null;
         };
         const awareness = shared.notebook?.awareness;
         if (!awareness || !shared.ysource) {
@@ -109,17 +152,28 @@ const cursors: JupyterFrontEndPlugin<void> = {
   }
 };
 
-/** Close every view of `path` and open it again (in whichever mode the server now says). */
-async function reopen(docManager: IDocumentManager, path: string): Promise<void> {
+/** Close every view of `path` and open it again (in whichever mode the server
+ * now says). */
+async function reopen(
+  docManager: IDocumentManager,
+  path: string
+): Promise<void> {
   await docManager.closeFile(path);
   docManager.openOrReveal(path);
 }
 
 const panels: JupyterFrontEndPlugin<void> = {
   id: 'kernel-collab:notebook-panel',
-  description: 'The room bar, banners, run marks, input prompts and kernel actions of collaborative notebooks.',
+  description:
+    'The room bar, banners, run marks, input prompts and kernel actions of ' +
+    'collaborative notebooks.',
   autoStart: true,
-  requires: [IKernelCollab, INotebookTracker, IDocumentManager, NotebookPanel.IContentFactory],
+  requires: [
+    IKernelCollab,
+    INotebookTracker,
+    IDocumentManager,
+    NotebookPanel.IContentFactory
+  ],
   activate: (
     app: JupyterFrontEnd,
     contents: KernelCollabContentProvider,
@@ -128,18 +182,23 @@ const panels: JupyterFrontEndPlugin<void> = {
     cellFactory: NotebookPanel.IContentFactory
   ) => {
     const settings = app.serviceManager.serverSettings;
-    // Outside the JupyterLab versions the patches were written for, collaborative outputs
-    // stay untrusted (cell models start untrusted: the sidecar keeps metadata.trusted out).
+    // Outside the JupyterLab versions the patches were written for,
+    // collaborative outputs stay untrusted (cell models start untrusted: the
+    // sidecar keeps metadata.trusted out).
     const patched = hostSupported(app);
     if (patched) {
       beforeCodeCellRenders(cellFactory, model => {
-        const provider = contents.providerFor(model.sharedModel.notebook ?? undefined);
+        const provider = contents.providerFor(
+          model.sharedModel.notebook ?? undefined
+        );
         if (provider) {
           alignCell(provider, model);
         }
       });
       interceptCommand(app, 'notebook:trust', () => {
-        const provider = contents.providerFor(tracker.currentWidget?.model?.sharedModel);
+        const provider = contents.providerFor(
+          tracker.currentWidget?.model?.sharedModel
+        );
         return provider ? trustNotebook(provider) : undefined;
       });
     }
@@ -164,42 +223,60 @@ const panels: JupyterFrontEndPlugin<void> = {
         }
         provider.inputRequested.connect(async (_, request) => {
           const result = request.password
-            ? await InputDialog.getPassword({ title: request.prompt || 'Input requested by the kernel' })
-            : await InputDialog.getText({ title: request.prompt || 'Input requested by the kernel' });
+            ? await InputDialog.getPassword({
+                title: request.prompt || 'Input requested by the kernel'
+              })
+            : await InputDialog.getText({
+                title: request.prompt || 'Input requested by the kernel'
+              });
           const answer = result.button.accept
             ? { value: result.value ?? '' }
             : { error: 'cancelled by the person asked' };
-          await provider.request({ type: 'input_reply', request_id: request.request_id, ...answer });
+          await provider.request({
+            type: 'input_reply',
+            request_id: request.request_id,
+            ...answer
+          });
         });
         provider.closed.connect(async (_, closed) => {
           await showDialog({
-            title: closed.code !== CLOSE_READ_ONLY
-              ? 'The notebook was re-created'
-              : provider.canWrite ? 'Your change was refused' : 'You may only read this notebook',
-            body: closed.code !== CLOSE_READ_ONLY
-              ? 'The notebook\'s document was re-created from its file since this copy was loaded. It reopens.'
-              : provider.canWrite
-                ? `The notebook's kernel refused a change from this page (${closed.reason || 'no reason given'}). The notebook reopens as it is.`
-                : 'Your change was refused: you do not have permission to edit. The notebook reopens as it is.',
+            title:
+              closed.code !== CLOSE_READ_ONLY
+                ? 'The notebook was re-created'
+                : provider.canWrite
+                  ? 'Your change was refused'
+                  : 'You may only read this notebook',
+            body:
+              closed.code !== CLOSE_READ_ONLY
+                ? "The notebook's document was re-created from its file " +
+                  'since this copy was loaded. It reopens.'
+                : provider.canWrite
+                  ? "The notebook's kernel refused a change from this page " +
+                    `(${closed.reason || 'no reason given'}). ` +
+                    'The notebook reopens as it is.'
+                  : 'Your change was refused: you do not have permission to ' +
+                    'edit. The notebook reopens as it is.',
             buttons: [Dialog.okButton()]
           });
           reopenOnce(context.path);
         });
       }
-      const patchKernel = (kernel: Kernel.IKernelConnection | null | undefined): void => {
+      const patchKernel = (
+        kernel: Kernel.IKernelConnection | null | undefined
+      ): void => {
         const ours = contents.providerFor(panel.model?.sharedModel);
         if (!kernel || !ours) {
           return;
         }
-        // Interrupt and restart go through kernel_collab's routes, recorded with who did it.
-        kernel.interrupt = async () => {
-          await kernelAction(settings, context.path, 'interrupt');
-        };
-        kernel.restart = async () => {
-          await kernelAction(settings, context.path, 'restart');
-        };
+        // Interrupt and restart go through kernel_collab's routes, recorded
+        // with who did it.
+        routeKernelActions(kernel, action =>
+          kernelAction(settings, context.path, action)
+        );
       };
-      void context.sessionContext.ready.then(() => patchKernel(context.sessionContext.session?.kernel));
+      void context.sessionContext.ready.then(() =>
+        patchKernel(context.sessionContext.session?.kernel)
+      );
       context.sessionContext.kernelChanged.connect(async (_, change) => {
         patchKernel(change.newValue);
         const name = change.newValue?.name;
@@ -207,14 +284,21 @@ const panels: JupyterFrontEndPlugin<void> = {
           return;
         }
         const nowCollaborative = isCollaborativeSpec(app, name);
-        if (nowCollaborative === !!contents.providerFor(panel.model?.sharedModel)) {
+        if (
+          nowCollaborative === !!contents.providerFor(panel.model?.sharedModel)
+        ) {
           return;
         }
         await showDialog({
-          title: nowCollaborative ? 'Opening collaboratively' : 'Leaving the collaborative kernel',
+          title: nowCollaborative
+            ? 'Opening collaboratively'
+            : 'Leaving the collaborative kernel',
           body: nowCollaborative
-            ? `${context.path} is now on a collaborative kernel. It is saved and reopens so that everyone on it shares one live notebook.`
-            : `${context.path} is no longer on a collaborative kernel. It is saved and reopens as an ordinary notebook.`,
+            ? `${context.path} is now on a collaborative kernel. ` +
+              'It is saved and reopens so that everyone on it shares one ' +
+              'live notebook.'
+            : `${context.path} is no longer on a collaborative kernel. ` +
+              'It is saved and reopens as an ordinary notebook.',
           buttons: [Dialog.okButton()]
         });
         await context.save();

@@ -1,15 +1,25 @@
-// What a collaborative notebook shows everyone: the room bar (kernel status, what runs, the
-// queue, who is here), banners for the sidecar's states, and each cell's run mark.
+// What a collaborative notebook shows everyone: the room bar (kernel status,
+// what runs, the queue, who is here), banners for the sidecar's states, and
+// each cell's run mark.
 import { ISharedNotebook } from '@jupyter/ydoc';
 import { Cell } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 import { CollabProvider } from './provider';
-import { IPerson, IRoomState, lastRun, personName, roomState, safeColor, text } from './state';
+import {
+  IPerson,
+  IRoomState,
+  lastRun,
+  personName,
+  roomState,
+  safeColor,
+  text
+} from './state';
 
-// Everything here shows data any peer can write (names and colours in awareness, cell ids and
-// run records in the document, the room's state): it is built with DOM nodes, text as text
-// nodes and styles through properties, never parsed as HTML.
+// Everything here shows data any peer can write (names and colours in
+// awareness, cell ids and run records in the document, the room's state): it is
+// built with DOM nodes, text as text nodes and styles through properties, never
+// parsed as HTML.
 
 /** What an element holds: text (a text node, never HTML) or elements. */
 type Content = string | Node;
@@ -53,7 +63,8 @@ function personMark(person: IPerson | undefined): HTMLElement {
   return node;
 }
 
-/** Put `content` in `node` unless it already holds the same (no relayout, no flicker). */
+/** Put `content` in `node` unless it already holds the same (no relayout, no
+ * flicker). */
 function replaceContent(node: HTMLElement, content: Content[]): boolean {
   const fresh = element('div', '', ...content);
   const children = Array.from(fresh.childNodes);
@@ -66,12 +77,13 @@ function replaceContent(node: HTMLElement, content: Content[]): boolean {
   return !same;
 }
 
-/** Size a header widget to its content: the header is a Lumino box layout, which sizes its
- * children from their CSS limits, not from what they hold. */
+/** Size a header widget to its content: the header is a Lumino box layout,
+ * which sizes its children from their CSS limits, not from what they hold. */
 function fitToContent(widget: Widget): void {
   const style = widget.node.style;
-  // Measured at the header's width (a widget shown for the first time has none yet) and
-  // without the height the layout last gave it (or it would never shrink).
+  // Measured at the header's width (a widget shown for the first time has none
+  // yet) and without the height the layout last gave it (or it would never
+  // shrink).
   const { height, width } = style;
   const available = widget.parent?.node.clientWidth;
   style.minHeight = '';
@@ -88,7 +100,8 @@ function fitToContent(widget: Widget): void {
   widget.parent?.fit();
 }
 
-/** The room bar above the notebook: kernel status, the running cell, the queue and who is here. */
+/** The room bar above the notebook: kernel status, the running cell, the queue
+ * and who is here. */
 export class RoomBar extends Widget {
   constructor() {
     super();
@@ -102,7 +115,8 @@ export class RoomBar extends Widget {
   }
 }
 
-/** One banner: its kind (a fixed word of ours, in its class) and what it says. */
+/** One banner: its kind (a fixed word of ours, in its class) and what it
+ * says. */
 export interface IBannerMessage {
   kind: string;
   text: Content[];
@@ -123,7 +137,10 @@ export class Banner extends Widget {
       line.setAttribute('role', 'status');
       return line;
     });
-    if (replaceContent(this.node, lines) || this.isHidden !== (messages.length === 0)) {
+    if (
+      replaceContent(this.node, lines) ||
+      this.isHidden !== (messages.length === 0)
+    ) {
       this.setHidden(messages.length === 0);
       fitToContent(this);
     }
@@ -131,7 +148,10 @@ export class Banner extends Widget {
 }
 
 /** The banners the sidecar's state and the connection call for. */
-export function banners(state: IRoomState, provider: CollabProvider): IBannerMessage[] {
+export function banners(
+  state: IRoomState,
+  provider: CollabProvider
+): IBannerMessage[] {
   const out: IBannerMessage[] = [];
   const add = (kind: string, ...content: Content[]): void => {
     out.push({ kind, text: content });
@@ -141,27 +161,55 @@ export function banners(state: IRoomState, provider: CollabProvider): IBannerMes
   }
   const connection = provider.connectionState;
   if (connection === 'reconnecting') {
-    add('reconnecting', 'Reconnecting to the notebook\'s kernel sidecar… your edits are kept and will be sent when it is back.');
+    add(
+      'reconnecting',
+      "Reconnecting to the notebook's kernel sidecar… your edits are kept " +
+        'and will be sent when it is back.'
+    );
   } else if (connection === 'closed') {
-    add('closed', 'This copy of the notebook was closed by the sidecar; it reopens.');
+    add(
+      'closed',
+      'This copy of the notebook was closed by the sidecar; it reopens.'
+    );
   }
   if (state.file_error) {
-    add('file-error', `The file on disk could not be read (${text(state.file_error)}); autosave is paused until the notebook is saved.`);
+    add(
+      'file-error',
+      `The file on disk could not be read (${text(state.file_error)}); ` +
+        'autosave is paused until the notebook is saved.'
+    );
   } else if (state.autosave === 'paused') {
     add('autosave-paused', 'Autosave is paused.');
   }
   if (state.save_error) {
-    add('save-error', `Saving failed: ${text(state.save_error)}. Your work is kept in the notebook's store.`);
+    add(
+      'save-error',
+      `Saving failed: ${text(state.save_error)}. ` +
+        "Your work is kept in the notebook's store."
+    );
   }
   if (state.store_error) {
-    add('store-error', `The notebook's store could not be written: ${text(state.store_error)}. Changes are kept in memory and retried.`);
+    add(
+      'store-error',
+      "The notebook's store could not be written: " +
+        `${text(state.store_error)}. Changes are kept in memory and retried.`
+    );
   }
   if (state.merge_conflicts && state.merge_conflicts.length) {
-    add('merge-conflict', `${state.merge_conflicts.length} cell(s) changed both here and in the file on disk; the live text is kept in each cell's metadata.`);
+    add(
+      'merge-conflict',
+      `${state.merge_conflicts.length} cell(s) changed both here and in the ` +
+        "file on disk; the live text is kept in each cell's metadata."
+    );
   }
   const waiting = state.waiting_for_input;
   if (waiting) {
-    add('input', 'The kernel is waiting for input from ', nameMark(text(waiting.from) || 'someone'), '.');
+    add(
+      'input',
+      'The kernel is waiting for input from ',
+      nameMark(text(waiting.from) || 'someone'),
+      '.'
+    );
   }
   const status = state.kernel_status;
   if (status === 'dead') {
@@ -180,7 +228,11 @@ const EVENT_VERBS: Record<string, string> = {
 };
 
 /** The room bar's content. */
-export function roomBarContent(state: IRoomState, model: ISharedNotebook, people: IPerson[]): HTMLElement[] {
+export function roomBarContent(
+  state: IRoomState,
+  model: ISharedNotebook,
+  people: IPerson[]
+): HTMLElement[] {
   const index = new Map(model.cells.map((c, i) => [c.getId(), i + 1]));
   const position = (cellId: string): string => String(index.get(cellId) ?? '?');
   const status = text(state.kernel_status) || 'unknown';
@@ -188,10 +240,24 @@ export function roomBarContent(state: IRoomState, model: ISharedNotebook, people
   kernel.dataset.status = status;
   const parts: HTMLElement[] = [kernel];
   if (state.running) {
-    parts.push(element('span', 'kc-running', `Running cell ${position(state.running.cell_id)} for `, personMark(state.running.by)));
+    parts.push(
+      element(
+        'span',
+        'kc-running',
+        `Running cell ${position(state.running.cell_id)} for `,
+        personMark(state.running.by)
+      )
+    );
   }
   const queue = state.queue ?? [];
-  const entries = queue.map(e => element('li', 'kc-queue-entry', `cell ${position(e.cell_id)} · `, personMark(e.by)));
+  const entries = queue.map(e =>
+    element(
+      'li',
+      'kc-queue-entry',
+      `cell ${position(e.cell_id)} · `,
+      personMark(e.by)
+    )
+  );
   const queueNode = element('span', 'kc-queue', `Queue: ${queue.length}`);
   queueNode.dataset.length = String(queue.length);
   if (entries.length) {
@@ -201,13 +267,29 @@ export function roomBarContent(state: IRoomState, model: ISharedNotebook, people
   const event = state.last_kernel_event;
   const eventName = text(event?.event);
   if (event && eventName) {
-    const verb = Object.prototype.hasOwnProperty.call(EVENT_VERBS, eventName) ? EVENT_VERBS[eventName] : eventName;
-    const who: Content[] = eventName === 'dead' ? [] : [' by ', nameMark(personName(event.by))];
-    const node = element('span', 'kc-last-event', verb, ...who, ` at ${clock(event.at)}`);
+    const verb = Object.prototype.hasOwnProperty.call(EVENT_VERBS, eventName)
+      ? EVENT_VERBS[eventName]
+      : eventName;
+    const who: Content[] =
+      eventName === 'dead' ? [] : [' by ', nameMark(personName(event.by))];
+    const node = element(
+      'span',
+      'kc-last-event',
+      verb,
+      ...who,
+      ` at ${clock(event.at)}`
+    );
     node.dataset.event = eventName;
     parts.push(node);
   }
-  parts.push(element('span', 'kc-people', 'Here: ', ...joined(people.map(personMark), ' ')));
+  parts.push(
+    element(
+      'span',
+      'kc-people',
+      'Here: ',
+      ...joined(people.map(personMark), ' ')
+    )
+  );
   return parts;
 }
 
@@ -216,30 +298,53 @@ export function peopleHere(provider: CollabProvider): IPerson[] {
   const seen = new Map<string, IPerson>();
   provider.model.awareness.getStates().forEach(state => {
     const user = state.user as IPerson | undefined;
-    if (user && typeof user === 'object' && (text(user.username) || text(user.name))) {
+    if (
+      user &&
+      typeof user === 'object' &&
+      (text(user.username) || text(user.name))
+    ) {
       seen.set(text(user.username) || text(user.name), user);
     }
   });
   return [...seen.values()];
 }
 
-/** Where scripts and the kernel are: the cell each last touched (awareness `kernel_collab`). */
-export function clientsByCell(provider: CollabProvider): Map<string, IPerson[]> {
+/** Where scripts and the kernel are: the cell each last touched (awareness
+ * `kernel_collab`). */
+export function clientsByCell(
+  provider: CollabProvider
+): Map<string, IPerson[]> {
   const byCell = new Map<string, IPerson[]>();
   provider.model.awareness.getStates().forEach((state, clientId) => {
-    const cellId = text((state.kernel_collab as { cell_id?: unknown } | undefined)?.cell_id);
-    if (clientId === provider.model.awareness.clientID || !cellId || state.cursors) {
+    const cellId = text(
+      (state.kernel_collab as { cell_id?: unknown } | undefined)?.cell_id
+    );
+    if (
+      clientId === provider.model.awareness.clientID ||
+      !cellId ||
+      state.cursors
+    ) {
       return;
     }
-    byCell.set(cellId, [...(byCell.get(cellId) ?? []), (state.user ?? {}) as IPerson]);
+    byCell.set(cellId, [
+      ...(byCell.get(cellId) ?? []),
+      (state.user ?? {}) as IPerson
+    ]);
   });
   return byCell;
 }
 
-/** Put a cell mark (`.kc-run-by`, `.kc-clients-here`) first in the cell, or update or remove
- * it: `content` null removes it. */
-function setCellMark(cell: Cell, className: string, content: Content[] | null, kind?: string): void {
-  const node = cell.node.querySelector(`:scope > .${className}`) as HTMLElement | null;
+/** Put a cell mark (`.kc-run-by`, `.kc-clients-here`) first in the cell, or
+ * update or remove it: `content` null removes it. */
+function setCellMark(
+  cell: Cell,
+  className: string,
+  content: Content[] | null,
+  kind?: string
+): void {
+  const node = cell.node.querySelector(
+    `:scope > .${className}`
+  ) as HTMLElement | null;
   if (!content) {
     node?.remove();
     return;
@@ -264,7 +369,8 @@ export function markClients(cell: Cell, clients: IPerson[] | undefined): void {
   );
 }
 
-/** Keep a cell's run mark ("queued #2 · Bob", "running · Alice", "ran by Alice at …"). */
+/** Keep a cell's run mark ("queued #2 · Bob", "running · Alice", "ran by Alice
+ * at …"). */
 export function markCell(cell: Cell, state: IRoomState): void {
   if (cell.model.type !== 'code') {
     return;
@@ -272,29 +378,43 @@ export function markCell(cell: Cell, state: IRoomState): void {
   const id = cell.model.sharedModel.getId();
   const queue = state.queue ?? [];
   const position = queue.findIndex(e => e.cell_id === id);
-  const last = lastRun(cell.model.sharedModel.getMetadata() as Record<string, unknown>);
+  const last = lastRun(
+    cell.model.sharedModel.getMetadata() as Record<string, unknown>
+  );
   let content: Content[] | null = null;
   let kind = '';
   if (state.running?.cell_id === id) {
     content = ['running · ', nameMark(personName(state.running.by))];
     kind = 'running';
   } else if (position >= 0) {
-    content = [`queued #${position + 1} · `, nameMark(personName(queue[position].by))];
+    content = [
+      `queued #${position + 1} · `,
+      nameMark(personName(queue[position].by))
+    ];
     kind = 'queued';
   } else if (last) {
     const status = text(last.status);
     const suffix = status === 'ok' ? '' : ` (${status})`;
-    content = ['ran by ', nameMark(personName(last.by)), ` at ${clock(last.end ?? last.start)}${suffix}`];
+    content = [
+      'ran by ',
+      nameMark(personName(last.by)),
+      ` at ${clock(last.end ?? last.start)}${suffix}`
+    ];
     kind = status;
   }
   setCellMark(cell, 'kc-run-by', content, kind);
 }
 
-/** Wire one collaborative notebook panel to its provider: bar, banners, marks, trust. */
-export function decoratePanel(panel: NotebookPanel, provider: CollabProvider): void {
+/** Wire one collaborative notebook panel to its provider: bar, banners, marks,
+ * trust. */
+export function decoratePanel(
+  panel: NotebookPanel,
+  provider: CollabProvider
+): void {
   const bar = new RoomBar();
   const banner = new Banner();
-  // Above the notebook, full width: the toolbar would hide what does not fit in a menu.
+  // Above the notebook, full width: the toolbar would hide what does not fit in
+  // a menu.
   panel.contentHeader.addWidget(bar);
   panel.contentHeader.addWidget(banner);
   let scheduled = false;

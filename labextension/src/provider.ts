@@ -1,5 +1,6 @@
-// One notebook's connection to its sidecar: y-websocket sync and awareness through the server
-// extension's authenticated proxy, plus kernel_collab's request messages (type 100).
+// One notebook's connection to its sidecar: y-websocket sync and awareness
+// through the server extension's authenticated proxy, plus kernel_collab's
+// request messages (type 100).
 import { YNotebook } from '@jupyter/ydoc';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection, User } from '@jupyterlab/services';
@@ -17,7 +18,8 @@ export const CLOSE_READ_ONLY = 4403;
 export const CLOSE_STALE_EPOCH = 4409;
 
 /** The connection state people see in the banner. */
-export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+export type ConnectionState =
+  'connecting' | 'connected' | 'reconnecting' | 'closed';
 
 /** A prompt from `input()` directed at this person. */
 export interface IInputRequest {
@@ -59,7 +61,8 @@ export class CollabProvider {
     return this._room?.permissions?.write ?? false;
   }
 
-  /** Resolves once the document is synced with the sidecar for the first time. */
+  /** Resolves once the document is synced with the sidecar for the first
+   * time. */
   get ready(): Promise<void> {
     return this._ready.promise;
   }
@@ -86,13 +89,14 @@ export class CollabProvider {
     return this._disposed;
   }
 
-  /** Ensure the room (unless the server described it already), connect, and resolve
-   * `ready` when synced. */
+  /** Ensure the room (unless the server described it already), connect, and
+   * resolve `ready` when synced. */
   async connect(room?: IRoom): Promise<void> {
     try {
       this._room = room ?? (await ensureRoom(this._settings, this.path));
     } catch (error) {
-      this._ready.reject(error); // the document context shows why it could not open
+      // The document context shows why it could not open.
+      this._ready.reject(error);
       throw error;
     }
     if (this._disposed) {
@@ -103,13 +107,18 @@ export class CollabProvider {
       params.token = this._settings.token;
     }
     const url = URLExt.join(this._settings.wsUrl, 'api/kernel-collab/sync');
-    const ws = new WebsocketProvider(url, this._room.document_id, this.model.ydoc, {
-      params,
-      awareness: this.model.awareness,
-      disableBc: true,
-      maxBackoffTime: 2000,
-      connect: false
-    });
+    const ws = new WebsocketProvider(
+      url,
+      this._room.document_id,
+      this.model.ydoc,
+      {
+        params,
+        awareness: this.model.awareness,
+        disableBc: true,
+        maxBackoffTime: 2000,
+        connect: false
+      }
+    );
     this._ws = ws;
     ws.messageHandlers[REQUEST_MESSAGE] = (_encoder, decoder) => {
       this._onRequestMessage(decoding.readVarString(decoder));
@@ -133,7 +142,8 @@ export class CollabProvider {
       if (!synced) {
         return;
       }
-      // A reconnect must be refused (4409) if the sidecar's document was re-created since.
+      // A reconnect must be refused (4409) if the sidecar's document was
+      // re-created since.
       const epoch = this._epoch();
       if (epoch) {
         ws.params.epoch = epoch;
@@ -151,11 +161,14 @@ export class CollabProvider {
     ws.connect();
   }
 
-  /** Send a request to the sidecar and resolve with its reply (rejects on `ok: false`). */
+  /** Send a request to the sidecar and resolve with its reply (rejects on
+   * `ok: false`). */
   request(body: Record<string, unknown>): Promise<Reply> {
     const ws = this._ws?.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
-      return Promise.reject(new Error('not connected to the notebook\'s kernel sidecar'));
+      return Promise.reject(
+        new Error("not connected to the notebook's kernel sidecar")
+      );
     }
     const id = `${Date.now().toString(36)}-${++this._nextId}`;
     const reply = new PromiseDelegate<Reply>();
@@ -171,7 +184,7 @@ export class CollabProvider {
   notify(body: Record<string, unknown>): void {
     const ws = this._ws?.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
-      throw new Error('not connected to the notebook\'s kernel sidecar');
+      throw new Error("not connected to the notebook's kernel sidecar");
     }
     const encoder = encoding.createEncoder();
     encoding.writeVarUint(encoder, REQUEST_MESSAGE);
@@ -196,7 +209,8 @@ export class CollabProvider {
 
   private _epoch(): string | null {
     const ours = this.model.ystate.get('kernel_collab');
-    const epoch = ours && typeof ours.get === 'function' ? ours.get('epoch') : null;
+    const epoch =
+      ours && typeof ours.get === 'function' ? ours.get('epoch') : null;
     return typeof epoch === 'string' ? epoch : null;
   }
 
@@ -205,7 +219,11 @@ export class CollabProvider {
     try {
       message = JSON.parse(text);
     } catch (error) {
-      console.error('kernel_collab: malformed message from the sidecar', text, error);
+      console.error(
+        'kernel_collab: malformed message from the sidecar',
+        text,
+        error
+      );
       return;
     }
     if (typeof message.reply_to === 'string') {
@@ -215,7 +233,9 @@ export class CollabProvider {
         return;
       }
       if (message.ok === false) {
-        pending.reject(new Error(message.error ?? 'the sidecar refused the request'));
+        pending.reject(
+          new Error(message.error ?? 'the sidecar refused the request')
+        );
       } else {
         pending.resolve(message);
       }

@@ -1,8 +1,10 @@
-// The server extension's REST routes, called with JupyterLab's own authenticated settings.
+// The server extension's REST routes, called with JupyterLab's own
+// authenticated settings.
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** Whether a notebook opens collaboratively, and why (`GET /api/kernel-collab/mode/{path}`). */
+/** Whether a notebook opens collaboratively, and why
+ * (`GET /api/kernel-collab/mode/{path}`). */
 export interface IMode {
   collaborative: boolean;
   reason: 'room' | 'session' | 'server-wide' | 'kernelspec';
@@ -46,7 +48,10 @@ async function call<T>(
     } catch {
       // not JSON: keep the body as it is
     }
-    throw new RouteError(response.status, `${route}: ${response.status} ${message}`);
+    throw new RouteError(
+      response.status,
+      `${route}: ${response.status} ${message}`
+    );
   }
   return JSON.parse(text) as T;
 }
@@ -56,12 +61,19 @@ function encodePath(path: string): string {
 }
 
 /** Ask the server whether `path` opens collaboratively. */
-export function fetchMode(settings: ServerConnection.ISettings, path: string): Promise<IMode> {
+export function fetchMode(
+  settings: ServerConnection.ISettings,
+  path: string
+): Promise<IMode> {
   return call<IMode>(settings, `mode/${encodePath(path)}`, { method: 'GET' });
 }
 
-/** Ensure the notebook's room, starting its collaborative session if none runs. */
-export function ensureRoom(settings: ServerConnection.ISettings, path: string): Promise<IRoom> {
+/** Ensure the notebook's room, starting its collaborative session if none
+ * runs. */
+export function ensureRoom(
+  settings: ServerConnection.ISettings,
+  path: string
+): Promise<IRoom> {
   return call<IRoom>(settings, `rooms/${encodePath(path)}`, { method: 'PUT' });
 }
 
@@ -71,5 +83,7 @@ export function kernelAction(
   path: string,
   action: 'interrupt' | 'restart'
 ): Promise<unknown> {
-  return call<unknown>(settings, `rooms/${encodePath(path)}/${action}`, { method: 'POST' });
+  return call<unknown>(settings, `rooms/${encodePath(path)}/${action}`, {
+    method: 'POST'
+  });
 }

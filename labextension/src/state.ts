@@ -1,4 +1,5 @@
-// Reading what the sidecar publishes: `state.kernel_collab` and each cell's last run.
+// Reading what the sidecar publishes: `state.kernel_collab` and each cell's
+// last run.
 import { ISharedNotebook } from '@jupyter/ydoc';
 
 /** Who asked for a run, as the sidecar stamps it from the server's identity. */
@@ -38,8 +39,17 @@ export interface IRoomState {
   save_error?: string | null;
   store_error?: string | null;
   merge_conflicts?: string[];
-  waiting_for_input?: { cell_id: string; from?: string; username?: string; password?: boolean } | null;
-  last_kernel_event?: { event?: string; by?: IPerson | string; at?: number } | null;
+  waiting_for_input?: {
+    cell_id: string;
+    from?: string;
+    username?: string;
+    password?: boolean;
+  } | null;
+  last_kernel_event?: {
+    event?: string;
+    by?: IPerson | string;
+    at?: number;
+  } | null;
   epoch?: string;
   [key: string]: unknown;
 }
@@ -56,10 +66,12 @@ function isEntry(value: unknown): value is IQueueEntry {
   return isObject(value) && typeof value.cell_id === 'string';
 }
 
-/** `state.kernel_collab` as JSON (empty before the first sync). Any peer can write the shared
- * state, so the lists and entries read everywhere have the shape they are read with. */
+/** `state.kernel_collab` as JSON (empty before the first sync). Any peer can
+ * write the shared state, so the lists and entries read everywhere have the
+ * shape they are read with. */
 export function roomState(model: ISharedNotebook): IRoomState {
-  const ystate = (model as unknown as { ystate: { get(key: string): unknown } }).ystate;
+  const ystate = (model as unknown as { ystate: { get(key: string): unknown } })
+    .ystate;
   const ours = ystate?.get('kernel_collab') as IYMapLike | undefined;
   const raw = ours && typeof ours.toJSON === 'function' ? ours.toJSON() : null;
   if (!isObject(raw)) {
@@ -71,23 +83,36 @@ export function roomState(model: ISharedNotebook): IRoomState {
       state[key] = Array.isArray(state[key]) ? state[key]!.filter(isEntry) : [];
     }
   }
-  if (state.running !== undefined && state.running !== null && !isEntry(state.running)) {
+  if (
+    state.running !== undefined &&
+    state.running !== null &&
+    !isEntry(state.running)
+  ) {
     state.running = null;
   }
-  if (state.merge_conflicts !== undefined && !Array.isArray(state.merge_conflicts)) {
+  if (
+    state.merge_conflicts !== undefined &&
+    !Array.isArray(state.merge_conflicts)
+  ) {
     state.merge_conflicts = [];
   }
-  if (state.waiting_for_input !== undefined && !isObject(state.waiting_for_input)) {
+  if (
+    state.waiting_for_input !== undefined &&
+    !isObject(state.waiting_for_input)
+  ) {
     state.waiting_for_input = null;
   }
-  if (state.last_kernel_event !== undefined && !isObject(state.last_kernel_event)) {
+  if (
+    state.last_kernel_event !== undefined &&
+    !isObject(state.last_kernel_event)
+  ) {
     state.last_kernel_event = null;
   }
   return state;
 }
 
-/** A string from shared data (awareness, the document, the room's state), else ''. Peers
- * can put any JSON there: only strings and numbers are shown. */
+/** A string from shared data (awareness, the document, the room's state), else
+ * ''. Peers can put any JSON there: only strings and numbers are shown. */
 export function text(value: unknown): string {
   if (typeof value === 'string') {
     return value;
@@ -96,30 +121,48 @@ export function text(value: unknown): string {
 }
 
 /** A person's name as people see it (`fallback` when there is none). */
-export function personName(person: IPerson | string | undefined | null, fallback = 'someone'): string {
+export function personName(
+  person: IPerson | string | undefined | null,
+  fallback = 'someone'
+): string {
   if (typeof person === 'string') {
     return person || fallback;
   }
   if (!isObject(person)) {
     return fallback;
   }
-  return text(person.display_name) || text(person.name) || text(person.username) || fallback;
+  return (
+    text(person.display_name) ||
+    text(person.name) ||
+    text(person.username) ||
+    fallback
+  );
 }
 
 /** The colour shown for people whose colour is missing or not one we accept. */
 export const NEUTRAL_COLOR = '#888888';
 
-const COLOR =
-  /^(?:#(?:[0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})|(?:rgb|hsl)a?\([0-9.,%/ ]*[0-9][0-9.,%/ ]*\)|var\(--jp-collaborator-color[1-7]\))$/i;
+const COLOR = new RegExp(
+  '^(?:#(?:[0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})' +
+    '|(?:rgb|hsl)a?\\([0-9.,%/ ]*[0-9][0-9.,%/ ]*\\)' +
+    '|var\\(--jp-collaborator-color[1-7]\\))$',
+  'i'
+);
 
-/** A colour from awareness or the document, for a style: `#rgb`, `#rrggbb`, `#rrggbbaa`, or
- * `rgb(…)`/`hsl(…)` of digits, JupyterLab's `var(--jp-collaborator-colorN)`; anything else (a `;`, `url(…)`, a word) is the neutral colour. */
+/** A colour from awareness or the document, for a style: `#rgb`, `#rrggbb`,
+ * `#rrggbbaa`, or `rgb(…)`/`hsl(…)` of digits, JupyterLab's
+ * `var(--jp-collaborator-colorN)`; anything else (a `;`, `url(…)`, a word) is
+ * the neutral colour. */
 export function safeColor(value: unknown): string {
-  return typeof value === 'string' && value.length <= 64 && COLOR.test(value) ? value : NEUTRAL_COLOR;
+  return typeof value === 'string' && value.length <= 64 && COLOR.test(value)
+    ? value
+    : NEUTRAL_COLOR;
 }
 
 /** The last run recorded in a cell's metadata, if any. */
-export function lastRun(metadata: Record<string, unknown> | undefined): ILastRun | null {
+export function lastRun(
+  metadata: Record<string, unknown> | undefined
+): ILastRun | null {
   const ours = metadata?.kernel_collab;
   const last = isObject(ours) ? ours.last_run : undefined;
   return isObject(last) ? (last as unknown as ILastRun) : null;
@@ -133,8 +176,12 @@ export interface ICellRunState {
   cancelled: IQueueEntry[];
 }
 
-/** Where each of some cells stands, reading the room's state and the cells once. */
-export function runStates(model: ISharedNotebook, cellIds: Iterable<string>): Map<string, ICellRunState> {
+/** Where each of some cells stands, reading the room's state and the cells
+ * once. */
+export function runStates(
+  model: ISharedNotebook,
+  cellIds: Iterable<string>
+): Map<string, ICellRunState> {
   const wanted = new Set(cellIds);
   const state = roomState(model);
   const queued = new Set((state.queue ?? []).map(e => e.cell_id));
@@ -158,6 +205,9 @@ export function runStates(model: ISharedNotebook, cellIds: Iterable<string>): Ma
 }
 
 /** Where one cell stands in the shared queue. */
-export function cellRunState(model: ISharedNotebook, cellId: string): ICellRunState {
+export function cellRunState(
+  model: ISharedNotebook,
+  cellId: string
+): ICellRunState {
   return runStates(model, [cellId]).get(cellId)!;
 }
