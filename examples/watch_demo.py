@@ -24,7 +24,7 @@ from jupyter_ydoc import YNotebook
 from pycrdt import create_sync_message, handle_sync_message
 from websockets.asyncio.client import connect
 
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
 
 HERE = Path(__file__).resolve().parent
 """The server's root: what it serves."""
@@ -90,8 +90,9 @@ async def watch(sidecar: dict[str, Any]) -> None:
         shown = ""
         async for data in ws:
             assert isinstance(data, bytes)
-            message = wire.decode(data)
-            if message.kind in (wire.Kind.SYNC_STEP1, wire.Kind.SYNC_STEP2, wire.Kind.SYNC_UPDATE):
+            message = protocol.decode(data)
+            sync = (protocol.Kind.SYNC_STEP1, protocol.Kind.SYNC_STEP2, protocol.Kind.SYNC_UPDATE)
+            if message.kind in sync:
                 reply = handle_sync_message(data[1:], nb.ydoc)
                 if reply is not None:
                     await ws.send(reply)
@@ -99,7 +100,7 @@ async def watch(sidecar: dict[str, Any]) -> None:
                 for cell in nb.get()["cells"]:
                     if cell["cell_type"] == "code":
                         request = {"type": "execute", "cell_id": cell["id"]}
-                        await ws.send(wire.encode_request(request))
+                        await ws.send(protocol.encode_request(request))
                 queued = True
             view = render(nb)
             if view != shown:

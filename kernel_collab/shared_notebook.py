@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any, Protocol, overload
 
 from jupyter_ydoc import YNotebook
 from pycrdt import Map
+
+from .notebook_core.cells import cell_index, new_cell_id, set_text
 
 CELL_TYPES = ("code", "markdown", "raw")
 
@@ -81,7 +82,7 @@ class Cell:
     def source(self, value: str) -> None:
         if not isinstance(value, str):
             raise TypeError(f"cell {self.id}: source must be a str, not {type(value).__name__}")
-        self._notebook._ynb.set_cell(self.index, source=value)
+        set_text(self._y["source"], value)
         self._notebook._transport.touched(self.id)
 
     @property
@@ -227,16 +228,13 @@ class Notebook:
     # -- internals ---------------------------------------------------------------------------
 
     def _ycell(self, cell_id: str) -> Map[Any]:
-        for ycell in self._ynb.ycells:
-            if ycell.get("id") == cell_id:
-                return ycell  # type: ignore[no-any-return]
-        raise KeyError(f"cell {cell_id} is not in the notebook (deleted?)")
+        return self._ynb.ycells[self._index(cell_id)]  # type: ignore[no-any-return]
 
     def _index(self, cell_id: str) -> int:
-        for i, ycell in enumerate(self._ynb.ycells):
-            if ycell.get("id") == cell_id:
-                return i
-        raise KeyError(f"cell {cell_id} is not in the notebook (deleted?)")
+        index = cell_index(self._ynb, cell_id)
+        if index is None:
+            raise KeyError(f"cell {cell_id} is not in the notebook (deleted?)")
+        return index
 
     def _cell(self, cell: Cell | int | str) -> Cell:
         if isinstance(cell, Cell):
@@ -288,7 +286,7 @@ class Notebook:
             raise TypeError("index must be an int")
         count = len(self.cells)
         position = max(0, min(count, index if index >= 0 else count + index))
-        cell: dict[str, Any] = {"id": uuid.uuid4().hex[:12], "cell_type": cell_type,
+        cell: dict[str, Any] = {"id": new_cell_id(), "cell_type": cell_type,
                                 "source": source, "metadata": metadata or {}}  # fmt: skip
         if cell_type == "code":
             cell.update(outputs=[], execution_count=None)

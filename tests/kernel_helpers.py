@@ -18,7 +18,7 @@ from jupyter_ydoc.utils import cast_all
 from pycrdt import Map
 from websockets.asyncio.client import connect as ws_connect
 
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
 from tests.peers import NotebookPeer, url_with_token
 
 STATE_KEY = "kernel_collab"
@@ -31,10 +31,10 @@ STATE_KEY = "kernel_collab"
 async def ask(url: str, token: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Send one kernel_collab request on its own connection and return the reply."""
     async with ws_connect(url_with_token(url, token)) as ws:
-        await ws.send(wire.encode_request(obj))
+        await ws.send(protocol.encode_request(obj))
         async for data in ws:
-            if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
-                reply = wire.decode(data).request
+            if isinstance(data, bytes) and data[:1] == bytes([protocol.REQUEST]):
+                reply = protocol.decode(data).request
                 assert reply is not None
                 return reply
     raise AssertionError("no reply")

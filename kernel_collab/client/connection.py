@@ -33,8 +33,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from .. import protocol
 from ..shared_notebook import Notebook
-from ..sidecar import wire
 
 InputCallback = Callable[[str, bool], "str | Awaitable[str]"]
 """``on_input(prompt, password)`` answers ``input()``/``getpass()`` in runs this client asked."""
@@ -112,7 +112,7 @@ class WebSocketTransport:
         self._changed = anyio.Event()
 
     def _send(self, request: dict[str, Any]) -> None:
-        self._queue(wire.encode_request(request))
+        self._queue(protocol.encode_request(request))
 
     def _queue(self, message: bytes) -> None:
         if self._closed is not None:
@@ -176,18 +176,18 @@ class WebSocketTransport:
         self._notify()
 
     def _handle(self, data: bytes) -> None:
-        message = wire.decode(data)
-        if message.kind is wire.Kind.SYNC_STEP1:
-            self._queue(wire.encode_sync_step2(self.ynb.ydoc.get_update(message.payload)))
-        elif message.kind in (wire.Kind.SYNC_STEP2, wire.Kind.SYNC_UPDATE):
+        message = protocol.decode(data)
+        if message.kind is protocol.Kind.SYNC_STEP1:
+            self._queue(protocol.encode_sync_step2(self.ynb.ydoc.get_update(message.payload)))
+        elif message.kind in (protocol.Kind.SYNC_STEP2, protocol.Kind.SYNC_UPDATE):
             self._remote = True
             try:
                 self.ynb.ydoc.apply_update(message.payload)
             finally:
                 self._remote = False
-            if message.kind is wire.Kind.SYNC_STEP2:
+            if message.kind is protocol.Kind.SYNC_STEP2:
                 self._synced.set()
-        elif message.kind is wire.Kind.AWARENESS:
+        elif message.kind is protocol.Kind.AWARENESS:
             self.awareness.apply_awareness_update(message.payload, "remote")
         elif message.request is not None and isinstance(message.request.get("reply_to"), int):
             self._replies[message.request["reply_to"]] = message.request

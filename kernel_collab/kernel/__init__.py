@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CELL_MESSAGE = "kernel_collab_cell"
-POINTER_ENV = "KERNEL_COLLAB_SIDECAR_FILE"
-"""Set by the provisioner: the file telling the kernel where its sidecar is (in-kernel API)."""
+from ..protocol import CELL_MESSAGE
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -21,8 +21,8 @@ from anyio.from_thread import start_blocking_portal
 
 from ..client.blocking import Blocking
 from ..client.connection import join
+from ..protocol import POINTER_ENV
 from ..shared_notebook import Cell, RunHandle
-from . import POINTER_ENV
 
 _lock = threading.Lock()
 _notebook: KernelNotebook | None = None

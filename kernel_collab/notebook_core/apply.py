@@ -11,20 +11,15 @@ The ``state`` map is never touched.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, Map, Text
 
+from .cells import Cell, normalise, set_text
 from .merge import increasing_subsequence
-
-Cell = dict[str, Any]
-
-_REFINE_LIMIT: Final = 2000
-"""Changed line blocks up to this many characters (both sides) are diffed by character."""
 
 _OWN_KEYS: Final = frozenset({"id", "source", "metadata", "outputs", "execution_state"})
 """Cell keys handled specifically; ``execution_state`` belongs to the kernel side."""
@@ -115,15 +110,9 @@ def same_json(a: Any, b: Any) -> bool:
 
 def _prepare(cell: Mapping[str, Any]) -> Cell:
     """A copy with a str source and the fields ``YNotebook.get()`` would show."""
-    out = dict(cell)
-    source = out.get("source", "")
-    out["source"] = "".join(source) if isinstance(source, list) else str(source)
-    out["metadata"] = dict(out.get("metadata") or {})
-    if out.get("cell_type") == "code":
-        out["outputs"] = [_prepare_output(o) for o in out.get("outputs") or []]
-        out.setdefault("execution_count", None)
-    elif "attachments" in out and not out["attachments"]:
-        del out["attachments"]
+    out = normalise(cell)
+    if out["cell_type"] == "code":
+        out["outputs"] = [_prepare_output(o) for o in out["outputs"]]
     return out
 
 
@@ -277,92 +266,3 @@ def _update_other_keys(ycell: Map[Any], cell: Cell, current: Mapping[str, Any]) 
     for key, value in cell.items():
         if key not in _OWN_KEYS and (key not in current or not same_json(current[key], value)):
             ycell[key] = value
-
-
-# --- text -------------------------------------------------------------------------------
-
-
-def set_text(ytext: Text, new: str) -> bool:
-    """Edit ``ytext`` into ``new`` with minimal inserts and deletes; return whether it
-    changed. pycrdt indexes Text by UTF-8 byte, so positions are tracked in bytes."""
-    old = str(ytext)
-    if old == new:
-        return False
-    position = 0
-    for tag, i1, i2, j1, j2 in text_opcodes(old, new):
-        if tag == "equal":
-            position += _nbytes(old[i1:i2])
-            continue
-        if i2 > i1:
-            del ytext[position : position + _nbytes(old[i1:i2])]
-        if j2 > j1:
-            ytext.insert(position, new[j1:j2])
-            position += _nbytes(new[j1:j2])
-    return True
-
-
-def _nbytes(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-Opcode = tuple[str, int, int, int, int]
-
-
-def text_opcodes(old: str, new: str) -> Iterator[Opcode]:
-    """difflib-style opcodes (in ``str`` indices) turning ``old`` into ``new``: common prefix
-    and suffix, then a line diff whose small changed blocks are refined by character."""
-    prefix = _common_prefix(old, new)
-    suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
-    if prefix:
-        yield "equal", 0, prefix, 0, prefix
-    yield from _middle_opcodes(
-        old[prefix : len(old) - suffix], new[prefix : len(new) - suffix], prefix
-    )
-    if suffix:
-        yield "equal", len(old) - suffix, len(old), len(new) - suffix, len(new)
-
-
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the common prefix, by binary search over C-speed slice comparisons."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        mid = (low + high + 1) // 2
-        if a[:mid] == b[:mid]:
-            low = mid
-        else:
-            high = mid - 1
-    return low
-
-
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    """Length of the common suffix, at most ``limit``."""
-    low, high = 0, limit
-    while low < high:
-        mid = (low + high + 1) // 2
-        if a[len(a) - mid :] == b[len(b) - mid :]:
-            low = mid
-        else:
-            high = mid - 1
-    return low
-
-
-def _middle_opcodes(old: str, new: str, offset: int) -> Iterator[Opcode]:
-    old_lines, new_lines = old.splitlines(True), new.splitlines(True)
-    old_at, new_at = _starts(old_lines), _starts(new_lines)
-    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        a1, a2, b1, b2 = old_at[i1], old_at[i2], new_at[j1], new_at[j2]
-        if tag == "replace" and (a2 - a1) + (b2 - b1) <= _REFINE_LIMIT:
-            chars = difflib.SequenceMatcher(None, old[a1:a2], new[b1:b2], autojunk=False)
-            for op, c1, c2, d1, d2 in chars.get_opcodes():
-                yield op, offset + a1 + c1, offset + a1 + c2, offset + b1 + d1, offset + b1 + d2
-        else:
-            yield tag, offset + a1, offset + a2, offset + b1, offset + b2
-
-
-def _starts(lines: Sequence[str]) -> list[int]:
-    """Character offset of each line start, plus the total length."""
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-    return starts

@@ -35,7 +35,6 @@ values (metadata values, outputs) are shared with the inputs: treat the result a
 from __future__ import annotations
 
 import difflib
-import uuid
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,8 @@ from typing import Any, Final, Literal
 
 import merge3
 
-Cell = dict[str, Any]
+from .cells import Cell, new_cell_id, normalise
+
 Notebook = dict[str, Any]
 
 SIMILARITY: Final = 0.6
@@ -114,17 +114,12 @@ class _Tally:
     restored: int = 0
 
 
-def random_cell_id() -> str:
-    """A new nbformat cell id (what ``nbformat.v4.new_code_cell`` would use)."""
-    return uuid.uuid4().hex[:8]
-
-
 def three_way_merge(
     base: Notebook,
     disk: Notebook,
     live: Notebook,
     *,
-    new_id: Callable[[], str] = random_cell_id,
+    new_id: Callable[[], str] = new_cell_id,
 ) -> MergeResult:
     """Merge ``disk`` and ``live`` against their common ancestor ``base`` (see module doc).
     ``new_id`` makes ids for cells that have none (or a duplicate one)."""
@@ -198,17 +193,7 @@ def _cells(notebook: Notebook) -> tuple[list[str | None], list[Cell]]:
 
 def _normalise(cell: Mapping[str, Any]) -> Cell:
     """A shallow copy without ``id``/``execution_state``, with nbformat defaults explicit."""
-    out = {k: v for k, v in cell.items() if k not in ("id", "execution_state")}
-    source = out.get("source", "")
-    out["source"] = "".join(source) if isinstance(source, list) else str(source)
-    out["metadata"] = _dict(out.get("metadata"))
-    out.setdefault("cell_type", "code")
-    if out["cell_type"] == "code":
-        out.setdefault("outputs", [])
-        out.setdefault("execution_count", None)
-    if "attachments" in out and not out["attachments"]:
-        del out["attachments"]
-    return out
+    return {k: v for k, v in normalise(cell).items() if k not in ("id", "execution_state")}
 
 
 def _assign_ids(

@@ -8,11 +8,12 @@ the room decides when to call them.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from pycrdt import Array, ArrayEvent, Map, Text
+
+from .cells import new_cell_id
 
 CELL_TYPES = frozenset({"code", "markdown", "raw"})
 
@@ -92,7 +93,7 @@ def repaired(cell: Any) -> dict[str, Any] | None:
     cell_type = raw.get("cell_type") if raw.get("cell_type") in CELL_TYPES else "code"
     source = raw.get("source")
     fixed: dict[str, Any] = {
-        "id": cell_id or uuid.uuid4().hex[:8],
+        "id": cell_id or new_cell_id(),
         "cell_type": cell_type,
         "source": source if isinstance(source, str) else "",
         "metadata": raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {},

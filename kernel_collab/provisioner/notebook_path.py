@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-NOTEBOOK_ENV = "KERNEL_COLLAB_NOTEBOOK"
+from ..protocol import NOTEBOOK_ENV
+
 SESSION_ENV = "JPY_SESSION_NAME"
 
 

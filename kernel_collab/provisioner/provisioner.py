@@ -20,7 +20,7 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Dict, Float, List, Unicode
 
-from ..kernel import POINTER_ENV
+from ..protocol import POINTER_ENV
 from .notebook_path import NotebookPathError, find_notebook
 from .sidecars import REGISTRY, SidecarError, SidecarHandle, kernel_pointer
 

@@ -9,7 +9,6 @@ port, tokens and pid for the server extension and for operators.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -26,9 +25,8 @@ from jupyter_core.paths import jupyter_runtime_dir
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from ..sidecar import wire
-
-READY_PREFIX = b"kernel_collab sidecar ready at "
+from .. import protocol
+from ..protocol import ADMIN_TOKEN_ENV, TOKEN_ENV, parse_ready_line, write_private_json
 
 
 class SidecarError(RuntimeError):
@@ -66,10 +64,10 @@ class SidecarHandle:
                     additional_headers={**(headers or {}), **admin_headers(self)},
                     max_size=None,
                 ) as ws:
-                    await ws.send(wire.encode_request(obj))
+                    await ws.send(protocol.encode_request(obj))
                     async for data in ws:
-                        if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
-                            reply = wire.decode(data).request
+                        if isinstance(data, bytes) and data[:1] == bytes([protocol.REQUEST]):
+                            reply = protocol.decode(data).request
                             assert reply is not None
                             return reply
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
@@ -141,7 +139,7 @@ class SidecarRegistry:
     ) -> SidecarHandle:
         """Launch a sidecar and wait for its ready line."""
         token, admin_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        env = {**os.environ, "KERNEL_COLLAB_TOKEN": token, "KERNEL_COLLAB_ADMIN_TOKEN": admin_token}
+        env = {**os.environ, TOKEN_ENV: token, ADMIN_TOKEN_ENV: admin_token}
         cmd = [
             sys.executable, "-m", "kernel_collab.sidecar", str(notebook),
             "--root", str(root), "--port", "0", "--watch-stdin", *extra_args,
@@ -157,16 +155,17 @@ class SidecarRegistry:
                 line += chunk
                 if b"\n" in line:
                     break
-        if not line.startswith(READY_PREFIX):
+        first = line.partition(b"\n")[0].decode(errors="replace")
+        url = parse_ready_line(first)
+        if url is None:
             if process.returncode is None:
                 process.kill()
             await process.wait()
-            reason = line.partition(b"\n")[0].decode(errors="replace").strip()
+            reason = first.strip()
             raise SidecarError(
                 f"the kernel_collab sidecar for {notebook} did not start "
                 f"(exit code {process.returncode}): {reason or 'see the server log'}"
             )
-        url = line[len(READY_PREFIX) :].split(b"\n", 1)[0].decode().strip()
         handle = SidecarHandle(notebook, root, process, url, token, admin_token)
         # Known before any kernel attaches, so browsers can rejoin a restarted sidecar at once.
         try:
@@ -191,9 +190,7 @@ class SidecarRegistry:
             "admin_token": handle.admin_token,
             "pid": handle.process.pid,
         }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
+        write_private_json(path, data)
         return path
 
     def moved(self, handle: SidecarHandle, new_notebook: Path) -> None:
@@ -210,11 +207,7 @@ class SidecarRegistry:
         """Tell a kernel where its sidecar is (the in-kernel API reads this, mode 0600)."""
         path = kernel_pointer(kernel_id)
         data = {"url": handle.url, "token": handle.token, "notebook": str(handle.notebook)}
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        write_private_json(path, data)
         return path
 
     def forget(self, handle: SidecarHandle) -> None:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-import os
-import re
 from functools import partial
 from typing import Any
 
-import jupyter_server
 from jupyter_server.services.contents.filemanager import (
     AsyncFileContentsManager,
     FileContentsManager,
 )
-from jupyter_server.services.kernels import handlers as kernel_handlers
 from jupyter_server.utils import url_path_join
 from traitlets import Unicode
 from traitlets.config import Configurable
 
-from ..provisioner.notebook_path import NOTEBOOK_ENV
+from .. import hostpatches
+from ..protocol import NOTEBOOK_ENV
 from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
-from .coexist import guard_jupyter_collaboration
+from .coexist import refuse_if_owned
 from .handlers import (
     ExecuteHandler,
     KernelActionHandler,
@@ -69,13 +64,21 @@ def load(serverapp: Any) -> None:
                 f"another extension already serves {execute} ({rule.target}); kernel_collab "
                 "would clash with it: disable one of them"
             )
-    _refuse_later_clashes(web_app, url_path_join(base, "/api/kernels/x/execute"))
+    hostpatches.refuse_later_clashes(
+        web_app, url_path_join(base, "/api/kernels/x/execute"), ExecuteHandler)
     rooms = RoomManager(serverapp, config.kernel_name)
     web_app.settings["kernel_collab_rooms"] = rooms
-    _pass_notebook_paths(serverapp)
-    _forget_failed_kernel_starts(serverapp.kernel_manager)
-    guard_stock_kernel_actions(serverapp.log)
-    if guard_jupyter_collaboration(rooms):
+    hostpatches.pass_notebook_paths(serverapp.session_manager, serverapp.root_dir, NOTEBOOK_ENV)
+    hostpatches.forget_failed_kernel_starts(serverapp.kernel_manager)
+    hostpatches.guard_stock_kernel_actions(
+        lambda handler, kernel_id, action: collaborative_kernel_action(
+            handler, rooms.handle_for_kernel(kernel_id), action),
+        lambda _handler, kernel_id: rooms.is_collaborative(kernel_id),
+    )  # fmt: skip
+    if hostpatches.guard_jupyter_collaboration(
+        partial(refuse_if_owned, rooms),
+        lambda handler, file_id: handler.settings["file_id_manager"].get_path(file_id),
+    ):
         serverapp.log.info("kernel_collab: jupyter-collaboration's rooms are refused for "
                            "notebooks a sidecar owns")
     serverapp.event_logger.add_listener(
@@ -126,100 +129,3 @@ async def _tell(handle: SidecarHandle, request: dict[str, Any]) -> None:
         )  # fmt: skip
 
 
-def _refuse_later_clashes(web_app: Any, probe: str) -> None:
-    """An extension loaded after ours that serves the execute route fails to load, saying why
-    (tornado would otherwise silently give the route to whichever was added first)."""
-    original = web_app.add_handlers
-
-    def add_handlers(host_pattern: str, handlers: list[Any]) -> None:
-        for spec in handlers:
-            pattern = spec[0] if isinstance(spec, tuple) else getattr(spec, "regex", None)
-            pattern = getattr(pattern, "pattern", pattern)
-            handler = spec[1] if isinstance(spec, tuple) else getattr(spec, "handler_class", None)
-            if (isinstance(pattern, str) and "execute" in pattern and handler is not ExecuteHandler
-                    and re.fullmatch(pattern, probe)):  # fmt: skip
-                raise RuntimeError(
-                    f"{handler} would serve {probe.replace('/x/', '/{kernel_id}/')}, which "
-                    "kernel_collab serves: disable one of the two extensions"
-                )
-        original(host_pattern, handlers)
-
-    web_app.add_handlers = add_handlers
-
-
-STOCK_KERNEL_ACTIONS_RANGE = ((2, 14), (3, 0))
-"""jupyter_server versions (``>=2.14,<3``) whose ``KernelActionHandler.post`` we wrap."""
-
-
-def stock_kernel_actions_unguardable() -> str | None:
-    """Why jupyter_server's ``POST /api/kernels/{id}/interrupt|restart`` handler cannot be
-    guarded here (None: it can)."""
-    low, high = STOCK_KERNEL_ACTIONS_RANGE
-    version = tuple(int(part) for part in re.findall(r"\d+", jupyter_server.__version__)[:2])
-    if not low <= version < high:
-        return (f"jupyter_server {jupyter_server.__version__} is outside the versions this "
-                "guard was written for (>=2.14,<3)")  # fmt: skip
-    post = getattr(getattr(kernel_handlers, "KernelActionHandler", None), "post", None)
-    if post is None or not inspect.iscoroutinefunction(inspect.unwrap(post)):
-        return "jupyter_server's KernelActionHandler.post is gone or no longer async"
-    return None
-
-
-def guard_stock_kernel_actions(log: Any) -> bool:
-    """jupyter_server's own ``POST /api/kernels/{id}/interrupt`` and ``/restart`` need only
-    ``kernels:write``. For a collaborative kernel — everyone's, with a shared queue — they need
-    ``kernels:execute`` as our room routes do, and who did it is recorded in the document.
-    Other kernels keep the stock behaviour. Returns whether the guard is in place (outside the
-    jupyter_server versions it was written for, it logs a warning and changes nothing)."""
-    reason = stock_kernel_actions_unguardable()
-    if reason is not None:
-        log.warning("kernel_collab: %s: POST /api/kernels/{id}/interrupt and /restart keep "
-                    "jupyter_server's own check (kernels:write) for collaborative kernels, and "
-                    "are recorded as done by 'unknown'", reason)  # fmt: skip
-        return False
-    cls = kernel_handlers.KernelActionHandler
-    original: Any = cls.post
-    if getattr(original, "_kernel_collab_guard", False):
-        return True
-
-    @functools.wraps(original)
-    async def post(self: Any, kernel_id: str, action: str) -> None:
-        rooms: RoomManager | None = self.settings.get("kernel_collab_rooms")
-        # Unauthenticated requests and unknown kernels get the stock answers (403, 404).
-        if self.current_user and rooms is not None and rooms.is_collaborative(kernel_id):
-            await collaborative_kernel_action(self, rooms.handle_for_kernel(kernel_id), action)
-        await original(self, kernel_id, action)
-
-    post._kernel_collab_guard = True  # type: ignore[attr-defined]
-    cls.post = post  # type: ignore[method-assign]
-    return True
-
-
-def _forget_failed_kernel_starts(manager: Any) -> None:
-    """jupyter_client 8.10 keeps a kernel whose start failed in ``_pending_kernels`` forever,
-    so the server's shutdown fails on it (404) and hangs. The collaborative provisioner refuses
-    some starts on purpose (a second kernel for a notebook), so drop such ghosts."""
-    original = manager._add_kernel_when_ready
-
-    async def add_kernel_when_ready(kernel_id: str, km: Any, awaitable: Any) -> None:
-        await original(kernel_id, km, awaitable)
-        if kernel_id not in manager._kernels:
-            manager._pending_kernels.pop(kernel_id, None)
-
-    manager._add_kernel_when_ready = add_kernel_when_ready
-
-
-def _pass_notebook_paths(serverapp: Any) -> None:
-    """Give each notebook session's kernel the real notebook path (``JPY_SESSION_NAME`` is
-    wrong when a session's name is not its file's name)."""
-    sessions = serverapp.session_manager
-    original = sessions.get_kernel_env
-    root = os.path.abspath(serverapp.root_dir)
-
-    def get_kernel_env(path: str | None, name: Any = None) -> dict[str, str]:
-        env: dict[str, str] = original(path, name)
-        if path and re.search(r"\.ipynb$", path):
-            env[NOTEBOOK_ENV] = os.path.join(root, path.lstrip("/"))
-        return env
-
-    sessions.get_kernel_env = get_kernel_env

@@ -29,11 +29,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from ..protocol import CLOSE_TRY_AGAIN
 from ..provisioner.sidecars import SidecarError, SidecarHandle, admin_headers
-from ..sidecar.peer import CLOSE_TRY_AGAIN
 from .rooms import RoomManager, ask_as, identity_headers, identity_of
-
-CLOSE_NOT_FOUND = 4404
 
 
 async def allowed(handler: JupyterHandler, action: str, resource: str) -> bool:

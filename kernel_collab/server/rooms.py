@@ -18,8 +18,8 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import User
 from tornado import web
 
+from ..protocol import IDENTITY_HEADER
 from ..provisioner.sidecars import REGISTRY, SidecarHandle
-from ..sidecar.server import IDENTITY_HEADER
 
 PROVISIONER = "kernel-collab"
 

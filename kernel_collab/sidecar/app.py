@@ -12,7 +12,9 @@ from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
+from ..protocol import ADMIN_TOKEN_ENV, ERROR_PREFIX, TOKEN_ENV
 from ..store import StoreError
+from .awareness import AwarenessRelay
 from .bridge import KernelBridge
 from .disk import DiskSync
 from .docstore import DocumentStore
@@ -21,9 +23,6 @@ from .room import Room
 from .service import SidecarParts, StartError, announce, load, serve
 from .stdin_relay import StdinRelay
 
-TOKEN_ENV = "KERNEL_COLLAB_TOKEN"
-ADMIN_TOKEN_ENV = "KERNEL_COLLAB_ADMIN_TOKEN"
-"""Token of trusted connections (provisioner, server extension): kernel lifecycle requests."""
 STORE_NAME = ".kernel_collab.db"
 
 
@@ -83,7 +82,9 @@ class SidecarApp(Application):
         ),
         "debug": ({"Application": {"log_level": 10}}, "Log debug messages."),
     }
-    classes = [DocumentStore, DiskSync, Room, KernelBridge, ExecutionQueue, StdinRelay]
+    classes = [
+        DocumentStore, DiskSync, Room, AwarenessRelay, KernelBridge, ExecutionQueue, StdinRelay
+    ]
 
     @default("log_level")
     def _log_level_default(self) -> int:
@@ -108,7 +109,7 @@ class SidecarApp(Application):
         """Print one line naming what failed and exit non-zero."""
         sys.stderr.write(f"kernel_collab sidecar: error: {message}\n")
         # Also on stdout, where whoever started the sidecar waits for its ready line.
-        sys.stdout.write(f"kernel_collab sidecar error: {message}\n")
+        sys.stdout.write(f"{ERROR_PREFIX}{message}\n")
         sys.stdout.flush()
         self.exit(2)
 
@@ -148,7 +149,6 @@ class SidecarApp(Application):
         bridge = KernelBridge(room, parent=self)
         bridge.set_kernel_status("none")
         queue = ExecutionQueue(room, bridge, parent=self)
-        bridge.ready_listeners.append(queue.wake)
         parts = SidecarParts(room, disk, store, bridge, queue)
         async with anyio.create_task_group() as tg:
             url: str = await tg.start(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -25,7 +24,8 @@ from jupyter_client.session import Session
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
-from ..kernel import CELL_MESSAGE
+from ..protocol import CELL_MESSAGE
+from .events import Listeners
 from .outputs import HANDLED, OutputWriter
 from .room import Room
 from .run_record import find_cell, record_end, record_start
@@ -79,10 +79,9 @@ class KernelBridge(LoggingConfigurable):
         self.runs: dict[str, Run] = {}
         self.iopub_ready = False
         """Whether iopub delivers yet (a ZMQ subscription joins late; until then nothing runs)."""
-        self.ready_listeners: list[Callable[[], None]] = []
+        self.ready: Listeners[None] = Listeners()
+        """Told each time an attached kernel's iopub starts delivering (runs can start)."""
         self.widgets = OutputWidgets()
-        self.cleared_listeners: list[Callable[[str], None]] = []
-        """Called with a cell id when a run replaces that cell's outputs."""
         self.recent: OrderedDict[str, str] = OrderedDict()
         """Cells of finished runs by request id, for outputs that arrive late."""
         self._attached = anyio.Event()
@@ -211,8 +210,6 @@ class KernelBridge(LoggingConfigurable):
         with self.room.doc.transaction():  # cleared and vouched for at once: nothing in between
             if self.writer.clear(cell_id):
                 self.room.trust.start_run(cell_id)
-        for listener in self.cleared_listeners:
-            listener(cell_id)
 
     def finish(self, run: Run, *, status: str) -> None:
         """Mark a run as over (its cell idle) and wake whoever waits on it."""
@@ -311,8 +308,7 @@ class KernelBridge(LoggingConfigurable):
             self.iopub_ready = True
             if not self.runs:
                 self.set_kernel_status("idle")
-            for listener in self.ready_listeners:
-                listener()
+            self.ready.emit(None)
         if run is not None and run.timing is not None and msg_type in ("status", "execute_input"):
             label = f"status.{content.get('execution_state')}" if msg_type == "status" else msg_type
             run.timing[f"iopub.{label}"] = _iso(msg.get("header", {}).get("date"))

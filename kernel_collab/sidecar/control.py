@@ -23,7 +23,8 @@ from .bridge import KernelBridge
 from .disk import DiskSync
 from .execution_queue import ExecutionQueue
 from .peer import Peer
-from .room import RequestError, Room
+from .requests import RequestError
+from .room import Room
 
 
 class KernelControl:
@@ -45,14 +46,6 @@ class KernelControl:
         self.shut_down = False
         self._stopping = False
         self._pending_actor: tuple[str, dict[str, Any], float] | None = None
-        room.admin_handlers["attach_kernel"] = self._attach
-        room.admin_handlers["detach_kernel"] = self._detach
-        room.admin_handlers["room_info"] = self._room_info
-        room.admin_handlers["rename"] = self._rename
-        room.admin_handlers["deleted"] = self._deleted
-        room.request_handlers["kernel_action"] = self._kernel_action
-        room.request_handlers["trust"] = self._trust
-        room.peer_listeners.append(self._maybe_stop)
 
     def _identity(self) -> dict[str, Any]:
         state = self.room.notebook.ystate
@@ -62,7 +55,7 @@ class KernelControl:
             "epoch": self.room.status.get("epoch"),
         }
 
-    async def _room_info(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+    async def room_info(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         status = self.room.status
         return {
             "ok": True,
@@ -74,7 +67,7 @@ class KernelControl:
             "peers": [p.public_identity for p in self.room.peers if not p.admin],
         }
 
-    async def _rename(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def rename(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         """The notebook was renamed or moved through Jupyter: follow it."""
         path, absolute = request.get("path"), request.get("absolute")
         if not isinstance(path, str) or not isinstance(absolute, str):
@@ -86,11 +79,11 @@ class KernelControl:
         self.room.notebook.ystate["path"] = path
         return {"ok": True, **self._identity()}
 
-    async def _deleted(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+    async def deleted(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         self.disk.pause_deleted()
         return {"ok": True}
 
-    async def _kernel_action(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def kernel_action(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         """A person interrupts or restarts the kernel (the server does it, we record who)."""
         action = request.get("action")
         if action not in ("interrupt", "restart"):
@@ -106,7 +99,7 @@ class KernelControl:
             self.queue.clear(f"interrupted by {by.get('name') or by.get('username')}")
         return {"ok": True}
 
-    async def _trust(self, peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+    async def trust(self, peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         """"Trust Notebook" by a person who may run code: their outputs render trusted for
         everyone who may run code (as running every cell again would make them)."""
         if not peer.may("execute"):
@@ -125,7 +118,7 @@ class KernelControl:
             return pending[1]
         return {"name": "unknown"}
 
-    async def _attach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def attach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         kernel_id, info = request.get("kernel_id"), request.get("connection_info")
         if not isinstance(kernel_id, str) or not isinstance(info, dict):
             raise RequestError("attach_kernel needs kernel_id and connection_info")
@@ -137,7 +130,7 @@ class KernelControl:
         self.queue.wake()
         return {"ok": True, **self._identity()}
 
-    async def _detach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def detach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         reason = str(request.get("reason", "shutdown"))
         by = request.get("by") or self._actor(reason)
         event = {"event": reason, "by": by, "at": time.time(), "kernel_id": self.bridge.kernel_id}
@@ -148,10 +141,10 @@ class KernelControl:
         self.bridge.set_kernel_status(status)
         if reason == "shutdown":
             self.shut_down = True
-            self._maybe_stop()
+            self.maybe_stop()
         return {"ok": True}
 
-    def _maybe_stop(self) -> None:
+    def maybe_stop(self, _peer: Peer | None = None) -> None:
         if self.shut_down and self.room.people == 0 and not self._stopping:
             self._stopping = True
             self.room.log.info("kernel shut down and nobody is in the notebook: stopping")

@@ -23,12 +23,13 @@ from pycrdt import Map
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
-from . import notebook_file as nbfile
+from ..notebook_core import files as nbfile
+from ..notebook_core.apply import apply_notebook
+from ..notebook_core.merge import changed_outputs, mark_file_run_records, three_way_merge
 from . import trust
-from .merge import changed_outputs, mark_file_run_records, three_way_merge
 from .peer import Peer
-from .room import RequestError, Room
-from .ynotebook_apply import apply_notebook
+from .requests import RequestError
+from .room import Room
 
 
 class DiskSync(LoggingConfigurable):
@@ -111,7 +112,6 @@ class DiskSync(LoggingConfigurable):
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Autosave and watch until cancelled."""
-        self.room.request_handlers["save"] = self._handle_save_request
         async with anyio.create_task_group() as tg:
             if self.watch:
                 await tg.start(self._watch)
@@ -243,7 +243,7 @@ class DiskSync(LoggingConfigurable):
         if self.room.notebook.ystate.get("dirty") is not False:
             self.room.notebook.ystate["dirty"] = False
 
-    async def _handle_save_request(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle_save(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         """``save`` (Ctrl+S): write the document, merging an outside change first; never over a
         file that could not be read. ``force: true`` overwrites whatever is there and says what."""
         if not peer.may("write"):

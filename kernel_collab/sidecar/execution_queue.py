@@ -22,7 +22,8 @@ from traitlets.config import LoggingConfigurable
 
 from .bridge import KernelBridge, Run
 from .peer import Peer
-from .room import RequestError, Room
+from .requests import RequestError
+from .room import Room
 from .run_record import find_cell, record_end, record_start
 
 
@@ -56,12 +57,11 @@ class ExecutionQueue(LoggingConfigurable):
         self._publish_due = False
         self._record_timing: dict[str, bool] = {}
         """Cells whose asker said whether to record ``metadata.execution`` timing."""
-        room.request_handlers["execute"] = self._handle_execute
         room.notebook.ycells.observe(lambda _event: self._cells_changed.set())
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def _handle_execute(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle_execute(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         if not peer.may("execute"):
             raise RequestError(f"{peer.identity.get('name', 'you')} may not run cells here")
         cell_id = request.get("cell_id")

@@ -14,13 +14,26 @@ cut past ``max_stream_bytes`` with a visible note that keeps counting what is dr
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, Map, Text
+
+from ..notebook_core.cells import common_prefix, find_cell
+from ..notebook_core.outputs import (
+    MalformedOutput,
+    Output,
+    display_id_of,
+    error_output,
+    is_count,
+    json_size,
+    message_content,
+    rich_output,
+    stream_content,
+    utf8,
+)
 
 DEFAULT_MAX_OUTPUT_BYTES: Final = 5 * 1024 * 1024
 DEFAULT_MAX_STREAM_BYTES: Final = 10 * 1024 * 1024
@@ -41,13 +54,7 @@ HANDLED: Final = frozenset(
 """The iopub message types :meth:`OutputWriter.handle` acts on."""
 
 _CONTROL: Final = re.compile("([\r\n\b])")
-_JSON_MIME: Final = re.compile(r"^application/(.*\+)?json$")
 
-Output = dict[str, Any]
-
-
-class _Malformed(ValueError):
-    """A message that cannot become a valid nbformat output; the text says why."""
 
 
 # --- the terminal line ------------------------------------------------------------------
@@ -91,7 +98,7 @@ class _Line:
         old = "".join(self._parts)
         done, line, cursor = _overwrite(old, self.cursor, chunk)
         new = done + line
-        keep = _common_prefix(old, new)
+        keep = common_prefix(old, new)
         self._reset(line, cursor)
         return _nbytes(old[:keep]), new[keep:]
 
@@ -115,32 +122,8 @@ def _overwrite(line: str, cursor: int, chunk: str) -> tuple[str, str, int]:
     return "".join(done), line, cursor
 
 
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the common prefix of ``a`` and ``b`` (binary search over C comparisons)."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    low, high = 0, n  # a[:low] == b[:low] and a[:high] != b[:high]
-    while high - low > 1:
-        mid = (low + high) // 2
-        if a[:mid] == b[:mid]:
-            low = mid
-        else:
-            high = mid
-    return low
-
-
 def _nbytes(text: str) -> int:
     return len(text.encode())
-
-
-def _utf8(text: str) -> str:
-    """``text`` with lone surrogates (which cannot be stored) replaced."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode()
-    return text
 
 
 # --- per-cell bookkeeping ---------------------------------------------------------------
@@ -201,8 +184,7 @@ class OutputWriter:
         self.max_output_bytes = max_output_bytes
         self.max_stream_bytes = max_stream_bytes
         self._doc = notebook.ydoc
-        self._ycells: Array[Any] = notebook.ycells
-        self._index: dict[str, int] = {}
+        self._notebook = notebook
         self._cells: dict[str, _CellState] = {}
         self._displays: dict[str, list[tuple[str, Map[Any]]]] = {}
         self.touched: set[str] = set()
@@ -248,7 +230,7 @@ class OutputWriter:
         with self._doc.transaction():
             try:
                 return self._dispatch(cell_id, msg_type, content)
-            except _Malformed as exc:
+            except MalformedOutput as exc:
                 return self._report(cell_id, msg_type, str(exc))
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -256,23 +238,23 @@ class OutputWriter:
     def _dispatch(self, cell_id: str, msg_type: str, content: object) -> bool:
         self.touched.add(cell_id)
         if msg_type == "update_display_data":
-            self._update_display(_content(content))
+            self._update_display(message_content(content))
             return True
         found = self._find(cell_id)
         if found is None:
             self.forget_cell(cell_id)
             return False
         _ycell, outputs = found
-        content = _content(content)
+        content = message_content(content)
         state = self._state(cell_id)
         if msg_type == "stream":
-            name, text = _stream_content(content)
+            name, text = stream_content(content)
             self._stream(cell_id, state, outputs, name, text)
         elif msg_type in ("display_data", "execute_result"):
-            output = self._capped(_rich_output(msg_type, content))
-            self._append(cell_id, state, outputs, output, _display_id(content))
+            output = self._capped(rich_output(msg_type, content))
+            self._append(cell_id, state, outputs, output, display_id_of(content))
         elif msg_type == "error":
-            self._append(cell_id, state, outputs, _error_output(content))
+            self._append(cell_id, state, outputs, error_output(content))
         elif msg_type == "clear_output":
             if content.get("wait"):
                 state.pending_clear = True
@@ -280,7 +262,7 @@ class OutputWriter:
                 self._clear_outputs(cell_id, state, outputs)
         else:  # execute_input: the count shows when the run ends, with the cell idle
             count = content.get("execution_count")
-            if _is_count(count) and count is not None:
+            if is_count(count) and count is not None:
                 state.execution_count = count
         return True
 
@@ -302,25 +284,10 @@ class OutputWriter:
     # -- cells ------------------------------------------------------------------------------
 
     def _find(self, cell_id: str) -> tuple[Map[Any], Array[Any]] | None:
-        """The cell and its outputs; the id → index map is rebuilt when it is stale."""
-        ycell = self._cell_at(self._index.get(cell_id), cell_id)
-        if ycell is None:
-            self._index = {}
-            for index, cell in enumerate(self._ycells):
-                other = cell.get("id") if isinstance(cell, Map) else None
-                if isinstance(other, str):
-                    self._index.setdefault(other, index)
-            ycell = self._cell_at(self._index.get(cell_id), cell_id)
-            if ycell is None:
-                return None
-        outputs = ycell.get("outputs")
-        return (ycell, outputs) if isinstance(outputs, Array) else None
-
-    def _cell_at(self, index: int | None, cell_id: str) -> Map[Any] | None:
-        if index is None or index >= len(self._ycells):
-            return None
-        cell = self._ycells[index]
-        return cell if isinstance(cell, Map) and cell.get("id") == cell_id else None
+        """The cell and its outputs."""
+        ycell = find_cell(self._notebook, cell_id)
+        outputs = ycell.get("outputs") if ycell is not None else None
+        return (ycell, outputs) if ycell is not None and isinstance(outputs, Array) else None
 
     def _state(self, cell_id: str) -> _CellState:
         state = self._cells.get(cell_id)
@@ -357,10 +324,10 @@ class OutputWriter:
     # -- display ids ------------------------------------------------------------------------
 
     def _update_display(self, content: dict[str, Any]) -> None:
-        display_id = _display_id(content)
+        display_id = display_id_of(content)
         if display_id is None:
-            raise _Malformed("transient.display_id is missing")
-        output = self._capped(_rich_output("display_data", content))
+            raise MalformedOutput("transient.display_id is missing")
+        output = self._capped(rich_output("display_data", content))
         targets = [(c, out) for c, out in self._displays.get(display_id, ()) if _alive(out)]
         for target_id, youtput in targets:
             self.touched.add(target_id)
@@ -382,7 +349,7 @@ class OutputWriter:
 
     def _capped(self, output: Output) -> Output:
         """``output``, or a visible note in its place when its JSON is over the limit."""
-        size = _json_size(output)
+        size = json_size(output)
         if size <= self.max_output_bytes:
             return output
         kinds = ", ".join(output["data"]) or "no data"
@@ -436,7 +403,7 @@ class OutputWriter:
         ytext = youtput.get("text")
         if not isinstance(ytext, Text):
             old = "".join(ytext) if isinstance(ytext, list) else str(ytext or "")
-            ytext = Text(_utf8(old))
+            ytext = Text(utf8(old))
             youtput["text"] = ytext
         value = str(ytext)
         line = _Line(value[value.rfind("\n") + 1 :])
@@ -479,7 +446,7 @@ class OutputWriter:
             f"[output truncated: {stream.dropped} bytes dropped, "
             f"limit {self.max_stream_bytes} bytes]\n"
         )
-        keep = _common_prefix(stream.note, note)  # the note is ASCII: chars are bytes
+        keep = common_prefix(stream.note, note)  # the note is ASCII: chars are bytes
         at = stream.nbytes + keep
         if len(stream.note) > keep:
             del stream.text[at : stream.nbytes + len(stream.note)]
@@ -508,96 +475,3 @@ def _stream_bytes(outputs: Array[Any]) -> int:
             text = youtput.get("text")
             total += len(text) if isinstance(text, Text) else _nbytes(str(text or ""))
     return total
-
-
-# --- message contents → nbformat outputs ------------------------------------------------
-
-
-def _content(content: object) -> dict[str, Any]:
-    if not isinstance(content, dict):
-        raise _Malformed(f"content is a {type(content).__name__}, not a dict")
-    return content
-
-
-def _stream_content(content: dict[str, Any]) -> tuple[str, str]:
-    name = content.get("name")
-    if not isinstance(name, str):
-        raise _Malformed("name must be a string")
-    text = content.get("text")
-    if _is_str_list(text):
-        text = "".join(text)
-    if not isinstance(text, str):
-        raise _Malformed("text must be a string")
-    return name, _utf8(text)
-
-
-def _rich_output(msg_type: str, content: dict[str, Any]) -> Output:
-    """A display_data or execute_result output (``transient`` is not stored: nbformat
-    forbids it)."""
-    output: Output = {
-        "output_type": msg_type,
-        "data": _mimebundle(content.get("data")),
-        "metadata": _metadata(content.get("metadata")),
-    }
-    if msg_type == "execute_result":
-        count = content.get("execution_count")
-        if "execution_count" not in content or not _is_count(count):
-            raise _Malformed("execution_count must be a non-negative integer or null")
-        output["execution_count"] = count
-    return output
-
-
-def _error_output(content: dict[str, Any]) -> Output:
-    ename, evalue, traceback = (content.get(k) for k in ("ename", "evalue", "traceback"))
-    if not isinstance(ename, str) or not isinstance(evalue, str):
-        raise _Malformed("ename and evalue must be strings")
-    if not _is_str_list(traceback):
-        raise _Malformed("traceback must be a list of strings")
-    output = {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": traceback}
-    _json_size(output)
-    return output
-
-
-def _mimebundle(data: object) -> dict[str, Any]:
-    """``data`` checked as nbformat wants: str or list of str, any JSON for JSON types."""
-    if not isinstance(data, dict):
-        raise _Malformed("data must be a dict of mime type to content")
-    for mime, value in data.items():
-        if not isinstance(mime, str):
-            raise _Malformed(f"mime type {mime!r} is not a string")
-        if not (isinstance(value, str) or _is_str_list(value) or _JSON_MIME.match(mime)):
-            raise _Malformed(
-                f"data[{mime!r}] is a {type(value).__name__}, not a string or list of strings"
-            )
-    return data
-
-
-def _metadata(metadata: object) -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise _Malformed("metadata must be a dict")
-    return metadata
-
-
-def _display_id(content: dict[str, Any]) -> str | None:
-    transient = content.get("transient")
-    display_id = transient.get("display_id") if isinstance(transient, dict) else None
-    return display_id if isinstance(display_id, str) and display_id else None
-
-
-def _json_size(output: Output) -> int:
-    """Bytes of ``output`` as compact UTF-8 JSON; raises if it is not storable JSON."""
-    try:
-        encoded = json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:  # not JSON, or text that is not valid UTF-8
-        raise _Malformed(f"not storable as JSON ({exc})") from exc
-    return len(encoded)
-
-
-def _is_count(value: object) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-
-
-def _is_str_list(value: object) -> TypeGuard[list[str]]:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)

@@ -21,14 +21,18 @@ against these rules before anything is stored or relayed (same group commit):
 from __future__ import annotations
 
 import json
-import uuid
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, ArrayEvent, Map, MapEvent, UndoManager
 
-from .schema import inserted_indices, touched_cells
+from ..notebook_core import schema
+from ..notebook_core.cells import new_cell_id
+from ..notebook_core.schema import inserted_indices, touched_cells
+from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED
+from .peer import Peer
 from .trust import TrustLedger
 
 PEER_ORIGIN: Final = "kernel_collab:peer"
@@ -78,9 +82,10 @@ def _fingerprint(value: Any) -> str:
 class FieldGuard:
     """Holds peers' updates to the sidecar's fields; keeps the run records it wrote."""
 
-    def __init__(self, notebook: YNotebook, trust: TrustLedger):
+    def __init__(self, notebook: YNotebook, trust: TrustLedger, log: logging.Logger):
         self.notebook = notebook
         self.trust = trust
+        self.log = log
         self._seen: _Seen | None = None
         self._run_records: dict[str, str] = {}
         """Run record (``metadata.kernel_collab``) the sidecar last wrote, by cell id."""
@@ -168,13 +173,49 @@ class FieldGuard:
 
     # -- applying a peer's update ------------------------------------------------------------
 
-    def apply(self, update: bytes) -> tuple[_Seen, str | None]:
-        """Apply a peer's update and hold it against the rules.
+    def apply(self, peer: Peer, update: bytes) -> None:
+        """Apply a peer's update, hold it against field ownership (a refused update is undone
+        and the peer closed with 4403), then repair the cells it broke (the peer is closed with
+        1002); all before anything is committed, so nobody ever sees or stores what was
+        refused. Raises ``ValueError`` for an undecodable update."""
+        seen, refused = self._apply(update)
+        where = self.notebook.ystate.get("path")
+        if refused is not None:
+            self.log.warning("%s: refused and undid an update from %s: %s", where, peer.name,
+                             refused)  # fmt: skip
+            peer.close(CLOSE_REFUSED, f"refused: {refused}; reload"[:120])
+            return
+        self.judge_inserted(seen.inserted)
+        problems = self._repair(seen.touched)
+        if problems:
+            self.log.error(
+                "%s: refused an update from %s that broke the notebook (%s); the cells were "
+                "repaired, the rest of the update kept, and the peer told to reload",
+                where, peer.name, "; ".join(problems),
+            )  # fmt: skip
+            peer.close(CLOSE_PROTOCOL_ERROR, f"invalid notebook: {problems[0]}"[:120])
 
-        Returns what it did (cells it inserted and touched, for the schema check) and, when the
-        update was refused and undone, the reason. Raises ``ValueError`` for an undecodable
-        update.
-        """
+    def _repair(self, touched: set[int]) -> list[str]:
+        """Repair the cells whose shape is broken (Y has no retraction); say what was wrong."""
+        problems = []
+        cells = self.notebook.ycells
+        with self.notebook.ydoc.transaction():
+            for index in sorted(touched, reverse=True):
+                if index >= len(cells):
+                    continue
+                problem = schema.cell_problem(cells[index])
+                if problem is None:
+                    continue
+                problems.append(problem)
+                fixed = schema.repaired(cells[index])
+                del cells[index]
+                if fixed is not None:
+                    cells.insert(index, self.notebook.create_ycell(fixed))
+        return problems
+
+    def _apply(self, update: bytes) -> tuple[_Seen, str | None]:
+        """Apply a peer's update and hold it against the rules: what it did, and why it was
+        refused and undone, if it was."""
         self.trust.refresh()  # digests of cells this update may move must be current
         self._seen = seen = _Seen()
         try:
@@ -235,7 +276,7 @@ class FieldGuard:
         cell_id = ycell.get("id")
         if isinstance(cell_id, str) and counts.get(cell_id, 0) > 1:
             counts[cell_id] -= 1
-            ycell["id"] = cell_id = uuid.uuid4().hex[:8]  # a copy under a taken id
+            ycell["id"] = cell_id = new_cell_id()  # a copy under a taken id
         if not isinstance(cell_id, str):
             return
         self.trust.judge_inserted(ycell)

@@ -14,19 +14,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-# WebSocket close codes used by the sidecar.
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_TOO_BIG = 1009
-CLOSE_GOING_AWAY = 1001
-CLOSE_TRY_AGAIN = 1013
-"""Reconnect: the peer fell behind or the sidecar is restarting."""
-CLOSE_STALE_EPOCH = 4409
-"""The peer's copy is of an older epoch of the document: drop it and reload."""
-CLOSE_READ_ONLY = 4403
-"""The peer may not edit: drop local changes and reload the document."""
-CLOSE_REFUSED = 4403
-"""The peer wrote a field only the sidecar writes: its update was undone; reload (the reason
-says which field)."""
+from ..protocol import CLOSE_TRY_AGAIN
 
 
 class Transport(Protocol):

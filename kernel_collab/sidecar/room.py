@@ -1,5 +1,10 @@
 """The room: one shared notebook, its peers, and the apply → commit → relay path.
 
+The room syncs, commits and relays; nothing else. Peers' updates are applied by the room's
+:class:`PeerUpdates` (field ownership and schema repair: ``ownership.py``), awareness is
+relayed by ``awareness.py`` and requests are served through ``requests.py``; ``service.py``
+wires them together.
+
 Every change to the document — from a peer, from the disk watcher, later from the kernel
 bridge — is a pycrdt transaction. The document's observer queues each transaction's update;
 the committer task commits everything queued in one SQLite transaction (group commit) and only
@@ -10,39 +15,35 @@ commit of everything it contains for the same reason.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 from jupyter_ydoc import YNotebook
-from pycrdt import (
-    Awareness,
-    Map,
-    TransactionEvent,
-    create_awareness_message,
-    create_sync_message,
-    create_update_message,
-    merge_updates,
-)
+from pycrdt import Map, TransactionEvent, create_sync_message, create_update_message, merge_updates
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
-from . import schema, wire
+from .. import protocol
+from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, STATE_KEY
 from .docstore import DocumentStore
-from .ownership import FieldGuard
-from .peer import CLOSE_PROTOCOL_ERROR, CLOSE_READ_ONLY, CLOSE_REFUSED, Peer
+from .events import Listeners
+from .peer import Peer
 from .trust import TrustLedger
 
 EMPTY_UPDATE = b"\x00\x00"
-STATE_KEY = "kernel_collab"
-"""Key of kernel_collab's own map inside the document's ``state`` map."""
 
-RequestHandler = Callable[[Peer, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class PeerUpdates(Protocol):
+    """Applies a peer's update to the document, holding it to the rules (``ownership.py``)."""
+
+    def apply(self, peer: Peer, update: bytes) -> None:
+        """Apply ``update`` from ``peer`` (closing the peer if it broke a rule); raise
+        ``ValueError`` if the update cannot be decoded."""
 
 
 class Room(LoggingConfigurable):
@@ -53,28 +54,19 @@ class Room(LoggingConfigurable):
         help="Messages queued for one peer before it is disconnected as too slow "
         "(it resyncs on reconnect).",
     ).tag(config=True)
-    max_awareness_bytes = Int(
-        16 * 1024,
-        help="Largest awareness state (its JSON, in bytes) a peer may share: a larger one is "
-        "neither applied nor relayed, and the peer gets a notice saying so.",
-    ).tag(config=True)
 
     def __init__(self, notebook: YNotebook, store: DocumentStore, **kwargs: Any):
         super().__init__(**kwargs)
         self.notebook = notebook
         self.doc = notebook.ydoc
-        self.awareness = Awareness(self.doc)
         self.store = store
         self.peers: set[Peer] = set()
-        self.request_handlers: dict[str, RequestHandler] = {}
-        self.admin_handlers: dict[str, RequestHandler] = {}
-        """Requests only admin connections may make (kernel lifecycle)."""
-        self.peer_listeners: list[Callable[[], None]] = []
-        """Called after a peer leaves."""
-        self.join_listeners: list[Callable[[Peer], None]] = []
-        """Called after a peer joins."""
-        self.change_listeners: list[Callable[[], None]] = []
-        self._awareness_owner: dict[int, Peer] = {}
+        self.joined: Listeners[Peer] = Listeners()
+        """Told of each peer once it has joined (its sync handshake is under way)."""
+        self.left: Listeners[Peer] = Listeners()
+        """Told of each peer once it has left."""
+        self.updates: PeerUpdates | None = None
+        """How peers' updates are applied (``None``: as they are; set by the service)."""
         self._pending: list[bytes] = []
         self._applied_seq = 0
         self._committed_seq = 0
@@ -86,9 +78,7 @@ class Room(LoggingConfigurable):
         self.committed_updates = 0
         self._subscription = self.doc.observe(self._on_transaction)
         self.trust = TrustLedger(notebook, lambda: self.status)
-        self.guard = FieldGuard(notebook, self.trust)
-        self.request_handlers["stats"] = self._handle_stats
-        self.request_handlers["sync"] = self._handle_sync
+        """The document's trust record (``trust.py``)."""
 
     # -- document state ----------------------------------------------------------------------
 
@@ -116,8 +106,6 @@ class Room(LoggingConfigurable):
         self._pending.append(update)
         self._applied_seq += 1
         self._has_pending.set()
-        for listener in self.change_listeners:
-            listener()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit and relay changes until cancelled."""
@@ -185,165 +173,52 @@ class Room(LoggingConfigurable):
     # -- peers -------------------------------------------------------------------------------
 
     def join(self, peer: Peer) -> None:
-        """Add a peer and start the sync handshake (our state vector, everyone's awareness)."""
+        """Add a peer and start the sync handshake (our state vector)."""
         self.peers.add(peer)
         peer.send(create_sync_message(self.doc))
-        states = [cid for cid in self.awareness.states if cid != self.awareness.client_id]
-        if states:
-            peer.send(create_awareness_message(self.awareness.encode_awareness_update(states)))
-        for listener in self.join_listeners:
-            listener(peer)
+        self.joined.emit(peer)
 
     def leave(self, peer: Peer) -> None:
-        """Remove a peer and tell the others its awareness states are gone."""
+        """Remove a peer."""
         self.peers.discard(peer)
-        gone = [cid for cid in peer.awareness_ids if cid in self.awareness.states]
-        if gone:
-            self.awareness.remove_awareness_states(gone, origin=peer)
-            message = create_awareness_message(self.awareness.encode_awareness_update(gone))
-            for other in list(self.peers):
-                other.send(message)
-        for listener in self.peer_listeners:
-            listener()
+        self.left.emit(peer)
 
     @property
     def people(self) -> int:
         """Connected peers other than admin connections."""
         return sum(1 for p in self.peers if not p.admin)
 
-    async def receive(self, peer: Peer, data: bytes) -> None:
-        """Handle one message from a peer; raise :class:`wire.ProtocolError` if malformed."""
-        message = wire.decode(data)
-        kind = message.kind
-        if kind in (wire.Kind.SYNC_UPDATE, wire.Kind.SYNC_STEP2):
-            if message.payload != EMPTY_UPDATE and not peer.may("write"):
-                peer.close(CLOSE_READ_ONLY, "read-only: your edits were refused; reload")
+    async def receive_sync(self, peer: Peer, message: protocol.Message) -> None:
+        """Handle one sync message (step 1, step 2 or update) from a peer."""
+        if message.kind in (protocol.Kind.SYNC_UPDATE, protocol.Kind.SYNC_STEP2):
+            if message.payload == EMPTY_UPDATE:
                 return
-            if message.payload != EMPTY_UPDATE:
-                self._apply_checked(peer, message.payload)
-        elif kind == wire.Kind.SYNC_STEP1:
+            if not peer.may("write"):
+                peer.close(CLOSE_REFUSED, "read-only: your edits were refused; reload")
+                return
+            try:
+                if self.updates is None:
+                    self.doc.apply_update(message.payload)
+                else:
+                    self.updates.apply(peer, message.payload)
+            except ValueError as exc:
+                raise protocol.ProtocolError(f"invalid Y update: {exc}") from exc
+        elif message.kind == protocol.Kind.SYNC_STEP1:
             try:
                 update = self.doc.get_update(message.payload)
             except ValueError as exc:
-                raise wire.ProtocolError(f"invalid state vector: {exc}") from exc
+                raise protocol.ProtocolError(f"invalid state vector: {exc}") from exc
             seq = self._applied_seq
             await self.wait_committed(seq)
-            peer.send(wire.encode_sync_step2(update))
-        elif kind == wire.Kind.AWARENESS:
-            self._receive_awareness(peer, data, message.payload)
-        else:
-            assert message.request is not None
-            await self._receive_request(peer, message.request)
+            peer.send(protocol.encode_sync_step2(update))
 
-    def _apply_checked(self, peer: Peer, update: bytes) -> None:
-        """Apply a peer's update, hold it against field ownership (a refused update is undone
-        and the peer closed with 4403), then repair the cells it broke (the peer is closed with
-        1002); all in the same group commit, so nobody ever sees or stores what was refused."""
-        try:
-            seen, refused = self.guard.apply(update)
-        except ValueError as exc:
-            raise wire.ProtocolError(f"invalid Y update: {exc}") from exc
-        if refused is not None:
-            self.log.warning(
-                "document %s: refused and undid an update from %s: %s",
-                self.store.document_id, peer.name, refused,
-            )  # fmt: skip
-            peer.close(CLOSE_REFUSED, f"refused: {refused}; reload"[:120])
-            return
-        self.guard.judge_inserted(seen.inserted)
-        problems = []
-        with self.doc.transaction():
-            for index in sorted(seen.touched, reverse=True):
-                if index >= len(self.notebook.ycells):
-                    continue
-                problem = schema.cell_problem(self.notebook.ycells[index])
-                if problem is None:
-                    continue
-                problems.append(problem)
-                fixed = schema.repaired(self.notebook.ycells[index])
-                del self.notebook.ycells[index]
-                if fixed is not None:
-                    self.notebook.ycells.insert(index, self.notebook.create_ycell(fixed))
-        if problems:
-            self.log.error(
-                "document %s: refused an update from %s that broke the notebook (%s); the "
-                "cells were repaired, the rest of the update kept, and the peer told to reload",
-                self.store.document_id, peer.name, "; ".join(problems),
-            )  # fmt: skip
-            peer.close(CLOSE_PROTOCOL_ERROR, f"invalid notebook: {problems[0]}"[:120])
-
-    def _receive_awareness(self, peer: Peer, data: bytes, update: bytes) -> None:
-        entries = wire.parse_awareness_clients(update)
-        kept = []
-        for client_id, clock, state in entries:
-            size = len(state.encode())
-            if size > self.max_awareness_bytes:
-                self._refuse_awareness(peer, client_id, size)
-                continue
-            owner = self._awareness_owner.get(client_id)
-            if owner is not None and owner is not peer and owner in self.peers:
-                self.log.warning(
-                    "dropped awareness of client %d from %s: it belongs to %s",
-                    client_id, peer.name, owner.name,
-                )  # fmt: skip
-                continue
-            self._awareness_owner[client_id] = peer
-            if state:
-                peer.awareness_ids.add(client_id)
-            kept.append((client_id, clock, self._stamp(peer, state)))
-        if not kept:
-            return
-        update = wire.encode_awareness(kept)
-        self.awareness.apply_awareness_update(update, origin=peer)
-        message = create_awareness_message(update)
-        for other in list(self.peers):
-            if other is not peer:
-                other.send(message)
-
-    def _refuse_awareness(self, peer: Peer, client_id: int, size: int) -> None:
-        """Tell a peer its awareness state is too big to share (logged once per peer)."""
-        error = (f"awareness state of {size} bytes is over the {self.max_awareness_bytes}-byte "
-                 "limit; not shared")  # fmt: skip
-        if "awareness_size" not in peer.warned:
-            peer.warned.add("awareness_size")
-            self.log.warning("refused awareness of client %d from %s: %s (logged once per peer)",
-                             client_id, peer.name, error)  # fmt: skip
-        peer.send(wire.encode_request({"type": "notice", "ok": False, "error": error}))
-
-    @staticmethod
-    def _stamp(peer: Peer, state: str) -> str:
-        """A peer's awareness state with ``user`` replaced by who the server says it is (see
-        :func:`awareness_user`); the rest of the state (cursors, …) is the peer's."""
-        if not state or state == "null":
-            return state
-        value = json.loads(state)
-        if not isinstance(value, dict):
-            return state
-        value["user"] = awareness_user(peer, value.get("user"))
-        return json.dumps(value, separators=(",", ":"))
-
-    async def _receive_request(self, peer: Peer, request: dict[str, Any]) -> None:
-        rtype = request.get("type")
-        reply: dict[str, Any] = {"reply_to": request.get("id"), "type": rtype}
-        handler = self.request_handlers.get(rtype) if isinstance(rtype, str) else None
-        if handler is None and isinstance(rtype, str) and rtype in self.admin_handlers:
-            handler = self.admin_handlers[rtype] if peer.admin else _refuse_admin
-        if handler is None:
-            reply.update(ok=False, error=f"unknown request type {rtype!r}")
-        else:
-            try:
-                reply.update(await handler(peer, request))
-            except RequestError as exc:
-                reply.update(ok=False, error=str(exc))
-        peer.send(wire.encode_request(reply))
-
-    async def _handle_sync(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+    async def handle_sync(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         """Reply once everything this peer sent before is stored (its messages are handled in
         order): the client's ``sync()``."""
         await self.wait_all_committed()
         return {"ok": True}
 
-    async def _handle_stats(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+    async def handle_stats(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         """Figures for operators and the benchmark: commits, their durations, the store."""
         times = sorted(self.commit_times)
 
@@ -365,35 +240,3 @@ class Room(LoggingConfigurable):
     def disconnect(self, peer: Peer, exc: Exception) -> None:
         """Close a peer that sent something malformed; the room carries on."""
         peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
-
-
-_USER_KEYS = ("username", "name", "display_name", "initials", "color")
-_AVATAR_PREFIXES = ("https://", "http://", "/")
-
-
-def awareness_user(peer: Peer, claimed: Any) -> dict[str, Any]:
-    """The ``user`` of a peer's awareness: its identity as the server authenticated it, and its
-    role (``run``, ``edit`` or ``read``). Nothing the peer claimed survives, except the name an
-    anonymous peer (a holder of the sidecar's own token: the kernel's API, a local script)
-    gives itself; an avatar is kept only as an http(s) or same-site URL."""
-    identity = peer.identity
-    user = {k: identity[k] for k in _USER_KEYS if isinstance(identity.get(k), str)}
-    avatar = identity.get("avatar_url")
-    if isinstance(avatar, str) and avatar.lower().startswith(_AVATAR_PREFIXES):
-        user["avatar_url"] = avatar
-    if identity.get("anonymous"):
-        # Every anonymous peer has the username "anonymous": not a key to tell them apart.
-        user.pop("username", None)
-        name = claimed.get("name") if isinstance(claimed, dict) else None
-        if isinstance(name, str) and name.strip():
-            user["name"] = user["display_name"] = name[:64]
-    user["role"] = peer.role
-    return user
-
-
-class RequestError(Exception):
-    """A request cannot be served; the message goes back to the peer that sent it."""
-
-
-async def _refuse_admin(peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
-    raise RequestError(f"{request.get('type')!r} needs the sidecar's admin token")

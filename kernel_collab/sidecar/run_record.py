@@ -8,36 +8,13 @@ taken when the cell started.
 from __future__ import annotations
 
 import time
-import weakref
 from typing import Any
 
-from jupyter_ydoc import YNotebook
 from pycrdt import Map
 
-_positions: weakref.WeakKeyDictionary[YNotebook, dict[str, int]] = weakref.WeakKeyDictionary()
-"""Last known index of each cell id, per notebook: a scan of a 1,000-cell notebook for every
-lookup made a long queue slow down with the notebook's length."""
+from ..notebook_core.cells import find_cell
 
-
-def find_cell(notebook: YNotebook, cell_id: str) -> Map[Any] | None:
-    """The Y cell with that id, if any (a remembered position, checked; else one scan)."""
-    positions = _positions.setdefault(notebook, {})
-    cells = notebook.ycells
-    index = positions.get(cell_id)
-    if index is not None and index < len(cells):
-        ycell = cells[index]
-        if ycell.get("id") == cell_id:
-            return ycell  # type: ignore[no-any-return]
-    positions.clear()
-    found = None
-    for i, ycell in enumerate(cells):
-        other = ycell.get("id") if isinstance(ycell, Map) else None
-        if isinstance(other, str):
-            positions[other] = i
-            if other == cell_id:
-                found = ycell
-    return found
-
+__all__ = ["find_cell", "record_end", "record_start"]
 
 def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
     metadata = ycell["metadata"]

@@ -17,8 +17,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from . import wire
-from .peer import CLOSE_STALE_EPOCH, CLOSE_TOO_BIG, Peer
+from .. import protocol
+from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_STALE_EPOCH, CLOSE_TOO_BIG, IDENTITY_HEADER
+from .awareness import AwarenessRelay
+from .peer import Peer
+from .requests import Requests
 from .room import Room
 
 
@@ -53,6 +56,8 @@ class SyncServer:
     def __init__(
         self,
         room: Room,
+        awareness: AwarenessRelay,
+        requests: Requests,
         *,
         token: str,
         admin_token: str,
@@ -60,6 +65,8 @@ class SyncServer:
         log: logging.Logger,
     ):
         self.room = room
+        self.awareness = awareness
+        self.requests = requests
         self._token = token
         self._admin_token = admin_token
         self._max_message_size = max_message_size
@@ -157,6 +164,16 @@ class SyncServer:
         finally:
             self._log.info("%s left (%d peers)", peer.name, len(self.room.peers))
 
+    async def _route(self, peer: Peer, message: protocol.Message) -> None:
+        """Sync to the room, awareness to the relay, requests to the services serving them."""
+        if message.kind is protocol.Kind.AWARENESS:
+            self.awareness.receive(peer, message.payload)
+        elif message.kind is protocol.Kind.REQUEST:
+            assert message.request is not None
+            await self.requests.dispatch(peer, message.request)
+        else:
+            await self.room.receive_sync(peer, message)
+
     async def _receive(self, connection: ServerConnection, peer: Peer) -> None:
         self.room.join(peer)
         try:
@@ -164,9 +181,9 @@ class SyncServer:
                 if peer.closed:
                     return
                 try:
-                    await self.room.receive(peer, data)  # type: ignore[arg-type]
-                except wire.ProtocolError as exc:
-                    self.room.disconnect(peer, exc)
+                    await self._route(peer, protocol.decode(data))  # type: ignore[arg-type]
+                except protocol.ProtocolError as exc:
+                    peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
                     return
         except ConnectionClosed as exc:
             if exc.rcvd is None and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
@@ -175,8 +192,6 @@ class SyncServer:
                 self._log.info("%s vanished without closing", peer.name)
 
 
-IDENTITY_HEADER = "X-Kernel-Collab-Identity"
-"""JSON identity of the person behind an admin (server extension) connection."""
 
 
 def _identity(request: Request, trusted: bool) -> dict[str, Any]:

@@ -12,14 +12,17 @@ import anyio
 from anyio.abc import TaskStatus
 from jupyter_ydoc import YNotebook
 
-from . import notebook_file as nbfile
+from ..notebook_core import files as nbfile
+from ..protocol import CLOSE_GOING_AWAY, ready_line
 from . import trust
+from .awareness import AwarenessRelay
 from .bridge import KernelBridge
 from .control import KernelControl, watch_stdin
 from .disk import DiskSync
 from .docstore import DocumentStore
 from .execution_queue import ExecutionQueue
-from .peer import CLOSE_GOING_AWAY
+from .ownership import FieldGuard
+from .requests import Requests
 from .room import Room
 from .server import SyncServer
 from .stdin_relay import StdinRelay
@@ -119,17 +122,22 @@ async def serve(
 ) -> None:
     """Run a loaded sidecar until cancelled or signalled, then store, save and close."""
     room, disk, store = parts.room, parts.disk, parts.store
-    server = SyncServer(
-        room, token=token, admin_token=admin_token, max_message_size=max_message_size, log=log
-    )
+    requests = Requests()
+    awareness = AwarenessRelay(room, parent=room.parent)
+    room.updates = FieldGuard(room.notebook, room.trust, room.log)
+    server = SyncServer(room, awareness, requests, token=token, admin_token=admin_token,
+                        max_message_size=max_message_size, log=log)  # fmt: skip
     try:
         async with anyio.create_task_group() as tg:
-            KernelControl(room, parts.bridge, parts.queue, disk, stop=tg.cancel_scope.cancel)
+            control = KernelControl(room, parts.bridge, parts.queue, disk,
+                                    stop=tg.cancel_scope.cancel)  # fmt: skip
+            stdin = StdinRelay(room, parts.bridge, parent=room.parent)
+            wire(requests, parts, control, stdin)
             await tg.start(room.run)
             await tg.start(disk.run)
             await tg.start(parts.bridge.run)
             await tg.start(parts.queue.run)
-            await tg.start(StdinRelay(room, parts.bridge, parent=room.parent).run)
+            await tg.start(stdin.run)
             ws_server = await server.start(port)
             tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
             if watch_stdin_eof:
@@ -144,6 +152,28 @@ async def serve(
     finally:
         with anyio.CancelScope(shield=True):
             await shutdown(room, disk, store, log)
+
+
+def wire(requests: Requests, parts: SidecarParts, control: KernelControl,
+         stdin: StdinRelay) -> None:
+    """Every request a sidecar serves, and every event its services follow, in one place."""
+    room, bridge, queue, disk = parts.room, parts.bridge, parts.queue, parts.disk
+    requests.register("sync", room.handle_sync)
+    requests.register("stats", room.handle_stats)
+    requests.register("save", disk.handle_save)
+    requests.register("execute", queue.handle_execute)
+    requests.register("input_reply", stdin.handle_reply)
+    requests.register("kernel_action", control.kernel_action)
+    requests.register("trust", control.trust)
+    requests.register("attach_kernel", control.attach, admin=True)
+    requests.register("detach_kernel", control.detach, admin=True)
+    requests.register("room_info", control.room_info, admin=True)
+    requests.register("rename", control.rename, admin=True)
+    requests.register("deleted", control.deleted, admin=True)
+    room.joined.subscribe(stdin.on_join)
+    room.left.subscribe(stdin.wake)
+    room.left.subscribe(control.maybe_stop)
+    bridge.ready.subscribe(lambda _: queue.wake())
 
 
 async def shutdown(room: Room, disk: DiskSync, store: DocumentStore, log: logging.Logger) -> None:
@@ -169,5 +199,5 @@ async def _stop_on_signal(scope: anyio.CancelScope, log: logging.Logger) -> None
 
 def announce(url: str) -> None:
     """Print the ready line tests and the provisioner wait for."""
-    sys.stdout.write(f"kernel_collab sidecar ready at {url}\n")
+    sys.stdout.write(ready_line(url))
     sys.stdout.flush()

@@ -21,10 +21,11 @@ from anyio.abc import TaskStatus
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
-from . import wire
+from .. import protocol
 from .bridge import KernelBridge
 from .peer import Peer
-from .room import RequestError, Room
+from .requests import RequestError
+from .room import Room
 
 
 @dataclass
@@ -59,18 +60,15 @@ class StdinRelay(LoggingConfigurable):
         self.pending: Prompt | None = None
         self._ids = itertools.count(1)
         self._changed = anyio.Event()
-        room.request_handlers["input_reply"] = self._handle_reply
-        room.peer_listeners.append(self._wake)
-        room.join_listeners.append(self._on_join)
 
-    def _wake(self) -> None:
+    def wake(self, _peer: Peer | None = None) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
-    def _on_join(self, peer: Peer) -> None:
+    def on_join(self, peer: Peer) -> None:
         if self.pending is not None and _same_person(peer, self.pending.target):
             peer.send(self._message(self.pending))
-        self._wake()
+        self.wake()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve prompts of each attached kernel until cancelled."""
@@ -134,7 +132,7 @@ class StdinRelay(LoggingConfigurable):
         self._deliver(prompt)
 
     def _message(self, prompt: Prompt) -> bytes:
-        return wire.encode_request({
+        return protocol.encode_request({
             "type": "input_request", "request_id": prompt.request_id, "cell_id": prompt.cell_id,
             "prompt": prompt.prompt, "password": prompt.password,
         })  # fmt: skip
@@ -152,7 +150,7 @@ class StdinRelay(LoggingConfigurable):
             "username": prompt.target.get("username"), "password": prompt.password,
         })  # fmt: skip
 
-    async def _handle_reply(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle_reply(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         # Answering feeds the running code: the sidecar holds it to the right to run, whoever
         # the prompt names (the UI only ever prompts runners, but the sidecar is the guard).
         if not peer.may("execute"):
@@ -168,7 +166,7 @@ class StdinRelay(LoggingConfigurable):
             raise RequestError("the kernel is gone")
         self.pending = None
         self._publish()
-        self._wake()
+        self.wake()
         if "error" in request:  # the person's client cannot answer
             self.room.set_status("input_interrupted", {
                 "cell_id": prompt.cell_id, "at": time.time(),

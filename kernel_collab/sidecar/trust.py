@@ -119,6 +119,7 @@ class TrustLedger:
         """The run ended: take the digest of what the kernel wrote."""
         if self.record.get(cell_id) == RUNNING:
             self._seal(cell_id)
+        self.prune()
 
     def kernel_wrote(self, cell_ids: Iterable[str]) -> None:
         """The kernel changed outputs of these cells (late output, display updates)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..notebook_core.outputs import MalformedOutput, output_from_message
+
 WIDGET_TARGET = "jupyter.widget"
 OUTPUT_MODEL = "OutputModel"
 
@@ -73,19 +75,17 @@ class OutputWidgets:
         """Add one output message to a widget (as JupyterLab's output model would)."""
         if msg_type == "clear_output":
             widget.outputs = []
-        elif msg_type == "stream":
+        elif msg_type in ("stream", "display_data", "execute_result", "error"):
+            try:
+                output = output_from_message(msg_type, content)
+            except MalformedOutput:
+                return  # nothing valid to show; the cell's writer reports such messages
             last = widget.outputs[-1] if widget.outputs else None
-            name, text = content.get("name"), str(content.get("text", ""))
-            if last is not None and last.get("output_type") == "stream" and last.get(
-                "name"
-            ) == name:
-                last["text"] = str(last.get("text", "")) + text
+            if output["output_type"] == "stream" and last is not None and last.get(
+                "output_type") == "stream" and last.get("name") == output["name"]:  # fmt: skip
+                last["text"] = str(last.get("text", "")) + output["text"]
             else:
-                widget.outputs.append({"output_type": "stream", "name": name, "text": text})
-        elif msg_type in ("display_data", "execute_result", "error"):
-            output = {k: v for k, v in content.items() if k != "transient"}
-            output["output_type"] = msg_type
-            widget.outputs.append(output)
+                widget.outputs.append(output)
         else:
             return
         self.dirty.add(widget.comm_id)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(store: SQLiteStore, path: str, output: Path | None) -> int:
-    from ..sidecar import notebook_file
+    from ..notebook_core import files as notebook_file
 
     stored = store.load(path)
     if stored is None:

@@ -13,7 +13,7 @@ Ours runs as users run it: ``jupyter server`` from this venv (``tests.jupyter_se
 a notebook session with the kernelspec ``python3-collab``, whose provisioner starts the
 notebook's sidecar; the sidecar's runtime record gives its URL and token. Peers are the
 benchmark's own (:mod:`.peers`); runs are asked for with kernel_collab's ``execute`` request
-(``kernel_collab.sidecar.wire.encode_request``), as any peer asks.
+(``kernel_collab.protocol.encode_request``), as any peer asks.
 
 Measures (keys under ``kernel.``): lines/s from ``print`` into the document as a peer sees it
 (flushed and buffered) and how long after the kernel finished the loop the peer had every

@@ -10,7 +10,7 @@ values taken when a message came off the socket, before it is applied.
 
 ``listeners`` are called with that time after each document update is applied (the kernel
 workloads watch a cell's outputs grow with them). kernel_collab's own requests (message type
-100, ``kernel_collab.sidecar.wire``) are sent with :meth:`Peer.request` or, without waiting,
+100, ``kernel_collab.protocol``) are sent with :meth:`Peer.request` or, without waiting,
 :meth:`Peer.request_message`; other systems never see them.
 """
 
@@ -41,10 +41,10 @@ from pycrdt import (
 )
 from websockets.asyncio.client import ClientConnection, connect
 
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
 
 EMPTY_UPDATE = b"\x00\x00"
-REQUEST = wire.REQUEST
+REQUEST = protocol.REQUEST
 """kernel_collab's request/reply message type (``varuint(100) · varuint(len) · JSON``)."""
 _request_ids = itertools.count(1)
 
@@ -55,11 +55,11 @@ class PeerError(RuntimeError):
 
 def decode_state_vector(sv: bytes) -> dict[int, int]:
     """Decode an encoded Y state vector into ``{client_id: clock}``."""
-    count, pos = wire.read_var_uint(sv, 0)
+    count, pos = protocol.read_var_uint(sv, 0)
     out: dict[int, int] = {}
     for _ in range(count):
-        client, pos = wire.read_var_uint(sv, pos)
-        clock, pos = wire.read_var_uint(sv, pos)
+        client, pos = protocol.read_var_uint(sv, pos)
+        clock, pos = protocol.read_var_uint(sv, pos)
         out[client] = clock
     return out
 
@@ -149,7 +149,7 @@ class Peer:
                     self._waiters.remove(w)
 
     def _on_reply(self, message: bytes) -> None:
-        reply = wire.decode(message).request or {}
+        reply = protocol.decode(message).request or {}
         key = reply.get("reply_to")
         if key in self._reply_events:
             self.replies[key] = reply
@@ -228,7 +228,7 @@ class Peer:
         key = f"{self.name}-{next(_request_ids)}"
         if want_reply:
             self._reply_events[key] = anyio.Event()
-        return wire.encode_request({**obj, "id": key}), key
+        return protocol.encode_request({**obj, "id": key}), key
 
     async def wait_reply(self, key: str, timeout: float = 60.0) -> dict[str, Any]:
         """The reply to a request sent with ``want_reply``; a refusal is an error."""

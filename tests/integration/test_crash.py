@@ -16,12 +16,17 @@ import anyio.lowlevel
 import nbformat
 import pytest
 from jupyter_ydoc import YNotebook
-from pycrdt import Doc, TransactionEvent, create_sync_message, create_update_message
+from pycrdt import (
+    Doc,
+    TransactionEvent,
+    create_sync_message,
+    create_update_message,
+)
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
 from tests.files import write_notebook
 from tests.peers import NotebookPeer, url_with_token
 from tests.sidecar_process import SidecarProcess, running_sidecar, start_sidecar
@@ -34,10 +39,10 @@ MAX_EDITS = 50_000
 
 def clock_in(state: bytes, client_id: int) -> int:
     """A client's clock in an encoded state vector (0 if absent)."""
-    count, pos = wire.read_var_uint(state, 0)
+    count, pos = protocol.read_var_uint(state, 0)
     for _ in range(count):
-        client, pos = wire.read_var_uint(state, pos)
-        clock, pos = wire.read_var_uint(state, pos)
+        client, pos = protocol.read_var_uint(state, pos)
+        clock, pos = protocol.read_var_uint(state, pos)
         if client == client_id:
             return clock
     return 0
@@ -64,8 +69,8 @@ class RawPeer:
             self.outbox.append(create_update_message(event.update))
 
     def handle(self, data: bytes) -> None:
-        message = wire.decode(data)
-        if message.kind in (wire.Kind.SYNC_UPDATE, wire.Kind.SYNC_STEP2):
+        message = protocol.decode(data)
+        if message.kind in (protocol.Kind.SYNC_UPDATE, protocol.Kind.SYNC_STEP2):
             self._remote = True
             try:
                 self.doc.apply_update(message.payload)
@@ -82,12 +87,12 @@ class RawPeer:
 async def _sync(ws: ClientConnection, peer: RawPeer) -> None:
     await ws.send(create_sync_message(peer.doc))
     while True:
-        message = wire.decode(await ws.recv())  # type: ignore[arg-type]
-        if message.kind is wire.Kind.SYNC_STEP2:
-            peer.handle(wire.encode_sync_step2(message.payload))
+        message = protocol.decode(await ws.recv())  # type: ignore[arg-type]
+        if message.kind is protocol.Kind.SYNC_STEP2:
+            peer.handle(protocol.encode_sync_step2(message.payload))
             return
-        if message.kind is wire.Kind.SYNC_STEP1:
-            await ws.send(wire.encode_sync_step2(peer.doc.get_update(message.payload)))
+        if message.kind is protocol.Kind.SYNC_STEP1:
+            await ws.send(protocol.encode_sync_step2(peer.doc.get_update(message.payload)))
 
 
 async def _stream_and_kill(sidecar: SidecarProcess, kill_after: int) -> tuple[str, int]:

@@ -18,7 +18,7 @@ from jupyter_ydoc import YNotebook
 from nbformat.sign import NotebookNotary
 from pycrdt import Map
 
-from kernel_collab.sidecar import notebook_file
+from kernel_collab.notebook_core import files as notebook_file
 from kernel_collab.sidecar.docstore import DocumentStore
 from kernel_collab.sidecar.trust import outputs_digest
 from tests.peers import NotebookPeer

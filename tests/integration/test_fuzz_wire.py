@@ -14,7 +14,7 @@ from pycrdt import Doc, Text, create_update_message
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
 from tests.files import write_notebook
 from tests.peers import NotebookPeer, url_with_token
 from tests.sidecar_process import SidecarProcess, running_sidecar
@@ -36,7 +36,7 @@ payloads = st.one_of(
     st.builds(lambda n, b: _valid_update[:n] + b, st.integers(0, len(_valid_update)),
               st.binary(max_size=8)),  # truncated or extended messages
     st.builds(lambda t: bytes([0, 2]) + bytes([len(t) % 128]) + t, st.binary(max_size=60)),
-    st.builds(lambda s: wire.encode_request({"type": s}), st.text(max_size=20)),
+    st.builds(lambda s: protocol.encode_request({"type": s}), st.text(max_size=20)),
     st.builds(lambda s: bytes([1]) + s, st.binary(max_size=80)),  # awareness garbage
     st.builds(_y_update, st.text(max_size=30)),  # valid updates outside the schema's roots
 )  # fmt: skip
@@ -45,12 +45,12 @@ payloads = st.one_of(
 async def _send(sidecar: SidecarProcess, payload: bytes) -> None:
     async with ws_connect(url_with_token(sidecar.url, sidecar.token)) as ws:
         await ws.send(payload)
-        await ws.send(wire.encode_request({"type": "stats", "id": 1}))
+        await ws.send(protocol.encode_request({"type": "stats", "id": 1}))
         code = None
         try:
             with anyio.fail_after(10):
                 async for data in ws:
-                    if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
+                    if isinstance(data, bytes) and data[:1] == bytes([protocol.REQUEST]):
                         return  # the connection survived a harmless message
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
@@ -156,7 +156,7 @@ def test_updates_breaking_the_schema_are_repaired_and_the_sender_told(
         fuzz()
 
         async def check() -> None:
-            from kernel_collab.sidecar.schema import cell_problem
+            from kernel_collab.notebook_core.schema import cell_problem
 
             async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
                 problems = [cell_problem(c) for c in peer.notebook.ycells]

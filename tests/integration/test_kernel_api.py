@@ -145,10 +145,14 @@ async def test_the_replica_spends_no_iopub_and_keeps_no_kernel_awake(server: Jup
     watcher.load_connection_file(str(server.runtime / f"kernel-{room['kernel_id']}.json"))
     watcher.start_channels()
     seen: list[dict[str, Any]] = []
+    idle = anyio.Event()
 
     async def watch() -> None:
         while True:
-            seen.append(await watcher.get_iopub_msg())
+            msg = await watcher.get_iopub_msg()
+            seen.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                idle.set()
 
     async def last_activity() -> str:
         async with server.client() as http:
@@ -175,6 +179,8 @@ async def test_the_replica_spends_no_iopub_and_keeps_no_kernel_awake(server: Jup
             assert await last_activity() == before  # the culler saw no activity
             quiet = list(seen)
             await run("cell-2", "edit 29\n")
+            with anyio.fail_after(30):  # the run's idle status may trail its output
+                await idle.wait()
             tg.cancel_scope.cancel()
     finally:
         watcher.stop_channels()

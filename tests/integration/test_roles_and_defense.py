@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import json
 import logging
 import re
@@ -15,21 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import jupyter_server
 import pytest
-from jupyter_server.services.kernels.handlers import KernelActionHandler
 from pycrdt import create_awareness_message
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from kernel_collab.server.extension import (
-    guard_stock_kernel_actions,
-    stock_kernel_actions_unguardable,
-)
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
+from kernel_collab.sidecar.awareness import awareness_user
 from kernel_collab.sidecar.peer import Peer
-from kernel_collab.sidecar.room import awareness_user
 from kernel_collab.sidecar.server import redact_url
 from tests.files import write_notebook
 from tests.integration.test_stdin import Person
@@ -175,28 +168,6 @@ async def test_stock_interrupt_and_restart_of_a_collaborative_kernel_need_execut
         response = await editor.post(f"/api/kernels/{plain.json()['id']}/interrupt")
         assert response.status_code == 204, response.text
         assert (await runner.delete(f"/api/kernels/{plain.json()['id']}")).status_code == 204
-
-
-def test_jupyter_servers_kernel_action_handler_is_still_there_to_guard() -> None:
-    """The guard wraps ``KernelActionHandler.post(self, kernel_id, action)``: if a
-    jupyter_server release renames or reshapes it, this fails rather than the guard silently
-    standing aside."""
-    assert stock_kernel_actions_unguardable() is None
-    post = inspect.unwrap(KernelActionHandler.post)
-    assert inspect.iscoroutinefunction(post)
-    assert list(inspect.signature(post).parameters) == ["self", "kernel_id", "action"]
-
-
-def test_outside_the_versions_it_knows_the_guard_warns_and_stands_aside(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(jupyter_server, "__version__", "3.0.0")
-    before = KernelActionHandler.post
-    with caplog.at_level(logging.WARNING):
-        assert guard_stock_kernel_actions(logging.getLogger("test")) is False
-    assert KernelActionHandler.post is before
-    assert "jupyter_server 3.0.0 is outside the versions" in caplog.text
-    assert "kernels:write" in caplog.text
 
 
 # -- 3. no connections from web pages ------------------------------------------------------
@@ -346,7 +317,7 @@ async def test_an_oversized_awareness_state_is_not_shared_and_its_sender_is_told
         def notices() -> list[dict[str, Any]]:
             return [m for m in sender.messages if m.get("type") == "notice"]
 
-        message = create_awareness_message(wire.encode_awareness([(big_id, 1, big)]))
+        message = create_awareness_message(protocol.encode_awareness([(big_id, 1, big)]))
         await ws.send(message)
         await ws.send(message)
         await sender.wait(lambda: len(notices()) == 2)
@@ -354,7 +325,7 @@ async def test_an_oversized_awareness_state_is_not_shared_and_its_sender_is_told
             f"awareness state of {size} bytes is over the 16384-byte limit; not shared")}
         # Relayed in order: once a later, small state arrives, the big one would have too.
         small = json.dumps({"user": {"name": "small"}, "hello": True})
-        await ws.send(create_awareness_message(wire.encode_awareness([(small_id, 1, small)])))
+        await ws.send(create_awareness_message(protocol.encode_awareness([(small_id, 1, small)])))
         await runner.wait_until(lambda p: small_id in p.peers)
         assert big_id not in runner.peers and "xxxxxxxx" not in json.dumps(runner.peers)
         assert runner.peers[small_id]["user"]["username"] == "editor"

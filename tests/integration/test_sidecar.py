@@ -18,7 +18,8 @@ from pycrdt import Map
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from kernel_collab.sidecar import notebook_file, wire
+from kernel_collab import protocol
+from kernel_collab.notebook_core import files as notebook_file
 from tests.files import wait_for_file, write_notebook
 from tests.peers import NotebookPeer, url_with_token
 from tests.sidecar_process import SidecarProcess, running_sidecar, sidecar_command
@@ -218,10 +219,10 @@ async def test_corrupt_file_that_becomes_valid_is_merged(tmp_path: Path) -> None
 async def request(sidecar: SidecarProcess, obj: dict[str, Any]) -> dict[str, Any]:
     """Send one kernel_collab request on a fresh connection and return the reply."""
     async with ws_connect(url_with_token(sidecar.url, sidecar.token)) as ws:
-        await ws.send(wire.encode_request(obj))
+        await ws.send(protocol.encode_request(obj))
         while True:
-            message = wire.decode(await ws.recv())  # type: ignore[arg-type]
-            if message.kind is wire.Kind.REQUEST:
+            message = protocol.decode(await ws.recv())  # type: ignore[arg-type]
+            if message.kind is protocol.Kind.REQUEST:
                 assert message.request is not None
                 return message.request
 
@@ -378,7 +379,7 @@ async def test_a_peer_from_an_older_epoch_is_told_to_reload(tmp_path: Path) -> N
             assert _status(fresh)["epoch"] != epoch
             async with ws_connect(f"{sidecar.url}?epoch={_status(fresh)['epoch']}"
                                   f"&token={sidecar.token}") as current:
-                assert wire.decode(await current.recv()).kind is wire.Kind.SYNC_STEP1  # type: ignore[arg-type]
+                assert protocol.decode(await current.recv()).kind is protocol.Kind.SYNC_STEP1  # type: ignore[arg-type]
 
 
 async def test_updates_breaking_the_schema_are_repaired_and_the_sender_reloads(

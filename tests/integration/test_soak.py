@@ -58,6 +58,7 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return 60 * sum((t - mx) * (v - my) for t, v in points) / var if var else 0.0
 
 
+@pytest.mark.timeout(20 * 60)  # the 10-minute soak (--soak) must run to its end
 async def test_fifty_peers_and_a_printing_kernel_for_a_while(
     server: JupyterServer, request: pytest.FixtureRequest,
     report_figure: Callable[[str], None],

@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
 from tests.files import write_notebook
 from tests.jupyter_server_process import JupyterServer
 from tests.peers import NotebookPeer
@@ -28,8 +28,8 @@ class Person:
 
     async def collect(self) -> None:
         async for data in self.ws:
-            if isinstance(data, bytes) and data[:1] == bytes([wire.REQUEST]):
-                request = wire.decode(data).request
+            if isinstance(data, bytes) and data[:1] == bytes([protocol.REQUEST]):
+                request = protocol.decode(data).request
                 assert request is not None
                 self.messages.append(request)
                 self._arrived.set()
@@ -46,7 +46,7 @@ class Person:
 
     async def send(self, request: dict[str, Any]) -> int:
         request_id = next(self._ids)
-        await self.ws.send(wire.encode_request({**request, "id": request_id}))
+        await self.ws.send(protocol.encode_request({**request, "id": request_id}))
         return request_id
 
     def reply(self, request_id: int) -> dict[str, Any] | None:

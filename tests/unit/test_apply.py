@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, Assoc, Doc, Map, StickyIndex, Text
 
-from kernel_collab.sidecar.merge import three_way_merge
-from kernel_collab.sidecar.ynotebook_apply import ApplyStats, apply_notebook, set_text
+from kernel_collab.notebook_core.apply import ApplyStats, apply_notebook
+from kernel_collab.notebook_core.cells import set_text
+from kernel_collab.notebook_core.merge import three_way_merge
 
 Cell = dict[str, Any]
 Notebook = dict[str, Any]

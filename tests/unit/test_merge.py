@@ -11,7 +11,7 @@ import nbformat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel_collab.sidecar.merge import (
+from kernel_collab.notebook_core.merge import (
     Conflict,
     MergeResult,
     increasing_subsequence,

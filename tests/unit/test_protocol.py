@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import pytest
-from pycrdt import Doc, Text, create_awareness_message, create_sync_message, create_update_message
+from pycrdt import (
+    Doc,
+    Text,
+    create_awareness_message,
+    create_sync_message,
+    create_update_message,
+)
 
-from kernel_collab.sidecar import wire
+from kernel_collab import protocol
 
 
 def test_decodes_the_y_websocket_messages() -> None:
     doc: Doc[Text] = Doc()
     doc.get("t", type=Text).insert(0, "x")
-    step1 = wire.decode(create_sync_message(doc))
-    assert step1.kind is wire.Kind.SYNC_STEP1
-    update = wire.decode(create_update_message(doc.get_update()))
-    assert update.kind is wire.Kind.SYNC_UPDATE and update.payload == doc.get_update()
-    assert wire.decode(wire.encode_sync_step2(b"\x00\x00")).kind is wire.Kind.SYNC_STEP2
-    aw = wire.decode(create_awareness_message(b"\x00"))
-    assert aw.kind is wire.Kind.AWARENESS
+    step1 = protocol.decode(create_sync_message(doc))
+    assert step1.kind is protocol.Kind.SYNC_STEP1
+    update = protocol.decode(create_update_message(doc.get_update()))
+    assert update.kind is protocol.Kind.SYNC_UPDATE and update.payload == doc.get_update()
+    assert protocol.decode(protocol.encode_sync_step2(b"\x00\x00")).kind is protocol.Kind.SYNC_STEP2
+    aw = protocol.decode(create_awareness_message(b"\x00"))
+    assert aw.kind is protocol.Kind.AWARENESS
 
 
 def test_requests_round_trip() -> None:
-    message = wire.decode(wire.encode_request({"type": "save", "id": 3}))
-    assert message.kind is wire.Kind.REQUEST and message.request == {"type": "save", "id": 3}
+    message = protocol.decode(protocol.encode_request({"type": "save", "id": 3}))
+    assert message.kind is protocol.Kind.REQUEST and message.request == {"type": "save", "id": 3}
 
 
 @pytest.mark.parametrize(
@@ -39,12 +45,12 @@ def test_requests_round_trip() -> None:
     ],
 )
 def test_malformed_messages_are_refused_with_a_reason(data: bytes, reason: str) -> None:
-    with pytest.raises(wire.ProtocolError, match=reason):
-        wire.decode(data)
+    with pytest.raises(protocol.ProtocolError, match=reason):
+        protocol.decode(data)
 
 
 def test_awareness_entries_are_validated() -> None:
     good = b"\x01\x05\x01\x02{}"
-    assert wire.parse_awareness_clients(good) == [(5, 1, "{}")]
-    with pytest.raises(wire.ProtocolError, match="not JSON"):
-        wire.parse_awareness_clients(b"\x01\x05\x01\x02{x")
+    assert protocol.parse_awareness_clients(good) == [(5, 1, "{}")]
+    with pytest.raises(protocol.ProtocolError, match="not JSON"):
+        protocol.parse_awareness_clients(b"\x01\x05\x01\x02{x")

@@ -1,0 +1,224 @@
+"""Every place kernel_collab changes the behaviour of a host package, in one module.
+
+Each patch names the host versions it was written for. Outside them, or when what it wraps is
+gone, it logs a warning saying what keeps the stock behaviour, and changes nothing;
+:func:`problems` lists those cases (``tests/unit/test_hostpatches.py`` fails on any, so a host
+upgrade that moves what we wrap is noticed the day it lands). Host packages are imported
+inside each function: importing this module costs nothing. The lab extension's patches of
+JupyterLab live in ``labextension/src/hostpatches.ts``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("kernel_collab")
+
+JUPYTER_SERVER = ((2, 14), (3, 0))
+"""jupyter_server ``>=2.14,<3``: ``KernelActionHandler.post``, ``SessionManager.get_kernel_env``,
+``web_app.add_handlers``."""
+JUPYTER_CLIENT = ((8, 6), (9, 0))
+"""jupyter_client ``>=8.6,<9``: ``MultiKernelManager._add_kernel_when_ready``."""
+JUPYTER_SERVER_YDOC = ((2, 0), (4, 0))
+"""jupyter_server_ydoc (jupyter-collaboration 4 and 5) ``>=2,<4``: ``DocSessionHandler.put``,
+``YDocWebSocketHandler.prepare``, ``room_id_from_encoded_path``, ``decode_file_path``."""
+
+
+def _version(module: str) -> tuple[int, ...]:
+    value = str(getattr(importlib.import_module(module), "__version__", "0"))
+    return tuple(int(part) for part in re.findall(r"\d+", value)[:2])
+
+
+def _outside(module: str, span: tuple[tuple[int, int], tuple[int, int]]) -> str | None:
+    low, high = span
+    version = _version(module)
+    if low <= version < high:
+        return None
+    return (f"{module} {'.'.join(map(str, version))} is outside the versions this patch was "
+            f"written for (>={low[0]}.{low[1]},<{high[0]})")  # fmt: skip
+
+
+def _async_method(owner: Any, name: str) -> bool:
+    method = getattr(owner, name, None)
+    return method is not None and inspect.iscoroutinefunction(inspect.unwrap(method))
+
+
+def problems() -> list[str]:
+    """Why any patch would not apply to the installed hosts (empty: every patch applies)."""
+    found = []
+    handlers = importlib.import_module("jupyter_server.services.kernels.handlers")
+    sessions = importlib.import_module("jupyter_server.services.sessions.sessionmanager")
+    reason = _outside("jupyter_server", JUPYTER_SERVER)
+    if reason is not None:
+        found.append(reason)
+    if not _async_method(getattr(handlers, "KernelActionHandler", None), "post"):
+        found.append("jupyter_server's KernelActionHandler.post is gone or no longer async")
+    if not callable(getattr(sessions.SessionManager, "get_kernel_env", None)):
+        found.append("jupyter_server's SessionManager.get_kernel_env is gone")
+    reason = _outside("jupyter_client", JUPYTER_CLIENT)
+    if reason is not None:
+        found.append(reason)
+    manager = importlib.import_module("jupyter_client.multikernelmanager")
+    if not _async_method(manager.MultiKernelManager, "_add_kernel_when_ready"):
+        found.append("jupyter_client's MultiKernelManager._add_kernel_when_ready is gone")
+    try:
+        ydoc = importlib.import_module("jupyter_server_ydoc.handlers")
+    except ImportError:
+        return found  # jupyter-collaboration is optional
+    reason = _outside("jupyter_server_ydoc", JUPYTER_SERVER_YDOC)
+    if reason is not None:
+        found.append(reason)
+    for owner, name in (("DocSessionHandler", "put"), ("YDocWebSocketHandler", "prepare")):
+        if not _async_method(getattr(ydoc, owner, None), name):
+            found.append(f"jupyter_server_ydoc's {owner}.{name} is gone or no longer async")
+    for name in ("room_id_from_encoded_path", "decode_file_path"):
+        if not callable(getattr(ydoc, name, None)):
+            found.append(f"jupyter_server_ydoc.handlers.{name} is gone")
+    return found
+
+
+# --- jupyter_server ---------------------------------------------------------------------------
+
+
+def guard_stock_kernel_actions(
+    act: Callable[[Any, str, str], Awaitable[None]], is_ours: Callable[[Any, str], bool]
+) -> bool:
+    """jupyter_server's own ``POST /api/kernels/{id}/interrupt`` and ``/restart`` need only
+    ``kernels:write``. For a collaborative kernel (``is_ours(handler, kernel_id)``), first
+    ``act(handler, kernel_id, action)``: it checks ``kernels:execute`` (raising 403) and records
+    who did it. Other kernels keep the stock behaviour. Returns whether the guard is in place."""
+    handlers = importlib.import_module("jupyter_server.services.kernels.handlers")
+    reason = _outside("jupyter_server", JUPYTER_SERVER)
+    cls = getattr(handlers, "KernelActionHandler", None)
+    if reason is None and not _async_method(cls, "post"):
+        reason = "jupyter_server's KernelActionHandler.post is gone or no longer async"
+    if reason is not None:
+        log.warning("kernel_collab: %s: POST /api/kernels/{id}/interrupt and /restart keep "
+                    "jupyter_server's own check (kernels:write) for collaborative kernels, and "
+                    "are recorded as done by 'unknown'", reason)  # fmt: skip
+        return False
+    original: Any = cls.post  # type: ignore[union-attr]
+    if getattr(original, "_kernel_collab_guard", False):
+        return True
+
+    @functools.wraps(original)
+    async def post(self: Any, kernel_id: str, action: str) -> None:
+        # Unauthenticated requests and unknown kernels get the stock answers (403, 404).
+        if self.current_user and is_ours(self, kernel_id):
+            await act(self, kernel_id, action)
+        await original(self, kernel_id, action)
+
+    post._kernel_collab_guard = True  # type: ignore[attr-defined]
+    cls.post = post  # type: ignore[union-attr]
+    return True
+
+
+def pass_notebook_paths(sessions: Any, root: str, env_name: str) -> None:
+    """Give each notebook session's kernel the real notebook path in ``env_name``
+    (``JPY_SESSION_NAME`` is wrong when a session's name is not its file's name)."""
+    original = sessions.get_kernel_env
+    root = os.path.abspath(root)
+
+    def get_kernel_env(path: str | None, name: Any = None) -> dict[str, str]:
+        env: dict[str, str] = original(path, name)
+        if path and re.search(r"\.ipynb$", path):
+            env[env_name] = os.path.join(root, path.lstrip("/"))
+        return env
+
+    sessions.get_kernel_env = get_kernel_env
+
+
+def refuse_later_clashes(web_app: Any, probe: str, ours: type) -> None:
+    """An extension loaded after ours that serves the route ``probe`` matches fails to load,
+    saying why (tornado would otherwise silently give the route to whichever came first)."""
+    original = web_app.add_handlers
+
+    def add_handlers(host_pattern: str, handlers: list[Any]) -> None:
+        for spec in handlers:
+            pattern = spec[0] if isinstance(spec, tuple) else getattr(spec, "regex", None)
+            pattern = getattr(pattern, "pattern", pattern)
+            handler = spec[1] if isinstance(spec, tuple) else getattr(spec, "handler_class", None)
+            if (isinstance(pattern, str) and "execute" in pattern and handler is not ours
+                    and re.fullmatch(pattern, probe)):  # fmt: skip
+                raise RuntimeError(
+                    f"{handler} would serve {probe.replace('/x/', '/{kernel_id}/')}, which "
+                    "kernel_collab serves: disable one of the two extensions"
+                )
+        original(host_pattern, handlers)
+
+    web_app.add_handlers = add_handlers
+
+
+# --- jupyter_client ---------------------------------------------------------------------------
+
+
+def forget_failed_kernel_starts(manager: Any) -> None:
+    """jupyter_client 8.10 keeps a kernel whose start failed in ``_pending_kernels`` forever,
+    so the server's shutdown fails on it (404) and hangs. The collaborative provisioner refuses
+    some starts on purpose (a second kernel for a notebook), so drop such ghosts."""
+    reason = _outside("jupyter_client", JUPYTER_CLIENT)
+    if reason is not None or not hasattr(manager, "_add_kernel_when_ready"):
+        log.warning("kernel_collab: %s: a kernel start refused by the provisioner may stay "
+                    "pending in the kernel manager", reason or "no _add_kernel_when_ready")
+        return
+    original = manager._add_kernel_when_ready
+
+    async def add_kernel_when_ready(kernel_id: str, km: Any, awaitable: Any) -> None:
+        await original(kernel_id, km, awaitable)
+        if kernel_id not in manager._kernels:
+            manager._pending_kernels.pop(kernel_id, None)
+
+    manager._add_kernel_when_ready = add_kernel_when_ready
+
+
+# --- jupyter-collaboration (jupyter_server_ydoc) -----------------------------------------------
+
+
+def guard_jupyter_collaboration(refuse: Callable[[str], Awaitable[None]], file_path: Callable[
+        [Any, str], str | None]) -> bool:  # fmt: skip
+    """With jupyter-collaboration installed too, its document sessions and room WebSockets go
+    through ``refuse(path)`` first (it raises 409 for notebooks a sidecar owns), so no file
+    has two writers. ``file_path(handler, file_id)`` resolves a room's file. Returns False
+    when jupyter-collaboration is absent or outside the versions this was written for."""
+    try:
+        handlers = importlib.import_module("jupyter_server_ydoc.handlers")
+    except ImportError:
+        return False
+    reason = _outside("jupyter_server_ydoc", JUPYTER_SERVER_YDOC)
+    if reason is not None:
+        log.warning("kernel_collab: %s: jupyter-collaboration may open a second room on a "
+                    "notebook a sidecar owns", reason)  # fmt: skip
+        return False
+    session_handler = handlers.DocSessionHandler
+    socket_handler = handlers.YDocWebSocketHandler
+    if getattr(session_handler, "_kernel_collab_guarded", False):
+        return True
+    original_put = session_handler.put
+    original_prepare = socket_handler.prepare
+
+    @functools.wraps(original_put)
+    async def put(self: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        await refuse(path)
+        return await original_put(self, path, *args, **kwargs)
+
+    @functools.wraps(original_prepare)
+    async def prepare(self: Any) -> Any:
+        room_id = handlers.room_id_from_encoded_path(self.request.path)
+        if room_id.count(":") >= 2:
+            _, _, file_id = handlers.decode_file_path(room_id)
+            path = file_path(self, file_id)
+            if path:
+                await refuse(path)
+        return await original_prepare(self)
+
+    session_handler.put = put
+    socket_handler.prepare = prepare
+    session_handler._kernel_collab_guarded = True
+    return True

@@ -1,0 +1,158 @@
+"""One set of cell helpers: find a cell by id, new ids, normalised cells, one text diff."""
+
+from __future__ import annotations
+
+import difflib
+import uuid
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from jupyter_ydoc import YNotebook
+from pycrdt import Map, Text
+
+Cell = dict[str, Any]
+
+_positions: weakref.WeakKeyDictionary[YNotebook, dict[str, int]] = weakref.WeakKeyDictionary()
+"""Last known index of each cell id, per notebook: a scan of a 1,000-cell notebook for every
+lookup made a long queue slow down with the notebook's length."""
+
+
+def find_cell(notebook: YNotebook, cell_id: str) -> Map[Any] | None:
+    """The Y cell with that id, if any (a remembered position, checked; else one scan)."""
+    index = cell_index(notebook, cell_id)
+    return notebook.ycells[index] if index is not None else None
+
+
+def cell_index(notebook: YNotebook, cell_id: str) -> int | None:
+    """The index of the cell with that id, if any (as :func:`find_cell`)."""
+    positions = _positions.setdefault(notebook, {})
+    cells = notebook.ycells
+    index = positions.get(cell_id)
+    if index is not None and index < len(cells):
+        ycell = cells[index]
+        if isinstance(ycell, Map) and ycell.get("id") == cell_id:
+            return index
+    positions.clear()
+    found = None
+    for i, ycell in enumerate(cells):
+        other = ycell.get("id") if isinstance(ycell, Map) else None
+        if isinstance(other, str):
+            positions[other] = i
+            if other == cell_id and found is None:
+                found = i
+    return found
+
+
+def new_cell_id() -> str:
+    """A new nbformat cell id (what ``nbformat.v4.new_code_cell`` would use)."""
+    return uuid.uuid4().hex[:8]
+
+
+def normalise(cell: Mapping[str, Any]) -> Cell:
+    """A shallow copy as ``YNotebook.get()`` shows a cell: a str source, a metadata dict,
+    ``cell_type`` (code by default), code cells' outputs and count, no empty attachments."""
+    out = dict(cell)
+    source = out.get("source", "")
+    out["source"] = "".join(source) if isinstance(source, list) else str(source)
+    metadata = out.get("metadata")
+    out["metadata"] = dict(metadata) if isinstance(metadata, Mapping) else {}
+    out.setdefault("cell_type", "code")
+    if out["cell_type"] == "code":
+        out["outputs"] = list(out.get("outputs") or [])
+        out.setdefault("execution_count", None)
+    if "attachments" in out and not out["attachments"]:
+        del out["attachments"]
+    return out
+
+
+_REFINE_LIMIT: Final = 2000
+"""Changed line blocks up to this many characters (both sides) are diffed by character."""
+
+# --- text: one diff, for every text a peer or the file changes --------------------------
+
+
+def set_text(ytext: Text, new: str) -> bool:
+    """Edit ``ytext`` into ``new`` with minimal inserts and deletes; return whether it
+    changed. pycrdt indexes Text by UTF-8 byte, so positions are tracked in bytes."""
+    old = str(ytext)
+    if old == new:
+        return False
+    position = 0
+    for tag, i1, i2, j1, j2 in text_opcodes(old, new):
+        if tag == "equal":
+            position += _nbytes(old[i1:i2])
+            continue
+        if i2 > i1:
+            del ytext[position : position + _nbytes(old[i1:i2])]
+        if j2 > j1:
+            ytext.insert(position, new[j1:j2])
+            position += _nbytes(new[j1:j2])
+    return True
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+Opcode = tuple[str, int, int, int, int]
+
+
+def text_opcodes(old: str, new: str) -> Iterator[Opcode]:
+    """difflib-style opcodes (in ``str`` indices) turning ``old`` into ``new``: common prefix
+    and suffix, then a line diff whose small changed blocks are refined by character."""
+    prefix = common_prefix(old, new)
+    suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
+    if prefix:
+        yield "equal", 0, prefix, 0, prefix
+    yield from _middle_opcodes(
+        old[prefix : len(old) - suffix], new[prefix : len(new) - suffix], prefix
+    )
+    if suffix:
+        yield "equal", len(old) - suffix, len(old), len(new) - suffix, len(new)
+
+
+def common_prefix(a: str, b: str) -> int:
+    """Length of the common prefix, by binary search over C-speed slice comparisons."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """Length of the common suffix, at most ``limit``."""
+    low, high = 0, limit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[len(a) - mid :] == b[len(b) - mid :]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _middle_opcodes(old: str, new: str, offset: int) -> Iterator[Opcode]:
+    old_lines, new_lines = old.splitlines(True), new.splitlines(True)
+    old_at, new_at = _starts(old_lines), _starts(new_lines)
+    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        a1, a2, b1, b2 = old_at[i1], old_at[i2], new_at[j1], new_at[j2]
+        if tag == "replace" and (a2 - a1) + (b2 - b1) <= _REFINE_LIMIT:
+            chars = difflib.SequenceMatcher(None, old[a1:a2], new[b1:b2], autojunk=False)
+            for op, c1, c2, d1, d2 in chars.get_opcodes():
+                yield op, offset + a1 + c1, offset + a1 + c2, offset + b1 + d1, offset + b1 + d2
+        else:
+            yield tag, offset + a1, offset + a2, offset + b1, offset + b2
+
+
+def _starts(lines: Sequence[str]) -> list[int]:
+    """Character offset of each line start, plus the total length."""
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    return starts

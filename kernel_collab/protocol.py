@@ -1,0 +1,227 @@
+"""Everything two processes of kernel_collab must agree on, in one place.
+
+Every side imports this module (the sidecar, the server extension, the provisioner, the
+Python client, the kernel side, the store's command line); no side imports another side's
+internals. It holds the wire (y-websocket's sync and awareness messages, plus kernel_collab's
+request/reply message), the close codes, the headers, the environment variables, the sidecar's
+ready line, the runtime records, and the names of kernel_collab's fields in the document.
+Pure: no sockets, no files but :func:`write_private_json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Final
+
+from pycrdt import YMessageType, YSyncMessageType, write_message, write_var_uint
+
+# --- the wire ---------------------------------------------------------------------------------
+# A message is ``varuint type`` then a payload. Type 0 is Y sync (step 1, step 2, update),
+# type 1 is awareness (both as y-websocket and pycrdt speak them; pycrdt encodes them). Type
+# 100 is kernel_collab's: a request (peer → sidecar), its reply (sidecar → peer, ``reply_to``
+# the request's ``id``) or a notice (sidecar → peer, no ``reply_to``), one UTF-8 JSON object.
+# This module decodes strictly, because pycrdt's decoder tolerates truncated input.
+
+REQUEST: Final = 100
+"""kernel_collab's request/reply message type."""
+
+# --- close codes (WebSocket) --------------------------------------------------------------------
+CLOSE_GOING_AWAY: Final = 1001
+"""The sidecar is stopping."""
+CLOSE_PROTOCOL_ERROR: Final = 1002
+"""Malformed message, or an update that broke the notebook's schema (repaired): reload."""
+CLOSE_TOO_BIG: Final = 1009
+CLOSE_TRY_AGAIN: Final = 1013
+"""Reconnect: the peer fell behind, or the sidecar is restarting."""
+CLOSE_REFUSED: Final = 4403
+"""The peer may not edit, or wrote a field only the sidecar writes (the reason says which):
+its update was undone; drop local changes and reload."""
+CLOSE_NOT_FOUND: Final = 4404
+"""No room for that document (server extension)."""
+CLOSE_STALE_EPOCH: Final = 4409
+"""The peer's copy is of an older epoch of the document: drop it and reload."""
+
+# --- headers, environment, ready line, runtime records -----------------------------------------
+IDENTITY_HEADER: Final = "X-Kernel-Collab-Identity"
+"""JSON identity of the person a server-proxied connection speaks for (with the admin token)."""
+TOKEN_ENV: Final = "KERNEL_COLLAB_TOKEN"
+"""The sidecar's peer token (in its environment: argv is readable by every user)."""
+ADMIN_TOKEN_ENV: Final = "KERNEL_COLLAB_ADMIN_TOKEN"
+"""The sidecar's admin token (kernel lifecycle requests, proxied people)."""
+POINTER_ENV: Final = "KERNEL_COLLAB_SIDECAR_FILE"
+"""Set by the provisioner in the kernel's environment: the file telling the kernel where its
+sidecar is (the in-kernel API)."""
+NOTEBOOK_ENV: Final = "KERNEL_COLLAB_NOTEBOOK"
+"""The notebook's absolute path, set by the server extension for the provisioner."""
+READY_PREFIX: Final = "kernel_collab sidecar ready at "
+"""The sidecar prints this line, then its URL, once it accepts peers."""
+ERROR_PREFIX: Final = "kernel_collab sidecar error: "
+"""... or this line, then one line saying why it could not start."""
+CELL_MESSAGE: Final = "kernel_collab_cell"
+"""iopub message the kernel extension sends when a run of another client names its cell."""
+
+# --- kernel_collab's fields in the document ----------------------------------------------------
+STATE_KEY: Final = "kernel_collab"
+"""kernel_collab's map inside the document's ``state`` map (the sidecar's alone)."""
+METADATA_KEY: Final = "kernel_collab"
+"""kernel_collab's key in a cell's metadata (run records: the sidecar's alone)."""
+TRUST_KEY: Final = "trusted"
+"""The trust record inside ``state.kernel_collab``: cell id → digest of vouched outputs."""
+
+
+def ready_line(url: str) -> str:
+    """The line the sidecar prints once it serves ``url``."""
+    return f"{READY_PREFIX}{url}\n"
+
+
+def parse_ready_line(line: str) -> str | None:
+    """The URL of a ready line; ``None`` for any other line."""
+    return line[len(READY_PREFIX):].strip() if line.startswith(READY_PREFIX) else None
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a runtime record atomically, readable by its user only (0600): records hold tokens.
+
+    Sidecar records (``sidecar-<hash>.json``: notebook, root, url, token, admin_token, pid) and
+    kernel pointers (``kernel-<id>.json``: url, token, notebook) live in Jupyter's runtime dir,
+    under ``kernel_collab/`` (mode 0700).
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+class ProtocolError(ValueError):
+    """A peer sent bytes that are not a valid message."""
+
+
+class Kind(IntEnum):
+    """What a decoded message is."""
+
+    SYNC_STEP1 = 0
+    SYNC_STEP2 = 1
+    SYNC_UPDATE = 2
+    AWARENESS = 3
+    REQUEST = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded message: its kind and its payload (a state vector, an update, an awareness
+    update, or a request object)."""
+
+    kind: Kind
+    payload: bytes
+    request: dict[str, Any] | None = None
+
+
+def read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
+    """Read a lib0 variable-length unsigned integer; return it and the next position."""
+    value = 0
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise ProtocolError("truncated integer")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ProtocolError("integer too long")
+
+
+def read_var_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+    """Read a length-prefixed byte string; return it and the next position."""
+    length, pos = read_var_uint(data, pos)
+    end = pos + length
+    if end > len(data):
+        raise ProtocolError(f"truncated payload: {length} bytes announced, {len(data) - pos} sent")
+    return data[pos:end], end
+
+
+_SYNC_KINDS = {
+    YSyncMessageType.SYNC_STEP1: Kind.SYNC_STEP1,
+    YSyncMessageType.SYNC_STEP2: Kind.SYNC_STEP2,
+    YSyncMessageType.SYNC_UPDATE: Kind.SYNC_UPDATE,
+}
+
+
+def decode(data: bytes) -> Message:
+    """Decode one WebSocket message, raising :class:`ProtocolError` on anything malformed."""
+    if not isinstance(data, bytes):
+        raise ProtocolError("text frames are not part of the protocol")
+    mtype, pos = read_var_uint(data, 0)
+    if mtype == YMessageType.SYNC:
+        sub, pos = read_var_uint(data, pos)
+        kind = _SYNC_KINDS.get(sub)  # type: ignore[call-overload]
+        if kind is None:
+            raise ProtocolError(f"unknown sync message type {sub}")
+        payload, pos = read_var_bytes(data, pos)
+    elif mtype == YMessageType.AWARENESS:
+        kind = Kind.AWARENESS
+        payload, pos = read_var_bytes(data, pos)
+    elif mtype == REQUEST:
+        payload, pos = read_var_bytes(data, pos)
+        try:
+            request = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"request is not UTF-8 JSON: {exc}") from exc
+        if not isinstance(request, dict):
+            raise ProtocolError("request must be a JSON object")
+        if pos != len(data):
+            raise ProtocolError("trailing bytes after message")
+        return Message(Kind.REQUEST, payload, request)
+    else:
+        raise ProtocolError(f"unknown message type {mtype}")
+    if pos != len(data):
+        raise ProtocolError("trailing bytes after message")
+    return Message(kind, payload)
+
+
+def encode_sync_step2(update: bytes) -> bytes:
+    """Encode a sync step 2 message (the reply to a peer's state vector). pycrdt 0.14 has this
+    as ``pycrdt._sync.create_sync_step2_message`` but does not export it."""
+    return bytes([YMessageType.SYNC, YSyncMessageType.SYNC_STEP2]) + write_message(update)
+
+
+def encode_request(obj: dict[str, Any]) -> bytes:
+    """Encode a kernel_collab request or reply."""
+    payload = json.dumps(obj, separators=(",", ":")).encode()
+    return write_var_uint(REQUEST) + write_var_uint(len(payload)) + payload
+
+
+def encode_awareness(entries: list[tuple[int, int, str]]) -> bytes:
+    """Encode ``(client_id, clock, state_json)`` entries as an awareness update."""
+    out = bytearray(write_var_uint(len(entries)))
+    for client_id, clock, state in entries:
+        raw = state.encode()
+        out += write_var_uint(client_id) + write_var_uint(clock) + write_var_uint(len(raw)) + raw
+    return bytes(out)
+
+
+def parse_awareness_clients(update: bytes) -> list[tuple[int, int, str]]:
+    """Return ``(client_id, clock, state_json)`` for each entry of an awareness update."""
+    count, pos = read_var_uint(update, 0)
+    entries = []
+    for _ in range(count):
+        client_id, pos = read_var_uint(update, pos)
+        clock, pos = read_var_uint(update, pos)
+        raw, pos = read_var_bytes(update, pos)
+        try:
+            state = raw.decode("utf-8")
+            if state:
+                json.loads(state)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"awareness state is not JSON: {exc}") from exc
+        entries.append((client_id, clock, state))
+    if pos != len(update):
+        raise ProtocolError("trailing bytes after awareness update")
+    return entries

@@ -1,0 +1,124 @@
+"""Awareness (who is here, their carets), held to the server's word about who each peer is.
+
+A peer's awareness entry is relayed to the others with its ``user`` replaced by the identity
+the server authenticated (and the peer's role); a client id claimed by one connection cannot
+be used by another; a state over ``max_awareness_bytes`` is neither applied nor relayed, and
+its sender gets a notice. When a peer leaves, its entries are removed for everyone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pycrdt import Awareness, create_awareness_message
+from traitlets import Int
+from traitlets.config import LoggingConfigurable
+
+from .. import protocol
+from .peer import Peer
+from .room import Room
+
+_USER_KEYS = ("username", "name", "display_name", "initials", "color")
+_AVATAR_PREFIXES = ("https://", "http://", "/")
+
+
+class AwarenessRelay(LoggingConfigurable):
+    """Relays the peers' awareness of one room."""
+
+    max_awareness_bytes = Int(
+        16 * 1024,
+        help="Largest awareness state (JSON bytes) a peer may share; a larger one is refused "
+        "and its sender told.",
+    ).tag(config=True)
+
+    def __init__(self, room: Room, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.room = room
+        self.awareness = Awareness(room.doc)
+        self._owner: dict[int, Peer] = {}
+        room.joined.subscribe(self._on_join)
+        room.left.subscribe(self._on_leave)
+
+    def _on_join(self, peer: Peer) -> None:
+        states = [cid for cid in self.awareness.states if cid != self.awareness.client_id]
+        if states:
+            peer.send(create_awareness_message(self.awareness.encode_awareness_update(states)))
+
+    def _on_leave(self, peer: Peer) -> None:
+        gone = [cid for cid in peer.awareness_ids if cid in self.awareness.states]
+        if gone:
+            self.awareness.remove_awareness_states(gone, origin=peer)
+            message = create_awareness_message(self.awareness.encode_awareness_update(gone))
+            for other in list(self.room.peers):
+                other.send(message)
+
+    def receive(self, peer: Peer, update: bytes) -> None:
+        """One awareness update from ``peer``; raise ``protocol.ProtocolError`` if malformed."""
+        kept = []
+        for client_id, clock, state in protocol.parse_awareness_clients(update):
+            size = len(state.encode())
+            if size > self.max_awareness_bytes:
+                self._refuse(peer, client_id, size)
+                continue
+            owner = self._owner.get(client_id)
+            if owner is not None and owner is not peer and owner in self.room.peers:
+                self.log.warning(
+                    "dropped awareness of client %d from %s: it belongs to %s",
+                    client_id, peer.name, owner.name,
+                )  # fmt: skip
+                continue
+            self._owner[client_id] = peer
+            if state:
+                peer.awareness_ids.add(client_id)
+            kept.append((client_id, clock, _stamp(peer, state)))
+        if not kept:
+            return
+        stamped = protocol.encode_awareness(kept)
+        self.awareness.apply_awareness_update(stamped, origin=peer)
+        message = create_awareness_message(stamped)
+        for other in list(self.room.peers):
+            if other is not peer:
+                other.send(message)
+
+    def _refuse(self, peer: Peer, client_id: int, size: int) -> None:
+        """Tell a peer its awareness state is too big to share (logged once per peer)."""
+        error = (f"awareness state of {size} bytes is over the {self.max_awareness_bytes}-byte "
+                 "limit; not shared")  # fmt: skip
+        if "awareness_size" not in peer.warned:
+            peer.warned.add("awareness_size")
+            self.log.warning("refused awareness of client %d from %s: %s (logged once per peer)",
+                             client_id, peer.name, error)  # fmt: skip
+        peer.send(protocol.encode_request({"type": "notice", "ok": False, "error": error}))
+
+
+def _stamp(peer: Peer, state: str) -> str:
+    """A peer's awareness state with ``user`` replaced by who the server says it is (see
+    :func:`awareness_user`); the rest of the state (cursors, …) is the peer's."""
+    if not state or state == "null":
+        return state
+    value = json.loads(state)
+    if not isinstance(value, dict):
+        return state
+    value["user"] = awareness_user(peer, value.get("user"))
+    return json.dumps(value, separators=(",", ":"))
+
+
+def awareness_user(peer: Peer, claimed: Any) -> dict[str, Any]:
+    """The ``user`` of a peer's awareness: its identity as the server authenticated it, and its
+    role (``run``, ``edit`` or ``read``). Nothing the peer claimed survives, except the name an
+    anonymous peer (a holder of the sidecar's own token: the kernel's API, a local script)
+    gives itself; an avatar is kept only as an http(s) or same-site URL."""
+    identity = peer.identity
+    user = {k: identity[k] for k in _USER_KEYS if isinstance(identity.get(k), str)}
+    avatar = identity.get("avatar_url")
+    if isinstance(avatar, str) and avatar.lower().startswith(_AVATAR_PREFIXES):
+        user["avatar_url"] = avatar
+    if identity.get("anonymous"):
+        # Every anonymous peer has the username "anonymous": not a key to tell them apart.
+        user.pop("username", None)
+        name = claimed.get("name") if isinstance(claimed, dict) else None
+        if isinstance(name, str) and name.strip():
+            user["name"] = user["display_name"] = name[:64]
+    user["role"] = peer.role
+    return user
