@@ -39,3 +39,18 @@ class RoleAuthorizer(Authorizer):
             return True
         return (user.username == "editor" and action == "write"
                 and resource in ("contents", "kernels"))  # fmt: skip
+
+
+#: Roles of the people of ``tests.browser.identity``, for browser tests: Alice runs, Bob edits
+#: (may not run), Carol reads.
+PEOPLE_ROLES = {"alice": "runner", "bob": "editor", "carol": "reader"}
+
+
+class PeopleRoleAuthorizer(RoleAuthorizer):
+    """:class:`RoleAuthorizer` for the named people of the browser tests (``PEOPLE_ROLES``);
+    anyone else (the server's token alone) is held to the rules of their own username."""
+
+    def is_authorized(self, handler: Any, user: User, action: str, resource: str) -> bool:
+        """Whether the person's role allows ``action`` on ``resource``."""
+        role = User(username=PEOPLE_ROLES.get(user.username, user.username))
+        return super().is_authorized(handler, role, action, resource)

@@ -11,7 +11,8 @@ against these rules before anything is stored or relayed (same group commit):
   cell keeps its outputs, vouched for only if they are the ones the sidecar vouched for under
   that id, and its run record only if it is the one the sidecar wrote), ``state.dirty``.
 - Writes JupyterLab makes on its own but that are not a peer's to make are reverted silently:
-  ``metadata.trusted``, ``execution_state``, a count other than null.
+  ``metadata.trusted``, ``execution_state`` (to ``running`` while the kernel runs the cell,
+  else ``idle``), a count other than null.
 - Anything else on these fields (adding to or changing an existing cell's outputs, writing a
   run record, timing, or the state's fields) is refused: the whole update is undone, change by
   change, with Y's undo (never by deleting and re-inserting a cell, which would drop others'
@@ -245,6 +246,10 @@ class FieldGuard:
             ycell = cells[index] if index < len(cells) else None
             if not isinstance(ycell, Map):
                 continue
+            if key == "execution_state":
+                # The sidecar's truth, never a deletion: a key added and deleted in one relayed
+                # update breaks @jupyter/ydoc's cell change events in every other page.
+                old = "running" if self.trust.is_running(str(ycell.get("id"))) else "idle"
             if old is _ABSENT:
                 if key in ycell:
                     del ycell[key]

@@ -194,6 +194,8 @@ class Room(LoggingConfigurable):
             if message.payload == EMPTY_UPDATE:
                 return
             if not peer.may("write"):
+                if message.kind == protocol.Kind.SYNC_STEP2:
+                    return  # a reader's answer to our sync: what it has locally stays there
                 peer.close(CLOSE_REFUSED, "read-only: your edits were refused; reload")
                 return
             try:

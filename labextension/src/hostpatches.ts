@@ -151,3 +151,27 @@ export function routeKernelActions(
     await route('restart');
   };
 }
+
+/**
+ * Keep a reader's page from sending document updates: unhooks y-websocket's
+ * update handler (y-websocket 3.x: `provider._updateHandler`, subscribed to
+ * the doc's `update` event). JupyterLab writes to a document it shows even when
+ * nobody edits it (`state.dirty`, cells' `metadata.editable`), and the sidecar
+ * closes a reader who sends an update (4403). Local changes then stay local.
+ * Returns whether updates are held back.
+ */
+export function holdLocalUpdates(
+  provider: object,
+  doc: { off(name: 'update', handler: (...args: any[]) => void): void }
+): boolean {
+  const handler = (provider as { _updateHandler?: unknown })._updateHandler;
+  if (typeof handler !== 'function') {
+    warnOnce(
+      'this y-websocket has no _updateHandler to unhook',
+      "a reader's page may send updates and be closed by the sidecar"
+    );
+    return false;
+  }
+  doc.off('update', handler as (...args: any[]) => void);
+  return true;
+}

@@ -395,12 +395,13 @@ export function markCell(cell: Cell, state: IRoomState): void {
   } else if (last) {
     const status = text(last.status);
     const suffix = status === 'ok' ? '' : ` (${status})`;
+    const from = last.from_file === true ? ' (per the file)' : '';
     content = [
       'ran by ',
       nameMark(personName(last.by)),
-      ` at ${clock(last.end ?? last.start)}${suffix}`
+      ` at ${clock(last.end ?? last.start)}${suffix}${from}`
     ];
-    kind = status;
+    kind = last.from_file === true ? 'from-file' : status;
   }
   setCellMark(cell, 'kc-run-by', content, kind);
 }
@@ -436,6 +437,8 @@ export function decoratePanel(
       markCell(cell, state);
       markClients(cell, clients.get(cell.model.sharedModel.getId()));
       if (!provider.canWrite && !cell.readOnly) {
+        // Not saved to metadata.editable: a reader's updates are refused.
+        cell.syncEditable = false;
         cell.readOnly = true;
       }
     }

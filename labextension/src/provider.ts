@@ -9,6 +9,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
 import { WebsocketProvider } from 'y-websocket';
+import { holdLocalUpdates } from './hostpatches';
 import { IRoom, ensureRoom } from './requests';
 
 /** kernel_collab's request/reply message type on the y-websocket wire. */
@@ -120,6 +121,9 @@ export class CollabProvider {
       }
     );
     this._ws = ws;
+    if (!this.canWrite) {
+      holdLocalUpdates(ws, this.model.ydoc);
+    }
     ws.messageHandlers[REQUEST_MESSAGE] = (_encoder, decoder) => {
       this._onRequestMessage(decoding.readVarString(decoder));
     };

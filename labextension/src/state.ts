@@ -26,6 +26,8 @@ export interface ILastRun {
   start: number;
   end: number | null;
   status: 'running' | 'ok' | 'error' | 'aborted' | 'cancelled' | string;
+  /** The record came with an outside change to the file: not a run in this room. */
+  from_file?: boolean;
 }
 
 /** What the sidecar says about the room, the kernel and the file. */

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from jupyter_ydoc import YNotebook
 from nbformat.sign import NotebookNotary
-from pycrdt import Map
+from pycrdt import Array, Map, Text
 
 from kernel_collab.notebook_core import files as notebook_file
 from kernel_collab.sidecar.docstore import DocumentStore
@@ -342,3 +342,30 @@ async def test_a_store_from_before_trust_records_trusts_only_the_signed_file_s_o
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as bob:
             assert _cell(bob, 2)["outputs"].to_py()[0]["data"] == FORGED
             assert set(_trust(bob)) == {"cell-0", "cell-1"}
+
+
+async def test_execution_state_is_reverted_to_the_sidecar_s_truth_never_deleted(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A cell JupyterLab inserts (a move, a paste) has no execution_state; its Clear Outputs
+    then adds ``idle``. Deleting it again in the same relayed update would break every other
+    page's cell model (a key added and deleted in one Yjs transaction): it is kept, as the
+    sidecar's truth, and a wrong value is put right, not removed."""
+    with _sidecar(tmp_path) as (sidecar, _nb):
+        async with _pair(sidecar) as (alice, bob):
+            with alice.doc.transaction():
+                copy = _plain(alice, 0)
+                copy.pop("execution_state", None)
+                del alice.notebook.ycells[0]
+                alice.notebook.ycells.insert(0, Map({**copy, "source": Text(copy["source"]),
+                    "metadata": Map(copy["metadata"]),
+                    "outputs": Array([Map(o) for o in copy["outputs"]])}))  # fmt: skip
+            await bob.wait_until(lambda p: "execution_state" not in _cell(p, 0))
+            with alice.doc.transaction():
+                _cell(alice, 0)["outputs"].clear()
+                _cell(alice, 0)["execution_state"] = "idle"
+            await bob.wait_until(lambda p: not len(_cell(p, 0)["outputs"]))
+            assert _cell(bob, 0).get("execution_state") == "idle"
+            _cell(alice, 1)["execution_state"] = "running"  # not running: put right
+            await bob.wait_until(lambda p: _cell(p, 1).get("execution_state") == "idle")
+            assert alice.close_code is None
