@@ -28,7 +28,7 @@ from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
 from .. import protocol
-from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, STATE_KEY
+from ..protocol import CLOSE_REFUSED, STATE_KEY
 from .docstore import DocumentStore
 from .events import Listeners
 from .peer import Peer
@@ -238,7 +238,3 @@ class Room(LoggingConfigurable):
             "store_path": str(self.store.db_path),
             "store_updates_since_snapshot": self.store.pending_count,
         }
-
-    def disconnect(self, peer: Peer, exc: Exception) -> None:
-        """Close a peer that sent something malformed; the room carries on."""
-        peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")

@@ -99,10 +99,6 @@ class TrustLedger:
         """Whether the record was kept by this version of the rules."""
         return bool(self._status().get(VERSION_KEY) == VERSION)
 
-    def vouches(self, cell_id: str) -> bool:
-        """Whether the cell's outputs are vouched for."""
-        return cell_id in self.record
-
     def is_running(self, cell_id: str) -> bool:
         """Whether the kernel is writing the cell's outputs now."""
         return bool(self.record.get(cell_id) == RUNNING)

@@ -5,7 +5,7 @@ Figures are per system: median, p99 and N. With fewer than 100 samples there is 
 ours / theirs of the medians (and of the p99s), so below 1 is better for times and sizes,
 above 1 for rates. Kernel rows compare ours with a plain kernel client (the floor) instead:
 jupyter-collaboration cannot run a kernel without a browser. Goals come from the project's
-issues and DESIGN.md.
+issues and docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -144,20 +144,20 @@ def _measures() -> list[Measure]:
         Measure("burst.ack", "burst{n}: first edit→last echo", "s", 1.0),
         Measure("burst.durable", "burst{n}: first edit→all in store", "s", 1.0),
         Measure("burst.durable_lag", "burst{n}: store behind the last echo by", "s", 1.0,
-                (Goal("ours", "<=", 0.0, "issues; DESIGN.md: stored before relayed"),)),
+                (Goal("ours", "<=", 0.0, "issues; architecture: stored before relayed"),)),
         Measure("store.ratio", "store size / .ipynb size after burst", "x", 1.0,
                 (Goal("ours", "<=", 2.0, ISSUES),)),
         Measure("store.peak", "store size / .ipynb size, largest seen (bounded)", "x", 1.0,
                 (Goal("ours", "<=", 2.0, ISSUES),)),
         Measure("save", "edit→.ipynb on disk", "s", 1.0,
-                (Goal("ours", "<=", 1.5, "DESIGN.md: autosave ~1 s after the last change"),)),
+                (Goal("ours", "<=", 1.5, "architecture: autosave ~1 s after the last change"),)),
         Measure("save.output.age", "save under output: newest printed - newest on disk♦", "s",
                 1.0, vs="none", na=THEIRS_NO_KERNEL),
         Measure("save.output.peak", "save under output: age just before each save♦", "s", 1.0,
                 (Goal("ours", "<=", 5.0, "issues: saved at least every 5 s while output "
                       "keeps coming", stat="p99"),), vs="none", na=THEIRS_NO_KERNEL),
         Measure("outside", "outside .ipynb change→peer", "s", 1.0,
-                (Goal("ours", "<=", 0.3, "DESIGN.md: outside changes seen in ≤ 0.3 s"),
+                (Goal("ours", "<=", 0.3, "architecture: outside changes seen in ≤ 0.3 s"),
                  Goal("ratio", "<=", 0.5, ISSUES))),
         Measure("memory.open", "RSS growth, ~10 MB notebook open / .ipynb size¶", "x", 1.0,
                 (Goal("ours", "<=", 3.0, ISSUES),)),
