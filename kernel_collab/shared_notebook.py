@@ -329,6 +329,7 @@ class Notebook:
         if target.cell_type != "code":
             raise ValueError(f"cell {target.id} is a {target.cell_type} cell: only code runs")
         asked = time.time()
+        self._transport.touched(target.id)  # others see which cell this client runs
         await self.sync()  # the sidecar must have the cell's current source
         request: dict[str, Any] = {"type": "execute", "cell_id": target.id}
         if self.calling_cell_id is not None:

@@ -36,6 +36,10 @@ from websockets.exceptions import ConnectionClosed
 from .. import protocol
 from ..shared_notebook import Notebook
 
+PRESENCE_RENEWAL = 15.0
+"""Seconds between two renewals of a client's awareness state (y-protocols' browsers drop a
+peer they have not heard of for 30 s, and renew their own every 15 s)."""
+
 InputCallback = Callable[[str, bool], "str | Awaitable[str]"]
 """``on_input(prompt, password)`` answers ``input()``/``getpass()`` in runs this client asked."""
 
@@ -69,6 +73,7 @@ class WebSocketTransport:
         self._outbox_send, self._outbox = anyio.create_memory_object_stream[bytes](100_000)
         self.unsent = 0
         self._held: list[bytes] | None = None
+        self._touches = 0
         notebook.ydoc.observe(self._on_local_change)
 
     # -- Transport ---------------------------------------------------------------------------
@@ -86,12 +91,29 @@ class WebSocketTransport:
     def touched(self, cell_id: str) -> None:
         """Show others which cell this client touched last. The sidecar replaces ``user`` with
         who the server says this is (an anonymous connection keeps ``user.name``), so the
-        client's own name travels in ``kernel_collab.client_name``."""
-        state = {"user": {"name": self.name},
-                 "kernel_collab": {"cell_id": cell_id, "client_name": self.name}}  # fmt: skip
-        self.awareness.set_local_state(state)
+        client's own name travels in ``kernel_collab.client_name``. ``seq`` counts the touches,
+        so touching the same cell again is a change others see (browsers highlight it)."""
+        self._touches += 1
+        self._present({"cell_id": cell_id, "client_name": self.name, "seq": self._touches})
+
+    def _present(self, ours: dict[str, Any]) -> None:
+        """Share this client's awareness state: who it is (``user``) and ``kernel_collab``."""
+        self.awareness.set_local_state({"user": {"name": self.name}, "kernel_collab": ours})
+        self._send_presence()
+
+    def _send_presence(self) -> None:
         update = self.awareness.encode_awareness_update([self.awareness.client_id])
         self._queue(create_awareness_message(update))
+
+    async def _renew_presence(self) -> None:
+        """Re-send this client's awareness state every ``PRESENCE_RENEWAL`` seconds, as
+        y-protocols' clients do: a browser drops a peer it has not heard of for 30 s."""
+        while True:
+            await anyio.sleep(PRESENCE_RENEWAL)
+            if self._closed is not None:
+                return
+            self.awareness.set_local_state(self.awareness.get_local_state())  # a newer clock
+            self._send_presence()
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds; raise ConnectionError if the connection ends."""
@@ -151,6 +173,9 @@ class WebSocketTransport:
             tg.start_soon(self._read)
             self._queue(create_sync_message(self.ynb.ydoc))
             await self.wait_for(self._synced.is_set)
+            # Present from the start (people see a script or the kernel join), renewed.
+            self._present({"client_name": self.name})
+            tg.start_soon(self._renew_presence)
             task_status.started()
 
     async def _write(self) -> None:

@@ -13,6 +13,7 @@ import {
 } from '@codemirror/view';
 import * as Y from 'yjs';
 import type { Awareness } from 'y-protocols/awareness';
+import { Presence } from './presence';
 import { personName, safeColor } from './state';
 
 interface ICursor {
@@ -24,10 +25,16 @@ interface ICursor {
 
 /** A collaborator as drawn: their name (shown as text) and their colour
  * (checked by `safeColor`: awareness is written by peers, so both may hold
- * anything). */
+ * anything), their awareness client id, and whether they are an agent (a
+ * script or the kernel, whose caret is where it last typed). */
 interface IRemote {
   name: string;
   color: string;
+  clientId: number;
+  agent: boolean;
+  /** On the editor's first line: the name goes beside the caret, not above
+   * it (the editor clips what is above its first line). */
+  firstLine: boolean;
 }
 
 class CaretWidget extends WidgetType {
@@ -38,13 +45,23 @@ class CaretWidget extends WidgetType {
   eq(other: CaretWidget): boolean {
     return (
       other.person.name === this.person.name &&
-      other.person.color === this.person.color
+      other.person.color === this.person.color &&
+      other.person.clientId === this.person.clientId &&
+      other.person.agent === this.person.agent &&
+      other.person.firstLine === this.person.firstLine
     );
   }
 
   toDOM(): HTMLElement {
     const caret = document.createElement('span');
     caret.className = 'kc-remote-caret';
+    if (this.person.agent) {
+      caret.classList.add('kc-agent-caret');
+    }
+    if (this.person.firstLine) {
+      caret.classList.add('kc-remote-caret-first-line');
+    }
+    caret.dataset.client = String(this.person.clientId);
     caret.style.borderLeftColor = this.person.color;
     const label = document.createElement('span');
     label.className = 'kc-remote-caret-name';
@@ -106,6 +123,7 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
 
       destroy(): void {
         awareness.off('change', this._onAwareness);
+        this._presence?.caretsChanged.disconnect(this._onAwareness);
       }
 
       private _onAwareness = (): void => {
@@ -145,9 +163,11 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
             ) {
               return;
             }
-            const person: IRemote = {
+            const person = {
               name: personName(state.user, 'Anonymous'),
-              color: safeColor(state.user.color)
+              color: safeColor(state.user.color),
+              clientId,
+              agent: false
             };
             for (const cursor of state.cursors as ICursor[]) {
               if (typeof cursor !== 'object' || cursor === null) {
@@ -183,12 +203,38 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
                 from: head,
                 to: head,
                 decoration: Decoration.widget({
-                  widget: new CaretWidget(person),
+                  widget: new CaretWidget({
+                    ...person,
+                    firstLine: this._onFirstLine(head)
+                  }),
                   side: 1
                 })
               });
             }
           });
+          // Scripts and the kernel share no caret: theirs is where they last
+          // typed (the notebook's presence follows their edits).
+          const presence = this._presenceOf(doc);
+          for (const caret of presence?.caretsIn(text) ?? []) {
+            if (caret.index > length) {
+              continue;
+            }
+            const person: IRemote = {
+              name: caret.name,
+              color: caret.color,
+              clientId: caret.clientId,
+              agent: true,
+              firstLine: this._onFirstLine(caret.index)
+            };
+            marks.push({
+              from: caret.index,
+              to: caret.index,
+              decoration: Decoration.widget({
+                widget: new CaretWidget(person),
+                side: 1
+              })
+            });
+          }
         }
         return Decoration.set(
           marks.map(m => m.decoration.range(m.from, m.to)),
@@ -196,6 +242,21 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
         );
       }
 
+      /** The notebook's presence, once there is one (it is made when the
+       * notebook's panel is decorated, maybe after this editor). */
+      private _presenceOf(doc: Y.Doc): Presence | undefined {
+        if (!this._presence) {
+          this._presence = Presence.of(doc);
+          this._presence?.caretsChanged.connect(this._onAwareness);
+        }
+        return this._presence;
+      }
+
+      private _onFirstLine(position: number): boolean {
+        return this.view.state.doc.lineAt(position).number === 1;
+      }
+
+      private _presence: Presence | undefined;
       private _scheduled = false;
       private _publishing = false;
     },

@@ -19,13 +19,16 @@ import {
   NotebookWidgetFactory
 } from '@jupyterlab/notebook';
 import { Contents, Kernel } from '@jupyterlab/services';
+import { SidePanel, usersIcon } from '@jupyterlab/ui-components';
 import { Token } from '@lumino/coreutils';
+import { AccordionPanel, Widget } from '@lumino/widgets';
 import type * as Y from 'yjs';
 import {
   CONTENT_PROVIDER_ID,
   IOtherProviderFactory,
   KernelCollabContentProvider
 } from './contentprovider';
+import { CollaboratorsView } from './collaborators';
 import { remoteCursors } from './cursors';
 import { CollabCellExecutor } from './executor';
 import {
@@ -216,7 +219,9 @@ const panels: JupyterFrontEndPlugin<void> = {
       const provider = contents.providerFor(panel.model?.sharedModel);
       if (provider) {
         panel.addClass('kc-collaborative');
-        decoratePanel(panel, provider);
+        decoratePanel(panel, provider, () => {
+          void app.commands.execute(SHOW_COLLABORATORS);
+        });
         if (patched) {
           const unfollow = followTrust(panel, provider);
           panel.disposed.connect(unfollow);
@@ -308,4 +313,77 @@ const panels: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [contentProvider, executor, cursors, panels];
+/** The command that opens the collaborators panel. */
+export const SHOW_COLLABORATORS = 'kernel-collab:show-collaborators';
+
+/** jupyter-collaboration's side panel (`@jupyter/collaboration-extension:
+ * rtcPanel`: "User info" and its server-wide "Online Collaborators"), if it is
+ * installed and enabled. */
+function jupyterCollaborationPanel(app: JupyterFrontEnd): SidePanel | null {
+  for (const widget of app.shell.widgets('left')) {
+    if (
+      widget.id === 'jp-collaboration-panel' &&
+      typeof (widget as SidePanel).insertWidget === 'function'
+    ) {
+      return widget as SidePanel;
+    }
+  }
+  return null;
+}
+
+const collaborators: JupyterFrontEndPlugin<void> = {
+  id: 'kernel-collab:collaborators',
+  description:
+    'The collaborators panel: everyone in the current collaborative ' +
+    'notebook, their role and cell; jump to them or follow them.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    const view = new CollaboratorsView();
+    const follow = (): void => view.setNotebook(tracker.currentWidget);
+    tracker.currentChanged.connect(follow);
+    follow();
+    // One collaborators panel: jupyter-collaboration's, with this notebook's
+    // section first, when it is there; else ours (JupyterLab: the left side
+    // bar, as jupyter-collaboration's; Notebook 7, whose notebook page has no
+    // left side bar open: the right one, opened from the toolbar).
+    let container: Widget = view;
+    const placed = app.restored.then(() => {
+      const theirs = jupyterCollaborationPanel(app);
+      if (theirs) {
+        theirs.insertWidget(0, view);
+        container = theirs;
+        return;
+      }
+      const ours = new SidePanel();
+      ours.id = 'kc-collaborators-panel';
+      ours.title.icon = usersIcon;
+      ours.title.caption = 'Collaborators';
+      ours.addClass('kc-collaborators-panel');
+      ours.addWidget(view);
+      container = ours;
+      app.shell.add(ours, app.name === 'JupyterLab' ? 'left' : 'right', {
+        rank: 300
+      });
+    });
+    app.commands.addCommand(SHOW_COLLABORATORS, {
+      label: 'Show Collaborators',
+      caption: 'Who is in this notebook, what they may do, where they are',
+      icon: usersIcon,
+      describedBy: { args: { type: 'object', properties: {} } },
+      execute: async () => {
+        await placed;
+        app.shell.activateById(container.id);
+        const content = (container as SidePanel).content;
+        if (content instanceof AccordionPanel) {
+          const index = content.widgets.indexOf(view);
+          if (index >= 0 && !view.isVisible) {
+            content.expand(index);
+          }
+        }
+      }
+    });
+  }
+};
+
+export default [contentProvider, executor, cursors, panels, collaborators];

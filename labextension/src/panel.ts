@@ -1,13 +1,17 @@
-// What a collaborative notebook shows everyone: the room bar (kernel status,
-// what runs, the queue, who is here), banners for the sidecar's states, and
-// each cell's run mark.
+// What a collaborative notebook shows everyone: the room bar in the
+// notebook's toolbar (kernel status, what runs and for whom, the queue), the
+// collaborators' icons next to it, banners for the sidecar's states, each
+// cell's run mark, and the scripts and agents at work in cells.
 import { ISharedNotebook } from '@jupyter/ydoc';
 import { Cell } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
+import { ToolbarUsers, avatar, describe, registerPanel } from './collaborators';
+import { IActivity, ICollaborator, presenceOf } from './presence';
 import { CollabProvider } from './provider';
 import {
   IPerson,
+  IQueueEntry,
   IRoomState,
   lastRun,
   personName,
@@ -34,11 +38,6 @@ function element<K extends keyof HTMLElementTagNameMap>(
   node.className = className;
   node.append(...content);
   return node;
-}
-
-/** Items with `separator` between them. */
-function joined(items: Content[], separator: string): Content[] {
-  return items.flatMap((item, i) => (i ? [separator, item] : [item]));
 }
 
 function clock(seconds: unknown): string {
@@ -100,19 +99,200 @@ function fitToContent(widget: Widget): void {
   widget.parent?.fit();
 }
 
-/** The room bar above the notebook: kernel status, the running cell, the queue
- * and who is here. */
+/** The room bar, an item of the notebook's toolbar: the shared kernel's
+ * status, the running cell and for whom, the queue's length (a button that
+ * opens the list), and who last interrupted or restarted the kernel. */
 export class RoomBar extends Widget {
-  constructor() {
+  constructor(private readonly _goToCell: (cellId: string) => void) {
     super();
     this.addClass('kc-room-bar');
+    this.addClass('jp-Toolbar-item');
+    this.node.addEventListener('click', this._onClick);
+    this._resizes = new ResizeObserver(() => this.fit());
   }
 
-  render(content: Content[]): void {
+  /** Fewest pixels the room bar takes: the kernel's status and the queue. */
+  static minWidth = 140;
+  /** Most pixels it takes. */
+  static maxWidth = 420;
+
+  render(content: Content[], queue: HTMLElement[]): void {
+    for (const part of content) {
+      if (part instanceof HTMLElement && part.classList.contains('kc-queue')) {
+        part.setAttribute('aria-expanded', String(!!this._popup));
+      }
+    }
     if (replaceContent(this.node, content)) {
-      fitToContent(this);
+      this.fit();
+    }
+    this._entries = queue;
+    this._popup?.render(queue);
+  }
+
+  /**
+   * Take the toolbar's room that its other items leave, within
+   * [minWidth, maxWidth]. JupyterLab's toolbar moves the items that do not fit
+   * into its "more" menu, measuring their widths: a room bar that took up the
+   * slack (a shrinking flex item) would leave it none, and go there itself.
+   */
+  fit(): void {
+    const toolbar = this.node.parentElement;
+    if (!toolbar || !toolbar.classList.contains('jp-NotebookPanel-toolbar')) {
+      this.node.style.maxWidth = '';
+      return;
+    }
+    let others = 0;
+    for (const item of Array.from(toolbar.children)) {
+      if (!this._observed.has(item)) {
+        this._observed.add(item); // its width changes: fit again
+        this._resizes.observe(item);
+      }
+      if (
+        item !== this.node &&
+        !item.classList.contains('jp-Toolbar-spacer') &&
+        !item.classList.contains('jp-Toolbar-responsive-opener')
+      ) {
+        others += item.getBoundingClientRect().width;
+      }
+    }
+    // The toolbar's padding and its "more" button (32 px), and some slack.
+    const room = toolbar.clientWidth - others - 7 - 32 - 12;
+    const width = Math.max(
+      RoomBar.minWidth,
+      Math.min(RoomBar.maxWidth, Math.floor(room))
+    );
+    const value = `${width}px`;
+    if (this.node.style.maxWidth !== value) {
+      this.node.style.maxWidth = value;
     }
   }
+
+  /** Open or close the queue's list. */
+  toggleQueue(): void {
+    if (this._popup || !this._queueButton()) {
+      this._popup?.dispose();
+      return;
+    }
+    const popup = new QueuePopup(this._queueButton, this._goToCell, () => {
+      if (this._popup === popup) {
+        this._popup = null;
+        this._queueButton()?.setAttribute('aria-expanded', 'false');
+      }
+    });
+    this._popup = popup;
+    popup.render(this._entries);
+    this._queueButton()?.setAttribute('aria-expanded', 'true');
+  }
+
+  dispose(): void {
+    this._popup?.dispose();
+    this._resizes.disconnect();
+    super.dispose();
+  }
+
+  protected onAfterAttach(): void {
+    const toolbar = this.node.parentElement;
+    if (toolbar) {
+      this._resizes.observe(toolbar);
+    }
+    this.fit();
+  }
+
+  protected onBeforeDetach(): void {
+    this._resizes.disconnect();
+    this._observed = new WeakSet();
+  }
+
+  private _queueButton = (): HTMLElement | null =>
+    this.node.querySelector('.kc-queue');
+
+  protected onBeforeHide(): void {
+    this._popup?.dispose();
+  }
+
+  private _onClick = (event: MouseEvent): void => {
+    if ((event.target as Element).closest('.kc-queue')) {
+      this.toggleQueue();
+    }
+  };
+
+  private _entries: HTMLElement[] = [];
+  private _popup: QueuePopup | null = null;
+  private _resizes: ResizeObserver;
+  private _observed = new WeakSet<Element>();
+}
+
+/** The queue's list, under its button; closed by a click elsewhere or
+ * Escape. A click on an entry scrolls to its cell. */
+class QueuePopup {
+  constructor(
+    private readonly _button: () => HTMLElement | null,
+    private readonly _goToCell: (cellId: string) => void,
+    private readonly _onClose: () => void
+  ) {
+    this._node = element('div', 'kc-queue-popup');
+    this._node.setAttribute('role', 'dialog');
+    this._node.setAttribute('aria-label', 'The queue');
+    this._node.addEventListener('click', this._onClick);
+    document.body.append(this._node);
+    document.addEventListener('pointerdown', this._onPointer, true);
+    document.addEventListener('keydown', this._onKey, true);
+  }
+
+  render(entries: HTMLElement[]): void {
+    const content: Content[] = entries.length
+      ? [element('ol', 'kc-queue-list', ...entries)]
+      : [element('p', 'kc-queue-empty', 'Nothing is queued.')];
+    replaceContent(this._node, [
+      element('div', 'kc-queue-title', `Queue: ${entries.length}`),
+      ...content
+    ]);
+    const button = this._button();
+    if (!button) {
+      return;
+    }
+    const box = button.getBoundingClientRect();
+    const width = this._node.offsetWidth;
+    const left = Math.max(4, Math.min(box.left, window.innerWidth - width - 4));
+    this._node.style.top = `${Math.round(box.bottom + 2)}px`;
+    this._node.style.left = `${Math.round(left)}px`;
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    document.removeEventListener('pointerdown', this._onPointer, true);
+    document.removeEventListener('keydown', this._onKey, true);
+    this._node.remove();
+    this._onClose();
+  }
+
+  private _onClick = (event: MouseEvent): void => {
+    const entry = (event.target as Element).closest(
+      '.kc-queue-entry'
+    ) as HTMLElement | null;
+    if (entry?.dataset.cell) {
+      this._goToCell(entry.dataset.cell);
+    }
+  };
+
+  private _onPointer = (event: PointerEvent): void => {
+    const target = event.target as Node;
+    if (!this._node.contains(target) && !this._button()?.contains(target)) {
+      this.dispose();
+    }
+  };
+
+  private _onKey = (event: KeyboardEvent): void => {
+    if (event.key === 'Escape') {
+      this.dispose();
+    }
+  };
+
+  private _node: HTMLElement;
+  private _disposed = false;
 }
 
 /** One banner: its kind (a fixed word of ours, in its class) and what it
@@ -227,43 +407,64 @@ const EVENT_VERBS: Record<string, string> = {
   dead: 'Died'
 };
 
-/** The room bar's content. */
+/** The room bar's content (kernel status, running cell, the queue's button,
+ * the last kernel event) and the queue's entries (for its list). */
 export function roomBarContent(
   state: IRoomState,
-  model: ISharedNotebook,
-  people: IPerson[]
-): HTMLElement[] {
+  model: ISharedNotebook
+): { parts: HTMLElement[]; queue: HTMLElement[] } {
   const index = new Map(model.cells.map((c, i) => [c.getId(), i + 1]));
   const position = (cellId: string): string => String(index.get(cellId) ?? '?');
   const status = text(state.kernel_status) || 'unknown';
-  const kernel = element('span', 'kc-kernel-status', `Kernel: ${status}`);
+  const kernel = element(
+    'span',
+    'kc-kernel-status',
+    element('span', 'kc-status-dot'),
+    status
+  );
   kernel.dataset.status = status;
+  kernel.title = `The notebook's shared kernel is ${status}`;
   const parts: HTMLElement[] = [kernel];
   if (state.running) {
-    parts.push(
+    const running = element(
+      'span',
+      'kc-running',
       element(
         'span',
-        'kc-running',
-        `Running cell ${position(state.running.cell_id)} for `,
-        personMark(state.running.by)
-      )
+        'kc-running-label',
+        `Running cell ${position(state.running.cell_id)} for `
+      ),
+      personMark(state.running.by)
     );
+    running.title =
+      `Running cell ${position(state.running.cell_id)} ` +
+      `for ${personName(state.running.by)}`;
+    parts.push(running);
   }
   const queue = state.queue ?? [];
-  const entries = queue.map(e =>
-    element(
+  const entries = queue.map((e: IQueueEntry) => {
+    const entry = element(
       'li',
       'kc-queue-entry',
       `cell ${position(e.cell_id)} · `,
       personMark(e.by)
-    )
+    );
+    entry.dataset.cell = e.cell_id;
+    entry.title = `Go to cell ${position(e.cell_id)}`;
+    return entry;
+  });
+  const queueButton = element(
+    'button',
+    'kc-queue jp-ToolbarButtonComponent',
+    element('span', 'kc-queue-label', `Queue: ${queue.length}`)
   );
-  const queueNode = element('span', 'kc-queue', `Queue: ${queue.length}`);
-  queueNode.dataset.length = String(queue.length);
-  if (entries.length) {
-    queueNode.append(element('ol', 'kc-queue-list', ...entries));
-  }
-  parts.push(queueNode);
+  queueButton.type = 'button';
+  queueButton.dataset.length = String(queue.length);
+  queueButton.title = queue.length
+    ? `${queue.length} cell(s) waiting to run: show the queue`
+    : 'Nothing waits to run: show the queue';
+  queueButton.setAttribute('aria-haspopup', 'dialog');
+  parts.push(queueButton);
   const event = state.last_kernel_event;
   const eventName = text(event?.event);
   if (event && eventName) {
@@ -272,65 +473,33 @@ export function roomBarContent(
       : eventName;
     const who: Content[] =
       eventName === 'dead' ? [] : [' by ', nameMark(personName(event.by))];
-    const node = element(
-      'span',
-      'kc-last-event',
-      verb,
-      ...who,
-      ` at ${clock(event.at)}`
-    );
+    const node = element('span', 'kc-last-event', verb, ...who);
+    node.title =
+      `${verb}${eventName === 'dead' ? '' : ` by ${personName(event.by)}`}` +
+      ` at ${clock(event.at)}`;
     node.dataset.event = eventName;
     parts.push(node);
   }
-  parts.push(
-    element(
-      'span',
-      'kc-people',
-      'Here: ',
-      ...joined(people.map(personMark), ' ')
-    )
-  );
-  return parts;
+  return { parts, queue: entries };
 }
 
-/** The people in the room, from the shared awareness (each person once). */
-export function peopleHere(provider: CollabProvider): IPerson[] {
-  const seen = new Map<string, IPerson>();
-  provider.model.awareness.getStates().forEach(state => {
-    const user = state.user as IPerson | undefined;
-    if (
-      user &&
-      typeof user === 'object' &&
-      (text(user.username) || text(user.name))
-    ) {
-      seen.set(text(user.username) || text(user.name), user);
-    }
-  });
-  return [...seen.values()];
+/** An agent at work in a cell, and what it did last (for a few seconds). */
+export interface IAgentMark {
+  who: ICollaborator;
+  verb: IActivity['verb'] | null;
 }
 
 /** Where scripts and the kernel are: the cell each last touched (awareness
- * `kernel_collab`). */
-export function clientsByCell(
-  provider: CollabProvider
-): Map<string, IPerson[]> {
-  const byCell = new Map<string, IPerson[]>();
-  provider.model.awareness.getStates().forEach((state, clientId) => {
-    const cellId = text(
-      (state.kernel_collab as { cell_id?: unknown } | undefined)?.cell_id
-    );
-    if (
-      clientId === provider.model.awareness.clientID ||
-      !cellId ||
-      state.cursors
-    ) {
-      return;
+ * `kernel_collab.cell_id`), from the notebook's presence. */
+export function agentsByCell(
+  collaborators: ICollaborator[]
+): Map<string, ICollaborator[]> {
+  const byCell = new Map<string, ICollaborator[]>();
+  for (const who of collaborators) {
+    if (who.kind !== 'person' && who.cellId && !who.self) {
+      byCell.set(who.cellId, [...(byCell.get(who.cellId) ?? []), who]);
     }
-    byCell.set(cellId, [
-      ...(byCell.get(cellId) ?? []),
-      (state.user ?? {}) as IPerson
-    ]);
-  });
+  }
   return byCell;
 }
 
@@ -360,13 +529,51 @@ function setCellMark(
   }
 }
 
-/** Show which clients (scripts, agents, the kernel) are at a cell. */
-export function markClients(cell: Cell, clients: IPerson[] | undefined): void {
-  setCellMark(
-    cell,
-    'kc-clients-here',
-    clients?.length ? [...joined(clients.map(personMark), ' '), ' here'] : null
-  );
+const VERBS: Record<string, string> = {
+  edited: 'edited',
+  ran: 'ran',
+  touched: 'here'
+};
+
+/** An agent's name with its icon and colour (the name it connected with; the
+ * identity it connected as in the tooltip). */
+function agentMark(who: ICollaborator): HTMLElement {
+  const node = element('span', 'kc-agent');
+  node.dataset.kind = who.kind;
+  node.style.setProperty('--kc-color', who.color); // checked by safeColor
+  const icon = avatar(who);
+  const name = element('span', 'kc-agent-name', who.name);
+  node.append(icon, name);
+  node.title = [who.name, describe(who)].join(' · ');
+  return node;
+}
+
+/** Show which agents (scripts, the kernel) are at a cell or just worked on it:
+ * "tidy-agent edited", "kernel here". A cell an agent just edited or ran is
+ * outlined in its colour. */
+export function markClients(cell: Cell, agents: IAgentMark[]): void {
+  const active = agents.find(a => a.verb !== null);
+  cell.toggleClass('kc-agent-active', !!active);
+  if (active) {
+    cell.node.style.setProperty('--kc-agent-color', active.who.color);
+  }
+  const content: Content[] = [];
+  agents.forEach((agent, i) => {
+    if (i) {
+      content.push(' · ');
+    }
+    content.push(agentMark(agent.who), ` ${VERBS[agent.verb ?? 'touched']}`);
+  });
+  setCellMark(cell, 'kc-clients-here', agents.length ? content : null);
+  const mark = cell.node.querySelector(':scope > .kc-clients-here');
+  if (mark instanceof HTMLElement) {
+    if (active) {
+      mark.dataset.active = active.verb ?? '';
+      mark.style.setProperty('--kc-agent-color', active.who.color);
+    } else {
+      delete mark.dataset.active;
+    }
+  }
 }
 
 /** Keep a cell's run mark ("queued #2 · Bob", "running · Alice", "ran by Alice
@@ -406,18 +613,66 @@ export function markCell(cell: Cell, state: IRoomState): void {
   setCellMark(cell, 'kc-run-by', content, kind);
 }
 
-/** Wire one collaborative notebook panel to its provider: bar, banners, marks,
- * trust. */
+/** How long a cell an agent edited or ran stays highlighted (ms). */
+export const AGENT_HIGHLIGHT_MS = 4000;
+
+/** Where to put the room bar and the collaborators' icons: after the
+ * toolbar's spacer (before the kernel's name), else at its end. */
+function toolbarIndex(panel: NotebookPanel): number {
+  const names = Array.from(panel.toolbar.names());
+  const spacer = names.indexOf('spacer');
+  return spacer >= 0 ? spacer + 1 : names.length;
+}
+
+/** Wire one collaborative notebook panel to its provider: the room bar and
+ * collaborators in its toolbar, banners, marks, highlights, and this person's
+ * cell in awareness. */
 export function decoratePanel(
   panel: NotebookPanel,
-  provider: CollabProvider
+  provider: CollabProvider,
+  showCollaborators: () => void = () => undefined
 ): void {
-  const bar = new RoomBar();
+  const presence = presenceOf(provider);
+  const entry = registerPanel(panel, presence);
+  const goToCell = (cellId: string): void => {
+    const index = panel.content.widgets.findIndex(
+      cell => cell.model.sharedModel.getId() === cellId
+    );
+    if (index >= 0) {
+      void panel.content.scrollToItem(index, 'smart');
+    }
+  };
+  const bar = new RoomBar(goToCell);
+  const users = new ToolbarUsers(panel, entry, showCollaborators);
   const banner = new Banner();
-  // Above the notebook, full width: the toolbar would hide what does not fit in
-  // a menu.
-  panel.contentHeader.addWidget(bar);
+  const at = toolbarIndex(panel);
+  panel.toolbar.insertItem(at, 'kc-room-bar', bar);
+  panel.toolbar.insertItem(at + 1, 'kc-collaborators', users);
+  // Above the notebook, full width.
   panel.contentHeader.addWidget(banner);
+
+  // Agents' work: a cell they edited or ran, highlighted for a few seconds.
+  const recent = new Map<
+    string,
+    { who: ICollaborator; verb: IActivity['verb']; until: number }
+  >();
+  presence.activity.connect((_, activity) => {
+    const known = recent.get(activity.cellId);
+    const verb =
+      activity.verb === 'touched' &&
+      known?.who.key === activity.collaborator.key &&
+      known.until > Date.now()
+        ? known.verb
+        : activity.verb;
+    recent.set(activity.cellId, {
+      who: activity.collaborator,
+      verb,
+      until: Date.now() + AGENT_HIGHLIGHT_MS
+    });
+    schedule();
+    window.setTimeout(schedule, AGENT_HIGHLIGHT_MS + 50);
+  });
+
   let scheduled = false;
   const refresh = (): void => {
     scheduled = false;
@@ -427,15 +682,36 @@ export function decoratePanel(
     const model = provider.model;
     const state = roomState(model);
     banner.setMessages(banners(state, provider));
-    bar.render(roomBarContent(state, model, peopleHere(provider)));
+    const { parts, queue } = roomBarContent(state, model);
+    bar.render(parts, queue);
     if (!provider.canWrite && !panel.context.model.readOnly) {
       panel.context.model.readOnly = true;
       panel.addClass('kc-read-only');
     }
-    const clients = clientsByCell(provider);
+    const now = Date.now();
+    for (const [cellId, work] of recent) {
+      if (work.until <= now) {
+        recent.delete(cellId);
+      }
+    }
+    const agents = agentsByCell(presence.collaborators);
     for (const cell of panel.content.widgets) {
+      const id = cell.model.sharedModel.getId();
       markCell(cell, state);
-      markClients(cell, clients.get(cell.model.sharedModel.getId()));
+      const marks: IAgentMark[] = (agents.get(id) ?? []).map(who => ({
+        who,
+        verb: null
+      }));
+      const work = recent.get(id);
+      if (work) {
+        const mark = marks.find(m => m.who.key === work.who.key);
+        if (mark) {
+          mark.verb = work.verb;
+        } else {
+          marks.unshift({ who: work.who, verb: work.verb });
+        }
+      }
+      markClients(cell, marks);
       if (!provider.canWrite && !cell.readOnly) {
         // Not saved to metadata.editable: a reader's updates are refused.
         cell.syncEditable = false;
@@ -449,12 +725,21 @@ export function decoratePanel(
       requestAnimationFrame(refresh);
     }
   };
+  const onActiveCell = (): void => {
+    presence.setActiveCell(
+      panel.content.activeCell?.model.sharedModel.getId() ?? null
+    );
+  };
+  panel.content.activeCellChanged.connect(onActiveCell);
   provider.model.ydoc.on('afterTransaction', schedule);
-  provider.model.awareness.on('change', schedule);
+  presence.changed.connect(schedule);
   provider.stateChanged.connect(schedule);
   panel.disposed.connect(() => {
     provider.model.ydoc.off('afterTransaction', schedule);
-    provider.model.awareness.off('change', schedule);
+    presence.changed.disconnect(schedule);
   });
-  void provider.ready.then(schedule);
+  void provider.ready.then(() => {
+    onActiveCell();
+    schedule();
+  });
 }

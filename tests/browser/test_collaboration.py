@@ -2,9 +2,11 @@
 
 Every test opens its own notebook (the ``lab`` server and its rooms live for the module) on
 the collaborative kernelspec, in one browser context per person, and asserts on what the lab
-extension draws: the room bar (``.kc-room-bar``: kernel status, the running cell, the queue,
-who is here), banners (``.kc-banner-*``), each cell's run mark (``.kc-run-by``) and the
-collaborators' carets (``.kc-remote-caret``), plus JupyterLab's own cells and outputs.
+extension draws: the room bar in the notebook's toolbar (``.kc-room-bar``: kernel status, the
+running cell, the queue's count opening its list ``.kc-queue-popup``), the collaborators' icons
+next to it (``.kc-toolbar-user``), banners (``.kc-banner-*``), each cell's run mark
+(``.kc-run-by``) and the collaborators' carets (``.kc-remote-caret``), plus JupyterLab's own
+cells and outputs. The collaborators panel is ``test_presence``'s.
 """
 
 from __future__ import annotations
@@ -87,6 +89,23 @@ def room_bar(person: UserPage) -> Locator:
 
 def kernel_status(person: UserPage) -> Locator:
     return room_bar(person).locator(".kc-kernel-status")
+
+
+def people_icons(person: UserPage, name: str | None = None) -> Locator:
+    """The collaborators' icons in the notebook's toolbar (the others'), or ``name``'s."""
+    icons = person.page.locator(".jp-NotebookPanel-toolbar .kc-toolbar-user")
+    return icons if name is None else icons.and_(person.page.locator(f"[title^='{name} · ']"))
+
+
+def queue_list(person: UserPage) -> Locator:
+    """The queue's list, opened from the room bar's count (``open_queue``)."""
+    return person.page.locator(".kc-queue-popup")
+
+
+def open_queue(person: UserPage) -> None:
+    """Click the queue's count in the room bar: its list opens under it."""
+    room_bar(person).locator(".kc-queue").click()
+    expect(queue_list(person)).to_be_visible()
 
 
 def wait_for_stock_kernel(person: UserPage) -> None:
@@ -210,10 +229,11 @@ def test_edits_carets_and_people_are_shared(lab: JupyterServer, user_page: Peopl
     expect(caret.locator(".kc-remote-caret-name")).to_have_text("Alice")
     # Drawn once: not also by jupyter-collaboration's cursors (.jp-remote-cursor).
     expect(cell(bob, 0).locator(".kc-remote-caret, .jp-remote-cursor")).to_have_count(1)
-    for person in (alice, bob):
-        people = room_bar(person).locator(".kc-people")
-        expect(people).to_contain_text("Alice")
-        expect(people).to_contain_text("Bob")
+    # Each sees the other's icon in the notebook's toolbar (not their own).
+    expect(people_icons(alice)).to_have_count(1)
+    expect(people_icons(alice, "Bob")).to_have_count(1)
+    expect(people_icons(bob)).to_have_count(1)
+    expect(people_icons(bob, "Alice")).to_have_count(1)
     # Alice sees no caret of her own, and Bob's once he is in a cell.
     expect(alice.page.locator(".kc-remote-caret")).to_have_count(0)
     source(bob, 1).click()
@@ -249,11 +269,13 @@ def test_one_queue_for_everyone(lab: JupyterServer, user_page: People) -> None:
     for person in (alice, bob):
         bar = room_bar(person)
         expect(bar.locator(".kc-running")).to_contain_text("Running cell 1 for Alice")
-        expect(bar.locator(".kc-queue-entry")).to_have_text(["cell 2 · Bob"])
         expect(bar.locator(".kc-queue")).to_have_attribute("data-length", "1")
+        expect(bar.locator(".kc-queue")).to_have_text("Queue: 1")
         expect(bar.locator(".kc-kernel-status")).to_have_attribute("data-status", "busy")
-        for part in (".kc-kernel-status", ".kc-running", ".kc-queue-entry"):
+        for part in (".kc-kernel-status", ".kc-running", ".kc-queue"):
             expect(bar.locator(part)).to_be_visible()
+        open_queue(person)
+        expect(queue_list(person).locator(".kc-queue-entry")).to_have_text(["cell 2 · Bob"])
         expect(run_mark(person, 0)).to_have_text("running · Alice")
         expect(run_mark(person, 1)).to_have_text("queued #1 · Bob")
         expect(cell(person, 0).locator(".jp-InputPrompt")).to_have_text("[*]:")
@@ -270,6 +292,9 @@ def test_one_queue_for_everyone(lab: JupyterServer, user_page: People) -> None:
         expect(bar.locator(".kc-kernel-status")).to_have_attribute("data-status", "idle")
         expect(bar.locator(".kc-running")).to_have_count(0)
         expect(bar.locator(".kc-queue")).to_have_attribute("data-length", "0")
+        # The list, still open, follows the queue.
+        expect(queue_list(person).locator(".kc-queue-entry")).to_have_count(0)
+        expect(queue_list(person)).to_contain_text("Nothing is queued.")
 
 
 def test_output_keeps_coming_after_the_runner_leaves(
@@ -286,7 +311,7 @@ def test_output_keeps_coming_after_the_runner_leaves(
     expect(outputs(alice, 0)).to_contain_text("line 1")
     expect(cell(bob, 0).locator(".jp-InputPrompt")).to_have_text("[*]:")
     alice.context.close()
-    expect(room_bar(bob).locator(".kc-people")).not_to_contain_text("Alice")
+    expect(people_icons(bob, "Alice")).to_have_count(0)
     expect(outputs(bob, 0)).to_contain_text("line 8", timeout=SEE_MS)
     prompt = cell(bob, 0).locator(".jp-InputPrompt")
     expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"))

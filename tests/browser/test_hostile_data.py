@@ -1,6 +1,7 @@
 """Hostile data is shown as text: names, colours, cell ids, run records and prompts that look
 like HTML or ``javascript:`` URLs run nothing and break no layout in what the lab extension
-draws (the room bar, banners, run marks, per-cell client marks, collaborators' carets).
+draws (the room bar and collaborators' icons in the toolbar, the collaborators panel, banners,
+run marks, per-cell agent marks, collaborators' carets).
 
 Everything a peer controls is hostile here. People's identities come from the server's
 identity provider (this module's ``HostileIdentityProvider``: the same people and login tokens
@@ -51,6 +52,8 @@ LONG_NAME = " ".join(["Mallory" + "W" * 993] * 10)[:10_000]
 CAROL_NAME = " ".join(["Carol" + "W" * 995] * 10)[:10_000]
 CAROL_SHOWN = CAROL_NAME[:256]
 """The server cuts each identity field to 256 characters (``MAX_IDENTITY_FIELD``)."""
+#: The name Carol's script connects with (``connect_blocking``'s default).
+SCRIPT_NAME = "kernel_collab client"
 HOSTILE_COLOR = "red;background:url(javascript:window.__kc_pwned=1)"
 #: Cell ids may hold anything a peer writes (nbformat's pattern is not the sidecar's rule).
 HOSTILE_CELL_ID = IMG
@@ -109,7 +112,8 @@ def lab_server_args() -> Iterator[tuple[str, ...]]:
 #: What ran or was injected: the flag, HTML elements made from data, URLs and styles from data.
 INJECTED = """() => {
     const OURS = ['.kc-room-bar', '.kc-banners', '.kc-run-by', '.kc-clients-here',
-                  '.kc-remote-caret', '.kc-remote-selection'];
+                  '.kc-remote-caret', '.kc-remote-selection', '.kc-toolbar-users',
+                  '.kc-collaborators', '.kc-queue-popup'];
     return {
     pwned: typeof window.__kc_pwned,
     images: [...document.querySelectorAll(
@@ -135,7 +139,9 @@ LAYOUT = """() => {
         viewport: window.innerWidth, height: box.height, right: box.right,
         scrollWidth: bar.scrollWidth, clientWidth: bar.clientWidth,
         notebookOverflow: notebook.scrollWidth - notebook.clientWidth,
-        widestName: largest('.kc-person, .kc-name, .kc-remote-caret-name', 'width'),
+        widestName: largest(
+            '.kc-person, .kc-name, .kc-remote-caret-name, .kc-agent-name, '
+            + '.kc-collaborator-name, .kc-collaborator-detail', 'width'),
         tallestMark: largest('.kc-run-by, .kc-clients-here', 'height'),
     };
 }"""
@@ -224,13 +230,25 @@ def test_hostile_names_ids_records_and_prompts_are_shown_as_text(
         notebook._portal.call(add_hostile_cell)
         for person in (alice, bob):
             expect(person.page.locator(".jp-Notebook .jp-Cell")).to_have_count(4)
+            # Carol's script at its cell: the name it connected with, as Carol.
             here = cell(person, 2).locator(":scope > .kc-clients-here")
             expect(here).to_have_count(1)
-            assert texts(here) == [f"{CAROL_SHOWN} here"]
-            names = room_bar(person).locator(".kc-people .kc-person")
+            expect(here.locator(".kc-agent-name")).to_have_text(SCRIPT_NAME)
+            (agent,) = here.locator(".kc-agent").evaluate_all("ns => ns.map(n => n.title)")
+            assert agent == f"{SCRIPT_NAME} · script · as {CAROL_SHOWN}", agent[-100:]
+            assert re.fullmatch(f"{SCRIPT_NAME} (edited|here)", texts(here)[0]), texts(here)
+            # Everyone in the collaborators panel, by name.
+            names = person.page.locator(".kc-collaborators .kc-collaborator-name")
             expect(names).to_have_count(3)
-            assert sorted(texts(names)) == sorted([ALICE_NAME, BOB_NAME, CAROL_SHOWN])
+            assert sorted(texts(names)) == sorted([ALICE_NAME, BOB_NAME, SCRIPT_NAME])
+            icons = person.page.locator(".kc-toolbar-user")
+            expect(icons).to_have_count(2)
         for person, dialogs in people:
+            assert_safe(person, dialogs)
+        # With the collaborators panel open the toolbar is narrower: nothing overflows still.
+        for person, dialogs in people:
+            person.page.locator(".kc-toolbar-collaborators").click()
+            expect(person.page.locator(".kc-collaborators")).to_be_visible()
             assert_safe(person, dialogs)
 
         # Carets: each sees the other's name; Alice's colour is not accepted.
@@ -240,10 +258,12 @@ def test_hostile_names_ids_records_and_prompts_are_shown_as_text(
         caret = source(bob, 1).locator(".kc-remote-caret")
         expect(caret.locator(".kc-remote-caret-name")).to_have_text(ALICE_NAME)
         expect(caret).to_have_css("border-left-color", NEUTRAL)
-        alice_mark = room_bar(bob).locator(".kc-person", has_text=ALICE_NAME)
-        expect(alice_mark).to_have_css("border-left-color", NEUTRAL)
-        bob_mark = room_bar(alice).locator(".kc-person", has_text=BOB_NAME)
-        expect(bob_mark).to_have_css("border-left-color", "rgb(31, 119, 180)")
+        alice_icon = bob.page.locator(".kc-toolbar-user .kc-avatar[data-kind=person]")
+        expect(alice_icon).to_have_css("background-color", NEUTRAL)
+        bob_icon = alice.page.locator(".kc-toolbar-user .kc-avatar[data-kind=person]")
+        expect(bob_icon).to_have_css("background-color", "rgb(31, 119, 180)")
+        # Initials that are HTML: two characters of text.
+        expect(bob_icon).to_have_text(BOB_NAME[:2].upper())
 
         # Alice runs the HTML-id cell: the prompt, the banner, the bar and the mark show text.
         run(alice, 2)
