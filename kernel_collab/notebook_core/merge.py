@@ -43,6 +43,7 @@ from typing import Any, Final, Literal
 
 import merge3
 
+from ..protocol import METADATA_KEY
 from .cells import Cell, new_cell_id, normalise
 
 Notebook = dict[str, Any]
@@ -56,8 +57,8 @@ _WINDOW: Final = 8
 _CHAR_RATIO_LIMIT: Final = 4000
 """Above this many characters (both cells), similarity is measured by line only."""
 
-CONFLICT_KEY: Final = "kernel_collab"
-"""Cell metadata key under which a merge conflict's live text is kept."""
+CONFLICT_KEY: Final = METADATA_KEY
+"""Cell metadata key under which a merge conflict's live text is kept (kernel_collab's own)."""
 
 
 class _Missing(Enum):

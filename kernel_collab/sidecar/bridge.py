@@ -24,11 +24,12 @@ from jupyter_client.session import Session
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
+from ..notebook_core.cells import find_cell
 from ..protocol import CELL_MESSAGE
 from .events import Listeners
 from .outputs import HANDLED, OutputWriter
 from .room import Room
-from .run_record import find_cell, record_end, record_start
+from .run_record import record_end, record_start
 from .widgets import OutputWidgets
 
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})

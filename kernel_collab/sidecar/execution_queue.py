@@ -20,11 +20,12 @@ from pycrdt import Array
 from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
+from ..notebook_core.cells import find_cell
 from .bridge import KernelBridge, Run
 from .peer import Peer
 from .requests import RequestError
 from .room import Room
-from .run_record import find_cell, record_end, record_start
+from .run_record import record_end, record_start
 
 
 @dataclass

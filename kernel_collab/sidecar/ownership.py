@@ -32,15 +32,15 @@ from pycrdt import Array, ArrayEvent, Map, MapEvent, UndoManager
 from ..notebook_core import schema
 from ..notebook_core.cells import new_cell_id
 from ..notebook_core.schema import inserted_indices, touched_cells
-from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED
+from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, METADATA_KEY, STATE_KEY
 from .peer import Peer
 from .trust import TrustLedger
 
 PEER_ORIGIN: Final = "kernel_collab:peer"
 """Origin of the transactions that apply peers' updates (the ones the guard may undo)."""
 
-OWNED_METADATA: Final = frozenset({"kernel_collab", "execution"})
-OWNED_STATE: Final = frozenset({"kernel_collab", "hash", "path", "document_id"})
+OWNED_METADATA: Final = frozenset({METADATA_KEY, "execution"})
+OWNED_STATE: Final = frozenset({STATE_KEY, "hash", "path", "document_id"})
 
 
 @dataclass

@@ -12,9 +12,6 @@ from typing import Any
 
 from pycrdt import Map
 
-from ..notebook_core.cells import find_cell
-
-__all__ = ["find_cell", "record_end", "record_start"]
 
 def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
     metadata = ycell["metadata"]

@@ -26,10 +26,10 @@ import nbformat
 from nbformat.sign import NotebookNotary
 from pycrdt import Map
 
-from .run_record import find_cell
+from ..notebook_core.cells import find_cell
+from ..notebook_core.outputs import is_str_list
+from ..protocol import TRUST_KEY
 
-RECORD_KEY = "trusted"
-"""Key of the trust record inside ``state.kernel_collab``."""
 VERSION_KEY = "trust_version"
 VERSION = 1
 """Stores written before trust records (no version) start with nothing vouched for."""
@@ -49,15 +49,11 @@ def _joined(output: Any) -> Any:
     if not isinstance(output, dict):
         return output
     out = dict(output)
-    if _is_lines(out.get("text")):
+    if is_str_list(out.get("text")):
         out["text"] = "".join(out["text"])
     if isinstance(out.get("data"), dict):
-        out["data"] = {k: "".join(v) if _is_lines(v) else v for k, v in out["data"].items()}
+        out["data"] = {k: "".join(v) if is_str_list(v) else v for k, v in out["data"].items()}
     return out
-
-
-def _is_lines(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _canonical(value: Any) -> Any:
@@ -89,9 +85,9 @@ class TrustLedger:
     def record(self) -> Map[Any]:
         """The trust record (created on first use)."""
         status = self._status()
-        record = status.get(RECORD_KEY)
+        record = status.get(TRUST_KEY)
         if not isinstance(record, Map):
-            record = status[RECORD_KEY] = Map()
+            record = status[TRUST_KEY] = Map()
             status[VERSION_KEY] = VERSION
         return record
 
