@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,8 @@ JUPYTER_SERVER = ((2, 14), (3, 0))
 ``web_app.add_handlers``."""
 JUPYTER_CLIENT = ((8, 6), (9, 0))
 """jupyter_client ``>=8.6,<9``: ``MultiKernelManager._add_kernel_when_ready``."""
+IPYKERNEL = ((7, 4), (8, 0))
+"""ipykernel ``>=7.4,<8``: ``Kernel.shell_channel_thread_main`` on the shell channel thread."""
 JUPYTER_SERVER_YDOC = ((2, 0), (4, 0))
 """jupyter_server_ydoc (jupyter-collaboration 4 and 5) ``>=2,<4``: ``DocSessionHandler.put``,
 ``YDocWebSocketHandler.prepare``, ``room_id_from_encoded_path``, ``decode_file_path``."""
@@ -68,6 +71,7 @@ def problems() -> list[str]:
     manager = importlib.import_module("jupyter_client.multikernelmanager")
     if not _async_method(manager.MultiKernelManager, "_add_kernel_when_ready"):
         found.append("jupyter_client's MultiKernelManager._add_kernel_when_ready is gone")
+    found += _ipykernel_problems()
     try:
         ydoc = importlib.import_module("jupyter_server_ydoc.handlers")
     except ImportError:
@@ -176,6 +180,52 @@ def forget_failed_kernel_starts(manager: Any) -> None:
             manager._pending_kernels.pop(kernel_id, None)
 
     manager._add_kernel_when_ready = add_kernel_when_ready
+
+
+# --- ipykernel (inside the kernel) ------------------------------------------------------------
+
+
+def _ipykernel_problems() -> list[str]:
+    reason = _outside("ipykernel", IPYKERNEL)
+    kernelbase = importlib.import_module("ipykernel.kernelbase")
+    found = [reason] if reason is not None else []
+    if not _async_method(kernelbase.Kernel, "shell_channel_thread_main"):
+        found.append("ipykernel's Kernel.shell_channel_thread_main is gone or no longer async")
+    return found
+
+
+def take_sync_messages(kernel: Any, take: Callable[[list[Any]], bool]) -> str | None:
+    """Give ``take(frames)`` each shell message first, on ipykernel's shell channel thread, before
+    ipykernel routes it; a message it takes (returns True) is never dispatched. The sidecar's
+    sync messages need this: ipykernel's dispatch publishes busy/idle around every message
+    (browsers' status indicators flicker, the culler sees activity), resets the parent that
+    output from user threads falls back to, and waits for the running cell unless on a
+    subshell. Returns why it could not (then the in-kernel API is unavailable), or None."""
+    problems = _ipykernel_problems()
+    if problems:
+        return "; ".join(problems)
+    thread = getattr(kernel, "shell_channel_thread", None)
+    if thread is None:
+        return "this kernel runs without ipykernel's shell channel thread (subshells are off)"
+    original = kernel.shell_channel_thread_main
+
+    async def shell_channel_thread_main(msg: list[Any]) -> None:
+        if not take(msg):
+            await original(msg)
+
+    kernel.shell_channel_thread_main = shell_channel_thread_main  # for a kernel not started
+    if getattr(kernel, "io_loop", None) is not None and kernel.shell_stream is not None:
+        # Already started: the stream holds the old callback; swap it on the stream's thread.
+        swapped = threading.Event()
+
+        def swap() -> None:
+            kernel.shell_stream.on_recv(shell_channel_thread_main, copy=False)
+            swapped.set()
+
+        thread.io_loop.add_callback(swap)
+        if not swapped.wait(10):
+            return "ipykernel's shell channel thread did not answer within 10 s"
+    return None
 
 
 # --- jupyter-collaboration (jupyter_server_ydoc) -----------------------------------------------

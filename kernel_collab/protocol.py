@@ -52,9 +52,6 @@ TOKEN_ENV: Final = "KERNEL_COLLAB_TOKEN"
 """The sidecar's peer token (in its environment: argv is readable by every user)."""
 ADMIN_TOKEN_ENV: Final = "KERNEL_COLLAB_ADMIN_TOKEN"
 """The sidecar's admin token (kernel lifecycle requests, proxied people)."""
-POINTER_ENV: Final = "KERNEL_COLLAB_SIDECAR_FILE"
-"""Set by the provisioner in the kernel's environment: the file telling the kernel where its
-sidecar is (the in-kernel API)."""
 NOTEBOOK_ENV: Final = "KERNEL_COLLAB_NOTEBOOK"
 """The notebook's absolute path, set by the server extension for the provisioner."""
 READY_PREFIX: Final = "kernel_collab sidecar ready at "
@@ -63,6 +60,24 @@ ERROR_PREFIX: Final = "kernel_collab sidecar error: "
 """... or this line, then one line saying why it could not start."""
 CELL_MESSAGE: Final = "kernel_collab_cell"
 """iopub message the kernel extension sends when a run of another client names its cell."""
+
+# --- the kernel's comm (the in-kernel API's replica, on the kernel's own channels) -------------
+# The kernel asks with a JOIN_MESSAGE on iopub (other frontends ignore unknown types); the
+# sidecar opens a comm with COMM_TARGET whose open data answers the join's ``nonce``. Each
+# comm message's ``buffers`` are messages of the wire above; its ``data`` is an envelope:
+#   kernel → sidecar (iopub, which drops under bursts): ``{"v", "seq"}``, and ``"probe": true``
+#     (nothing new: "have you seen ``seq``?") or ``"resync": n`` (this replaces ``n``…``seq-1``);
+#   sidecar → kernel (shell, which does not drop): ``{"v", "ack"}``, ``"resend_from": n`` with a
+#     sync step 1 in ``buffers`` (a gap: answer with a sync step 2 and the unacknowledged
+#     requests), or ``"close": code, "reason": …`` (the close codes above).
+# The sidecar's shell messages carry SYNC_MARK in their metadata: the kernel extension takes
+# them off the shell channel thread before ipykernel dispatches anything.
+COMM_TARGET: Final = "kernel_collab"
+JOIN_MESSAGE: Final = "kernel_collab_join"
+"""iopub message (``{"v", "nonce"}``) by which the kernel asks its sidecar for the comm."""
+COMM_VERSION: Final = 1
+"""Version of the comm envelope; a sidecar refuses a join of another version, saying so."""
+SYNC_MARK: Final = "kernel_collab_sync"
 
 # --- kernel_collab's fields in the document ----------------------------------------------------
 STATE_KEY: Final = "kernel_collab"
@@ -86,9 +101,8 @@ def parse_ready_line(line: str) -> str | None:
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Write a runtime record atomically, readable by its user only (0600): records hold tokens.
 
-    Sidecar records (``sidecar-<hash>.json``: notebook, root, url, token, admin_token, pid) and
-    kernel pointers (``kernel-<id>.json``: url, token, notebook) live in Jupyter's runtime dir,
-    under ``kernel_collab/`` (mode 0700).
+    Sidecar records (``sidecar-<hash>.json``: notebook, root, url, token, admin_token, pid)
+    live in Jupyter's runtime dir, under ``kernel_collab/`` (mode 0700).
     """
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -99,6 +113,41 @@ def write_private_json(path: Path, data: dict[str, Any]) -> None:
 
 class ProtocolError(ValueError):
     """A peer sent bytes that are not a valid message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The ``data`` of a comm message on the kernel's comm (see COMM_TARGET)."""
+
+    seq: int = 0
+    ack: int | None = None
+    probe: bool = False
+    resync: int | None = None
+    resend_from: int | None = None
+    close: int | None = None
+    reason: str = ""
+
+
+def decode_envelope(data: Any) -> Envelope:
+    """Check a comm message's ``data``, raising :class:`ProtocolError` on anything malformed."""
+    if not isinstance(data, dict):
+        raise ProtocolError("comm data must be a JSON object")
+    if data.get("v") != COMM_VERSION:
+        raise ProtocolError(f"comm protocol version {data.get('v')!r}, expected {COMM_VERSION}")
+    ints = {}
+    for key in ("seq", "ack", "resync", "resend_from", "close"):
+        value = data.get(key)
+        if value is not None and (type(value) is not int or value < 0):
+            raise ProtocolError(f"comm field {key!r} must be a non-negative integer")
+        ints[key] = value
+    return Envelope(seq=ints["seq"] or 0, ack=ints["ack"], probe=data.get("probe") is True,
+                    resync=ints["resync"], resend_from=ints["resend_from"], close=ints["close"],
+                    reason=str(data.get("reason", ""))[:500])  # fmt: skip
+
+
+def encode_envelope(**fields: Any) -> dict[str, Any]:
+    """A comm message's ``data``: the version, then ``fields`` that are set."""
+    return {"v": COMM_VERSION, **{k: v for k, v in fields.items() if v is not None}}
 
 
 class Kind(IntEnum):

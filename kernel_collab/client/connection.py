@@ -4,7 +4,8 @@
 the document through the server's authenticated sync route, and yields a
 :class:`~kernel_collab.shared_notebook.Notebook`. Edits are sent as they are made; ``sync()``
 returns once the sidecar has stored them; if the connection drops, the API raises
-:class:`ConnectionError` and tells which edits were not acknowledged.
+:class:`ConnectionError` and tells which edits were not acknowledged. The same
+:class:`SyncTransport` carries the kernel's replica over its comm (``kernel/channel.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import inspect
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import anyio
@@ -48,17 +49,56 @@ class NotebookError(RuntimeError):
     """The sidecar refused a request; the message is its reason."""
 
 
-class WebSocketTransport:
-    """Carries a :class:`Notebook`'s edits and requests over one WebSocket."""
+class Channel(Protocol):
+    """What carries the wire's messages: a WebSocket, or the kernel's comm. Both raise
+    ``ConnectionError`` (or websockets' ``ConnectionClosed``) once closed."""
+
+    async def pace(self) -> None:
+        """Wait until the next batch may go (a channel that coalesces under load waits)."""
+
+    async def send_batch(self, messages: list[bytes]) -> None:
+        """Send messages, in order."""
+
+    def receive(self) -> AsyncIterator[bytes]:
+        """The messages received, in order, until the channel closes."""
+
+
+class WebSocketChannel:
+    """One WebSocket: a message a frame, sent as soon as it is queued."""
+
+    def __init__(self, websocket: ClientConnection):
+        self.ws = websocket
+
+    async def pace(self) -> None:
+        """Never waits."""
+
+    async def send_batch(self, messages: list[bytes]) -> None:
+        """Send each message as a frame."""
+        for message in messages:
+            await self.ws.send(message)
+
+    async def receive(self) -> AsyncIterator[bytes]:
+        """Binary frames (text frames are not part of the protocol)."""
+        async for data in self.ws:
+            if isinstance(data, bytes):
+                yield data
+        raise ConnectionError("closed by the server")
+
+
+class SyncTransport:
+    """Carries a :class:`Notebook`'s edits and requests over a :class:`Channel`."""
 
     def __init__(
         self,
-        websocket: ClientConnection,
+        channel: Channel,
         notebook: YNotebook,
         name: str,
         on_input: InputCallback | None = None,
+        *,
+        renew_presence: bool = True,
     ):
-        self.ws = websocket
+        self.channel = channel
+        self.renew_presence = renew_presence
         self.on_input = on_input
         self._tg: TaskGroup | None = None
         self.ynb = notebook
@@ -77,6 +117,11 @@ class WebSocketTransport:
         notebook.ydoc.observe(self._on_local_change)
 
     # -- Transport ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._closed is not None
 
     async def request(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send a request and wait for its reply."""
@@ -127,7 +172,8 @@ class WebSocketTransport:
     def _lost_message(self) -> str:
         pending = self.unsent
         detail = f"; {pending} local edits were not sent" if pending else ""
-        return f"the connection to the notebook's sidecar ended{detail}"
+        reason = f" ({self._closed})" if str(self._closed or "") else ""
+        return f"the connection to the notebook's sidecar ended{reason}{detail}"
 
     def _notify(self) -> None:
         self._changed.set()
@@ -175,29 +221,34 @@ class WebSocketTransport:
             await self.wait_for(self._synced.is_set)
             # Present from the start (people see a script or the kernel join), renewed.
             self._present({"client_name": self.name})
-            tg.start_soon(self._renew_presence)
+            if self.renew_presence:
+                tg.start_soon(self._renew_presence)
             task_status.started()
 
     async def _write(self) -> None:
         async for message in self._outbox:
+            await self.channel.pace()
+            batch = [message]  # and whatever queued meanwhile: one batch under load
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._outbox.receive_nowait())
+                except anyio.WouldBlock:
+                    break
             try:
-                await self.ws.send(message)
-            except ConnectionClosed as exc:
+                await self.channel.send_batch(batch)
+            except (ConnectionClosed, ConnectionError) as exc:
                 self._closed = exc
                 self._notify()
                 return
-            self.unsent -= 1
+            self.unsent -= len(batch)
 
     async def _read(self) -> None:
         try:
-            async for data in self.ws:
-                if isinstance(data, bytes):
-                    self._handle(data)
+            async for data in self.channel.receive():
+                self._handle(data)
                 self._notify()
-        except ConnectionClosed as exc:
+        except (ConnectionClosed, ConnectionError) as exc:
             self._closed = exc
-        else:
-            self._closed = ConnectionError("closed by the server")
         self._notify()
 
     def _handle(self, data: bytes) -> None:
@@ -266,7 +317,7 @@ async def join(
         ws_connect(url, additional_headers=headers, max_size=None) as websocket,
         anyio.create_task_group() as tg,
     ):
-        transport = WebSocketTransport(websocket, ynb, name, on_input)
+        transport = SyncTransport(WebSocketChannel(websocket), ynb, name, on_input)
         await tg.start(transport.run)
         try:
             yield ClientNotebook(ynb, transport, tg)
@@ -277,7 +328,7 @@ async def join(
 class ClientNotebook(Notebook):
     """A :class:`Notebook` joined from outside the kernel."""
 
-    def __init__(self, ynotebook: YNotebook, transport: WebSocketTransport, tg: TaskGroup):
+    def __init__(self, ynotebook: YNotebook, transport: SyncTransport, tg: TaskGroup):
         super().__init__(ynotebook, transport)
         self.transport = transport
         self._tg = tg

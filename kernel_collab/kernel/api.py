@@ -1,36 +1,50 @@
 """``kernel_collab.notebook()``: the notebook this kernel runs in, for code in the kernel.
 
-The replica lives on a background thread with its own event loop, connected to the sidecar
-on loopback (not over comms: a thread's WebSocket never makes the kernel look busy or idle,
-never spends IOPub's rate limit, keeps the idle culler honest, and receives others' edits
-while a cell runs a blocking loop). Every use from cell code is carried to that thread, so
-the pycrdt document is only ever touched by one thread.
+The replica lives on a background thread with its own event loop and syncs with the sidecar
+over a comm on the kernel's own channels (``comms.py``, ``channel.py``): no port, file or
+token of its own, so it works wherever the sidecar reaches the kernel. The sidecar's messages
+are taken off ipykernel's shell channel thread, so others' edits arrive while a cell runs a
+blocking loop. Every use from cell code is carried to the replica's thread, so the pycrdt
+document is only ever touched by one thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
-import json
-import os
+import secrets
 import threading
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from anyio.from_thread import start_blocking_portal
+from jupyter_ydoc import YNotebook
 
 from ..client.blocking import Blocking
-from ..client.connection import join
-from ..protocol import POINTER_ENV
+from ..client.connection import ClientNotebook, SyncTransport
 from ..shared_notebook import Cell, RunHandle
+from .channel import CommChannel
+from .comms import Join, KernelComms
+
+JOIN_TIMEOUT = 15.0
+"""Seconds ``notebook()`` waits for the sidecar to open the kernel's comm."""
 
 _lock = threading.Lock()
 _notebook: KernelNotebook | None = None
+_comms_lock = threading.Lock()
+_comms: KernelComms | None = None
 
 
 class KernelNotebook(Blocking):
     """The shared notebook as code in the kernel sees it."""
 
+    @property
+    def closed(self) -> bool:
+        """Whether the sidecar closed this replica's comm (``notebook()`` then joins again)."""
+        transport: SyncTransport = self._target.transport
+        return bool(self._portal.call(lambda: transport.closed))
     @property
     def current_cell(self) -> Any:
         """The cell now running (from the running request's cell id), or None."""
@@ -75,32 +89,88 @@ def _calling_cell_id() -> str | None:
 
 
 def notebook() -> KernelNotebook:
-    """The shared notebook this kernel belongs to (connected on first use)."""
+    """The shared notebook this kernel belongs to (joined on first use, and again after the
+    sidecar closed the kernel's comm)."""
     global _notebook
     with _lock:
-        if _notebook is None:
+        if _notebook is None or _notebook.closed:
             _notebook = _connect()
         return _notebook
 
 
+def kernel_comms(kernel: Any) -> KernelComms:
+    """This kernel's comms with its sidecar (prepared once per kernel)."""
+    global _comms
+    with _comms_lock:
+        if _comms is None or _comms.kernel is not kernel:
+            _comms = KernelComms(kernel)
+        return _comms
+
+
 def _connect() -> KernelNotebook:
-    pointer = os.environ.get(POINTER_ENV)
-    if not pointer:
-        raise RuntimeError(
-            "kernel_collab.notebook() works in a collaborative kernel (kernelspec "
-            "'Python 3 (collaborative)' or the server-wide mode); this kernel is not one"
-        )
-    try:
-        where = json.loads(Path(pointer).read_text())
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"cannot find this kernel's sidecar ({pointer}): {exc}") from exc
+    kernel = _kernel()
+    comms = kernel_comms(kernel)
+    if comms.unavailable:
+        raise RuntimeError(f"kernel_collab.notebook() is unavailable here: {comms.unavailable}")
+    parent = kernel.get_parent("shell") or {}
     stack = contextlib.ExitStack()
     portal = stack.enter_context(start_blocking_portal())
-    url = f"{where['url']}?name=kernel"
-    target = stack.enter_context(
-        portal.wrap_async_context_manager(
-            join(url, {"Authorization": f"token {where['token']}"}, "kernel")
-        )
-    )
+    try:
+        target = stack.enter_context(
+            portal.wrap_async_context_manager(_join(comms, parent, JOIN_TIMEOUT)))
+    except BaseException:
+        stack.close()
+        raise
     atexit.register(stack.close)
     return KernelNotebook(target, portal)
+
+
+def _kernel() -> Any:
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        raise RuntimeError("kernel_collab.notebook() works in code run by a Jupyter kernel")
+    return kernel
+
+
+@contextlib.asynccontextmanager
+async def _join(comms: KernelComms, parent: dict[str, Any],
+                timeout: float) -> AsyncIterator[ClientNotebook]:  # fmt: skip
+    """Ask the sidecar for the comm, then sync a replica over it."""
+    loop = asyncio.get_running_loop()
+    opened = anyio.Event()
+    ynb = YNotebook()
+    channel = CommChannel(ynb.ydoc.get_update)
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(opened.set)
+
+    join = Join(secrets.token_hex(8), channel, wake)
+    comms.ask(join, parent)
+    with anyio.move_on_after(timeout):
+        await opened.wait()
+    if not opened.is_set():
+        comms.forget(join)
+        raise RuntimeError(
+            f"no sidecar answered within {timeout:.0f} s: kernel_collab.notebook() works in a "
+            "collaborative kernel (kernelspec 'Python 3 (collaborative)' or the server-wide "
+            "mode) whose notebook is open on the server"
+        )
+    if join.error:
+        join.comm.close()
+        raise RuntimeError(join.error)
+    comm_id = join.comm.comm_id
+    try:
+        async with anyio.create_task_group() as tg:
+            transport = SyncTransport(channel, ynb, "kernel", renew_presence=False)
+            tg.start_soon(channel.keep_alive)
+            await tg.start(transport.run)
+            try:
+                yield ClientNotebook(ynb, transport, tg)
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        comms.channels.pop(comm_id, None)
+        with contextlib.suppress(KeyError):
+            comms.kernel.comm_manager.unregister_comm(join.comm)

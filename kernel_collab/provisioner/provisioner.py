@@ -20,9 +20,8 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Dict, Float, List, Unicode
 
-from ..protocol import POINTER_ENV
 from .notebook_path import NotebookPathError, find_notebook
-from .sidecars import REGISTRY, SidecarError, SidecarHandle, kernel_pointer
+from .sidecars import REGISTRY, SidecarError, SidecarHandle
 
 
 def _locate(env: Any, cwd: str | None, root_dir: str) -> tuple[Path, Path | None]:
@@ -136,10 +135,6 @@ class CollabProvisioner(KernelProvisionerBase):
                     self._check_one_kernel(existing)
                 except SidecarError as exc:
                     raise RuntimeError(f"kernel_collab: {exc}") from None
-        if self.notebook is not None:
-            env = dict(kwargs.get("env") or os.environ)
-            env[POINTER_ENV] = str(kernel_pointer(str(self.kernel_id)))
-            kwargs["env"] = env
         kwargs = await self.inner.pre_launch(**kwargs)
         return kwargs
 
@@ -178,7 +173,6 @@ class CollabProvisioner(KernelProvisionerBase):
             raise RuntimeError(f"kernel_collab: {exc}") from None
         self.sidecar = sidecar  # only now: a refused kernel must never detach the room's one
         sidecar.kernel_ids.add(str(self.kernel_id))
-        REGISTRY.write_kernel_pointer(str(self.kernel_id), sidecar)
 
     def _check_one_kernel(self, sidecar: SidecarHandle) -> None:
         others = sidecar.kernel_ids - {str(self.kernel_id)}
@@ -218,7 +212,6 @@ class CollabProvisioner(KernelProvisionerBase):
                 self.log.warning("kernel_collab: %s", exc)
             if not restart:
                 sidecar.kernel_ids.discard(str(self.kernel_id))
-                kernel_pointer(str(self.kernel_id)).unlink(missing_ok=True)
         await self.inner.cleanup(restart=restart)
 
     async def get_provisioner_info(self) -> dict[str, Any]:

@@ -99,11 +99,6 @@ def runtime_dir() -> Path:
     return path
 
 
-def kernel_pointer(kernel_id: str) -> Path:
-    """Where a kernel finds its sidecar's URL and token."""
-    return runtime_dir() / f"kernel-{kernel_id}.json"
-
-
 class SidecarRegistry:
     """The server process's sidecars, by notebook path."""
 
@@ -202,13 +197,6 @@ class SidecarRegistry:
         if handle.runtime_file is not None:
             handle.runtime_file.unlink(missing_ok=True)
         handle.runtime_file = self._write_runtime_file(handle)
-
-    def write_kernel_pointer(self, kernel_id: str, handle: SidecarHandle) -> Path:
-        """Tell a kernel where its sidecar is (the in-kernel API reads this, mode 0600)."""
-        path = kernel_pointer(kernel_id)
-        data = {"url": handle.url, "token": handle.token, "notebook": str(handle.notebook)}
-        write_private_json(path, data)
-        return path
 
     def forget(self, handle: SidecarHandle) -> None:
         """Drop a stopped sidecar and its runtime file."""

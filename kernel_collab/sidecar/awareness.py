@@ -72,14 +72,27 @@ class AwarenessRelay(LoggingConfigurable):
             if state:
                 peer.awareness_ids.add(client_id)
             kept.append((client_id, clock, _stamp(peer, state)))
-        if not kept:
+        self._relay(peer, kept)
+
+    def _relay(self, peer: Peer, entries: list[tuple[int, int, str]]) -> None:
+        """Apply ``peer``'s entries and send them to every other peer."""
+        if not entries:
             return
-        stamped = protocol.encode_awareness(kept)
-        self.awareness.apply_awareness_update(stamped, origin=peer)
-        message = create_awareness_message(stamped)
+        update = protocol.encode_awareness(entries)
+        self.awareness.apply_awareness_update(update, origin=peer)
+        message = create_awareness_message(update)
         for other in list(self.room.peers):
             if other is not peer:
                 other.send(message)
+
+    def renew(self, peer: Peer) -> None:
+        """Renew ``peer``'s awareness entries for everyone, as the peer itself would every 15 s
+        (browsers drop an entry not renewed for 30 s): the kernel's replica does not renew its
+        own, so that a notebook people only edit costs the kernel no outgoing messages."""
+        meta, states = self.awareness.meta, self.awareness.states
+        self._relay(peer, [
+            (cid, meta[cid]["clock"] + 1, json.dumps(states[cid], separators=(",", ":")))
+            for cid in peer.awareness_ids if cid in states and cid in meta])  # fmt: skip
 
     def _refuse(self, peer: Peer, client_id: int, size: int) -> None:
         """Tell a peer its awareness state is too big to share (logged once per peer)."""

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import anyio
 import zmq
@@ -34,6 +34,17 @@ from .widgets import OutputWidgets
 
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
+
+
+class KernelSide(Protocol):
+    """What serves the kernel's own messages to us (``kernel_link.py``: its replica's comm)."""
+
+    def take(self, msg_type: str, msg: dict[str, Any]) -> bool:
+        """Take an iopub message that is for it (only queue: called inside a transaction)."""
+
+    async def serve(self, client: AsyncKernelClient, kernel_id: str, *,
+                    task_status: TaskStatus[None] = ...) -> None:  # fmt: skip
+        """Serve one attached kernel until cancelled."""
 
 
 @dataclass
@@ -83,8 +94,13 @@ class KernelBridge(LoggingConfigurable):
         self.ready: Listeners[None] = Listeners()
         """Told each time an attached kernel's iopub starts delivering (runs can start)."""
         self.widgets = OutputWidgets()
+        self.link: KernelSide | None = None
+        """Serves the kernel's replica (set by the service)."""
         self.recent: OrderedDict[str, str] = OrderedDict()
         """Cells of finished runs by request id, for outputs that arrive late."""
+        self._inputs: OrderedDict[str, Any] = OrderedDict()
+        """Execution counts of other clients' runs by request id (their ``execute_input``
+        comes before the kernel extension names their cell)."""
         self._attached = anyio.Event()
         self._detached = anyio.Event()
         self._context = zmq.asyncio.Context()
@@ -160,6 +176,8 @@ class KernelBridge(LoggingConfigurable):
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._read_iopub, client)
                         tg.start_soon(self._read_shell, client)
+                        if self.link is not None:
+                            await tg.start(self.link.serve, client, str(self.kernel_id))
                         await self._detached.wait()
                         tg.cancel_scope.cancel()
                 finally:
@@ -196,16 +214,26 @@ class KernelBridge(LoggingConfigurable):
         return run
 
     def _start_external(self, msg_id: str, parent: dict[str, Any], content: Any) -> None:
-        cell_id = content.get("cell_id") if isinstance(content, dict) else None
+        """A run asked by another client of the kernel (a console, nbclient, a JupyterLab
+        without our extension): into its cell if it names one of ours, else noted."""
+        content = content if isinstance(content, dict) else {}
+        cell_id = content.get("cell_id")
         ycell = find_cell(self.room.notebook, cell_id) if isinstance(cell_id, str) else None
-        if ycell is None or not msg_id:
-            return
         who = str(parent.get("username") or "unknown")
+        if ycell is None or not msg_id:
+            noted = self.room.status.get("other_runs")
+            count = int(noted.get("count", 0)) if isinstance(noted, dict) else 0
+            self.room.set_status("other_runs", {"count": count + 1, "last_by": who,
+                                                "last_at": time.time()})  # fmt: skip
+            return
         by = {"username": who, "name": who, "client": "kernel client"}
         run = Run(msg_id, str(cell_id), by, time.time(), external=True)
         self.runs[msg_id] = run
         self._clear(run.cell_id)
         record_start(ycell, by, run.started)
+        count = self._inputs.pop(msg_id, None)  # its execute_input came first
+        if count is not None:
+            self.writer.handle(run.cell_id, "execute_input", {"execution_count": count})
 
     def _clear(self, cell_id: str) -> None:
         with self.room.doc.transaction():  # cleared and vouched for at once: nothing in between
@@ -323,6 +351,12 @@ class KernelBridge(LoggingConfigurable):
                 if run.reply is not None:
                     return run
             return None
+        if self.link is not None and self.link.take(msg_type, msg):
+            return None
+        if msg_type == "execute_input" and run is None and parent_id:
+            self._inputs[parent_id] = content.get("execution_count")
+            while len(self._inputs) > 100:
+                self._inputs.popitem(last=False)
         if msg_type == CELL_MESSAGE and run is None:
             self._start_external(parent_id, parent, content)
             return None

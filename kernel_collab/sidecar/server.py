@@ -19,9 +19,8 @@ from websockets.http11 import Request, Response
 
 from .. import protocol
 from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_STALE_EPOCH, CLOSE_TOO_BIG, IDENTITY_HEADER
-from .awareness import AwarenessRelay
+from .inbound import Inbound
 from .peer import Peer
-from .requests import Requests
 from .room import Room
 
 
@@ -56,8 +55,7 @@ class SyncServer:
     def __init__(
         self,
         room: Room,
-        awareness: AwarenessRelay,
-        requests: Requests,
+        inbound: Inbound,
         *,
         token: str,
         admin_token: str,
@@ -65,8 +63,7 @@ class SyncServer:
         log: logging.Logger,
     ):
         self.room = room
-        self.awareness = awareness
-        self.requests = requests
+        self.inbound = inbound
         self._token = token
         self._admin_token = admin_token
         self._max_message_size = max_message_size
@@ -164,16 +161,6 @@ class SyncServer:
         finally:
             self._log.info("%s left (%d peers)", peer.name, len(self.room.peers))
 
-    async def _route(self, peer: Peer, message: protocol.Message) -> None:
-        """Sync to the room, awareness to the relay, requests to the services serving them."""
-        if message.kind is protocol.Kind.AWARENESS:
-            self.awareness.receive(peer, message.payload)
-        elif message.kind is protocol.Kind.REQUEST:
-            assert message.request is not None
-            await self.requests.dispatch(peer, message.request)
-        else:
-            await self.room.receive_sync(peer, message)
-
     async def _receive(self, connection: ServerConnection, peer: Peer) -> None:
         self.room.join(peer)
         try:
@@ -181,7 +168,7 @@ class SyncServer:
                 if peer.closed:
                     return
                 try:
-                    await self._route(peer, protocol.decode(data))  # type: ignore[arg-type]
+                    await self.inbound.route(peer, protocol.decode(data))  # type: ignore[arg-type]
                 except protocol.ProtocolError as exc:
                     peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
                     return
@@ -190,8 +177,6 @@ class SyncServer:
                 self._log.warning("closed %s: %s", peer.name, exc.sent.reason)
             elif exc.rcvd is None and exc.sent is None:
                 self._log.info("%s vanished without closing", peer.name)
-
-
 
 
 def _identity(request: Request, trusted: bool) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from .control import KernelControl, watch_stdin
 from .disk import DiskSync
 from .docstore import DocumentStore
 from .execution_queue import ExecutionQueue
+from .inbound import Inbound
+from .kernel_link import KernelLink
 from .ownership import FieldGuard
 from .requests import Requests
 from .room import Room
@@ -125,7 +127,9 @@ async def serve(
     requests = Requests()
     awareness = AwarenessRelay(room, parent=room.parent)
     room.updates = FieldGuard(room.notebook, room.trust, room.log)
-    server = SyncServer(room, awareness, requests, token=token, admin_token=admin_token,
+    inbound = Inbound(room, awareness, requests)
+    parts.bridge.link = KernelLink(inbound, awareness, parent=room.parent)
+    server = SyncServer(room, inbound, token=token, admin_token=admin_token,
                         max_message_size=max_message_size, log=log)  # fmt: skip
     try:
         async with anyio.create_task_group() as tg:

@@ -136,6 +136,14 @@ async def test_a_plain_kernel_client_naming_a_cell_gets_its_outputs_written(
             cells = peer.notebook.get()["cells"]
             assert cells[1]["outputs"] == []
             assert "console only" not in str(cells)
+            # The cell shows the count the kernel gave that run, as its reply says.
+            reply = await client.get_shell_msg(timeout=30)
+            while reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                reply = await client.get_shell_msg(timeout=30)
+            assert cells[0]["execution_count"] == reply["content"]["execution_count"] > 0
+            # The console's run, which names no cell, is noted in the room's state.
+            noted = peer.notebook.ystate["kernel_collab"]["other_runs"]
+            assert noted["count"] == 1 and noted["last_by"] == client.session.username
     finally:
         client.stop_channels()
 

@@ -1,0 +1,173 @@
+"""The kernel's end of its comm with the sidecar, as a :class:`~kernel_collab.client.connection
+.Channel`: batches out on iopub, numbered, repaired when iopub drops one.
+
+Everything here runs on the replica's event loop thread, except :meth:`CommChannel.deliver`,
+which ipykernel's shell channel thread calls. Outgoing batches go at once when the channel is
+idle and at most every ``min_interval`` seconds under load (the messages queued meanwhile
+coalesce into one batch, consecutive updates merged into one), so 10,000 edits in a loop stay
+far below the Jupyter server's IOPub rate limit. iopub drops messages under bursts: each
+batch has a number; the sidecar acknowledges them and asks to ``resend_from`` a gap with its
+state vector, answered with a sync step 2 (what it lacks of the document) and the messages
+that are not document updates (requests, awareness, sync step 1), kept until acknowledged. A
+batch left unacknowledged is followed by a probe, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from pycrdt import YMessageType, YSyncMessageType, create_update_message, merge_updates
+
+from .. import protocol
+from ..protocol import encode_envelope
+
+
+class CommClosed(ConnectionError):
+    """The sidecar closed the kernel's comm; the message says why (its close code and reason)."""
+
+
+def _is_update(message: bytes) -> bool:
+    return message[:2] == bytes([YMessageType.SYNC, YSyncMessageType.SYNC_UPDATE])
+
+
+def _is_document(message: bytes) -> bool:
+    """A sync step 2 or an update: what a state-vector resync carries again."""
+    return message[:1] == bytes([YMessageType.SYNC]) and message[1:2] != bytes(
+        [YSyncMessageType.SYNC_STEP1])
+
+
+def coalesce(messages: list[bytes]) -> list[bytes]:
+    """Merge each run of consecutive document updates into one update."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for message in [*messages, b""]:
+        if message and _is_update(message):
+            run.append(protocol.decode(message).payload)
+            continue
+        if run:
+            out.append(create_update_message(run[0] if len(run) == 1 else merge_updates(*run)))
+            run = []
+        if message:
+            out.append(message)
+    return out
+
+
+class CommChannel:
+    """Batches over one comm (made before the comm opens, so nothing sent at once is lost);
+    ``publish(data, buffers)``, set once it opens, sends a comm message on iopub."""
+
+    min_interval = 0.01
+    """Seconds between two batches under load (at most 100 comm messages a second)."""
+    first_probe = 0.3
+    """Seconds a batch may stay unacknowledged before the first probe (doubling to 5 s)."""
+
+    def __init__(self, document: Callable[[bytes], bytes]):
+        self.publish: Callable[[dict[str, Any], list[bytes]], None] | None = None
+        self._document = document
+        self._loop = asyncio.get_running_loop()
+        self._inbox_send, self._inbox = anyio.create_memory_object_stream[
+            tuple[Any, list[bytes]]](math.inf)
+        self.seq = 0
+        self.acked = 0
+        self._kept: list[tuple[int, bytes]] = []
+        self._last_sent = 0.0
+        self._changed = anyio.Event()
+        """Set (and renewed) at each batch sent and each acknowledgement."""
+        self.closed: CommClosed | None = None
+
+    # -- from ipykernel's shell channel thread ------------------------------------------------
+
+    def deliver(self, data: Any, buffers: list[bytes]) -> None:
+        """A comm message from the sidecar (thread-safe, in order, never blocks)."""
+        self._loop.call_soon_threadsafe(self._inbox_send.send_nowait, (data, buffers))
+
+    def close_from_sidecar(self) -> None:
+        """The sidecar closed the comm (thread-safe)."""
+        self._loop.call_soon_threadsafe(self._inbox_send.close)
+
+    # -- Channel -----------------------------------------------------------------------------
+
+    async def pace(self) -> None:
+        """At once when idle; under load, ``min_interval`` after the previous batch."""
+        wait = self._last_sent + self.min_interval - time.monotonic()
+        if wait > 0:
+            await anyio.sleep(wait)
+
+    async def send_batch(self, messages: list[bytes]) -> None:
+        """Send one numbered batch, keeping what a state-vector resync would not carry."""
+        if self.closed is not None:
+            raise self.closed
+        batch = coalesce(messages)
+        self.seq += 1
+        self._kept += [(self.seq, m) for m in batch if not _is_document(m)]
+        self._send(encode_envelope(seq=self.seq), batch)
+
+    async def receive(self) -> AsyncIterator[bytes]:
+        """The sidecar's messages; acknowledgements, resend requests and closes are handled
+        here. Raises :class:`CommClosed` once the sidecar closes the comm."""
+        async for data, buffers in self._inbox:
+            try:
+                envelope = protocol.decode_envelope(data)
+            except protocol.ProtocolError as exc:
+                self.closed = CommClosed(f"the sidecar sent a malformed comm message: {exc}")
+                raise self.closed from None
+            if envelope.ack is not None and envelope.ack > self.acked:
+                self.acked = envelope.ack
+                self._kept = [(seq, m) for seq, m in self._kept if seq > envelope.ack]
+                self._changed_now()
+            if envelope.close is not None:
+                self.closed = CommClosed(
+                    f"the sidecar closed the kernel's comm ({envelope.close}): {envelope.reason}")
+                raise self.closed
+            if envelope.resend_from is not None:
+                self._resync(envelope.resend_from, buffers)
+                continue
+            for buffer in buffers:
+                yield buffer
+        self.closed = self.closed or CommClosed("the sidecar closed the kernel's comm")
+        raise self.closed
+
+    def _resync(self, since: int, buffers: list[bytes]) -> None:
+        if not buffers:
+            raise CommClosed("the sidecar asked for a resend without its state vector")
+        step1 = protocol.decode(buffers[0])
+        if step1.kind is not protocol.Kind.SYNC_STEP1:
+            raise CommClosed("the sidecar asked for a resend without its state vector")
+        repair = [protocol.encode_sync_step2(self._document(step1.payload))]
+        repair += [m for seq, m in self._kept if seq >= since]
+        self.seq += 1
+        self._send(encode_envelope(seq=self.seq, resync=since), repair)
+
+    def _send(self, data: dict[str, Any], buffers: list[bytes]) -> None:
+        assert self.publish is not None, "the comm is not open yet"
+        self.publish(data, buffers)
+        self._last_sent = time.monotonic()
+        self._changed_now()
+
+    async def keep_alive(self) -> None:
+        """Probe while a batch stays unacknowledged (iopub may have lost the last one)."""
+        delay = self.first_probe
+        while self.closed is None:
+            if self.acked >= self.seq:
+                delay = self.first_probe
+                await self._wait_change()
+                continue
+            acked = self.acked
+            with anyio.move_on_after(delay):
+                while self.acked == acked:
+                    await self._wait_change()
+            if self.acked == acked < self.seq and self.closed is None:
+                self._send(encode_envelope(seq=self.seq, probe=True), [])
+                delay = min(delay * 2, 5.0)
+
+    async def _wait_change(self) -> None:
+        await self._changed.wait()
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
