@@ -20,6 +20,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .protocol import KERNEL_FEATURE
+
 log = logging.getLogger("kernel_collab")
 
 JUPYTER_SERVER = ((2, 14), (3, 0))
@@ -191,7 +193,23 @@ def _ipykernel_problems() -> list[str]:
     found = [reason] if reason is not None else []
     if not _async_method(kernelbase.Kernel, "shell_channel_thread_main"):
         found.append("ipykernel's Kernel.shell_channel_thread_main is gone or no longer async")
+    if not isinstance(getattr(kernelbase.Kernel, "kernel_info", None), property):
+        found.append("ipykernel's Kernel.kernel_info is no longer a property")
     return found
+
+
+def _advertise(kernel_class: type) -> None:
+    original = getattr(kernel_class, "kernel_info", None)
+    if not isinstance(original, property) or getattr(original.fget, "_kernel_collab", False):
+        return
+
+    def kernel_info(self: Any) -> dict[str, Any]:
+        info = dict(original.__get__(self))
+        info["supported_features"] = [*info.get("supported_features", []), KERNEL_FEATURE]
+        return info
+
+    kernel_info._kernel_collab = True  # type: ignore[attr-defined]
+    kernel_class.kernel_info = property(kernel_info)  # type: ignore[attr-defined]
 
 
 def take_sync_messages(kernel: Any, take: Callable[[list[Any]], bool]) -> str | None:
@@ -213,6 +231,7 @@ def take_sync_messages(kernel: Any, take: Callable[[list[Any]], bool]) -> str | 
         if not take(msg):
             await original(msg)
 
+    _advertise(type(kernel))
     kernel.shell_channel_thread_main = shell_channel_thread_main  # for a kernel not started
     if getattr(kernel, "io_loop", None) is not None and kernel.shell_stream is not None:
         # Already started: the stream holds the old callback; swap it on the stream's thread.

@@ -78,6 +78,9 @@ JOIN_MESSAGE: Final = "kernel_collab_join"
 COMM_VERSION: Final = 1
 """Version of the comm envelope; a sidecar refuses a join of another version, saying so."""
 SYNC_MARK: Final = "kernel_collab_sync"
+KERNEL_FEATURE: Final = "kernel_collab"
+"""In ``supported_features`` of the kernel_info reply of a kernel with our extension: the room
+then says ``kernel_api: true`` (``kernel_collab.notebook()`` works there)."""
 
 # --- kernel_collab's fields in the document ----------------------------------------------------
 STATE_KEY: Final = "kernel_collab"

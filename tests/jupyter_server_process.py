@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,6 +96,20 @@ class JupyterServer:
         self.proc.wait(10)
 
 
+def _wait_listening(port: int, timeout: float) -> None:
+    """Return once the server accepts connections: its "is running at" line comes just before
+    it binds its port (a callback on its event loop), and no line says it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 @contextmanager
 def running_server(
     root: Path, runtime: Path, *args: str, env: Mapping[str, str] | None = None,
@@ -139,6 +154,7 @@ def running_server(
             ok = False
         if not ok:
             raise RuntimeError("jupyter server did not start:\n" + "".join(lines))
+        _wait_listening(port, START_TIMEOUT)
         yield server
     finally:
         if proc.poll() is None:

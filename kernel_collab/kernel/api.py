@@ -40,6 +40,9 @@ _comms: KernelComms | None = None
 class KernelNotebook(Blocking):
     """The shared notebook as code in the kernel sees it."""
 
+    stack: contextlib.ExitStack
+    """Its event loop thread and its connection, closed together."""
+
     @property
     def closed(self) -> bool:
         """Whether the sidecar closed this replica's comm (``notebook()`` then joins again)."""
@@ -93,7 +96,10 @@ def notebook() -> KernelNotebook:
     sidecar closed the kernel's comm)."""
     global _notebook
     with _lock:
-        if _notebook is None or _notebook.closed:
+        if _notebook is not None and _notebook.closed:
+            _notebook.stack.close()  # its thread and its comm's registration go
+            _notebook = None
+        if _notebook is None:
             _notebook = _connect()
         return _notebook
 
@@ -122,7 +128,9 @@ def _connect() -> KernelNotebook:
         stack.close()
         raise
     atexit.register(stack.close)
-    return KernelNotebook(target, portal)
+    notebook = KernelNotebook(target, portal)
+    object.__setattr__(notebook, "stack", stack)
+    return notebook
 
 
 def _kernel() -> Any:
@@ -172,5 +180,6 @@ async def _join(comms: KernelComms, parent: dict[str, Any],
                 tg.cancel_scope.cancel()
     finally:
         comms.channels.pop(comm_id, None)
+        join.comm.close()  # the sidecar drops its peer (if it has not closed the comm itself)
         with contextlib.suppress(KeyError):
             comms.kernel.comm_manager.unregister_comm(join.comm)

@@ -65,6 +65,8 @@ class CommChannel:
     """Seconds between two batches under load (at most 100 comm messages a second)."""
     first_probe = 0.3
     """Seconds a batch may stay unacknowledged before the first probe (doubling to 5 s)."""
+    max_probes = 8
+    """Unanswered probes (about 25 s) before the sidecar is taken for gone."""
 
     def __init__(self, document: Callable[[bytes], bytes]):
         self.publish: Callable[[dict[str, Any], list[bytes]], None] | None = None
@@ -150,20 +152,28 @@ class CommChannel:
         self._changed_now()
 
     async def keep_alive(self) -> None:
-        """Probe while a batch stays unacknowledged (iopub may have lost the last one)."""
-        delay = self.first_probe
+        """Probe while a batch stays unacknowledged (iopub may have lost the last one); after
+        ``max_probes`` unanswered probes the sidecar is gone: the channel closes, saying so."""
+        delay, probes = self.first_probe, 0
         while self.closed is None:
             if self.acked >= self.seq:
-                delay = self.first_probe
+                delay, probes = self.first_probe, 0
                 await self._wait_change()
                 continue
             acked = self.acked
             with anyio.move_on_after(delay):
                 while self.acked == acked:
                     await self._wait_change()
-            if self.acked == acked < self.seq and self.closed is None:
-                self._send(encode_envelope(seq=self.seq, probe=True), [])
-                delay = min(delay * 2, 5.0)
+            if self.acked != acked or self.closed is not None:
+                delay, probes = self.first_probe, 0
+                continue
+            if probes == self.max_probes:
+                self.closed = CommClosed(f"the sidecar stopped answering the kernel's comm "
+                                         f"(batch {self.seq} unacknowledged)")  # fmt: skip
+                self._inbox_send.close()
+                return
+            self._send(encode_envelope(seq=self.seq, probe=True), [])
+            delay, probes = min(delay * 2, 5.0), probes + 1
 
     async def _wait_change(self) -> None:
         await self._changed.wait()

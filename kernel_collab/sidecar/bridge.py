@@ -25,7 +25,7 @@ from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
 from ..notebook_core.cells import find_cell
-from ..protocol import CELL_MESSAGE
+from ..protocol import CELL_MESSAGE, KERNEL_FEATURE
 from .events import Listeners
 from .outputs import HANDLED, OutputWriter
 from .room import Room
@@ -268,6 +268,8 @@ class KernelBridge(LoggingConfigurable):
                 if not self.iopub_ready:
                     client.kernel_info()
                 continue
+            if msg.get("msg_type") == "kernel_info_reply":
+                self._note_kernel_api(msg.get("content") or {})
             parent = msg.get("parent_header", {}).get("msg_id")
             run = self.runs.get(parent)
             if run is None or msg.get("msg_type") != "execute_reply":
@@ -280,6 +282,15 @@ class KernelBridge(LoggingConfigurable):
                 run.timing["shell.execute_reply"] = _iso(msg.get("header", {}).get("date"))
             if run.idle:
                 self.finish(run, status=str(run.reply.get("status", "ok")))
+
+    def _note_kernel_api(self, info: dict[str, Any]) -> None:
+        """Say in the room whether ``kernel_collab.notebook()`` works in this kernel."""
+        ready = KERNEL_FEATURE in (info.get("supported_features") or [])
+        if self.room.status.get("kernel_api") != ready and not ready:
+            self.log.info("kernel %s (%s) has no kernel_collab extension: no in-kernel API; "
+                          "outputs, the queue and the rest work as usual", self.kernel_id,
+                          (info.get("language_info") or {}).get("name", "?"))  # fmt: skip
+        self.room.set_status("kernel_api", ready)
 
     async def _read_iopub(self, client: AsyncKernelClient) -> None:
         socket = cast(zmq.asyncio.Socket, client.connect_iopub())

@@ -31,6 +31,7 @@ from .. import protocol
 from ..protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_TRY_AGAIN,
     COMM_TARGET,
     COMM_VERSION,
     JOIN_MESSAGE,
@@ -61,6 +62,7 @@ class KernelLink(LoggingConfigurable):
         self.inbound = inbound
         self.awareness = awareness
         self.comms: dict[str, KernelComm] = {}
+        self._client: AsyncKernelClient | None = None
         self._joins: MemoryObjectSendStream[dict[str, Any]]
         self._join_queue: MemoryObjectReceiveStream[dict[str, Any]]
         self._joins, self._join_queue = anyio.create_memory_object_stream[dict[str, Any]](100)
@@ -75,21 +77,30 @@ class KernelLink(LoggingConfigurable):
                 self.log.warning("dropped a join of the kernel's replica: 100 are waiting")
             return True
         if msg_type in ("comm_msg", "comm_close"):
-            comm = self.comms.get(str((msg.get("content") or {}).get("comm_id")))
+            content = msg.get("content") or {}
+            comm = self.comms.get(str(content.get("comm_id")))
             if comm is not None:
                 comm.inbox_send.send_nowait(msg)
+                return True
+            if msg_type == "comm_msg" and self._client is not None and _stale(content):
+                # A replica joined to a sidecar before this one (restarted since): tell it.
+                data = encode_envelope(close=CLOSE_TRY_AGAIN, reason="the sidecar restarted: "
+                                       "call kernel_collab.notebook() again")  # fmt: skip
+                send(self._client, "comm_msg", {"comm_id": content["comm_id"], "data": data})
                 return True
         return False
 
     async def serve(self, client: AsyncKernelClient, kernel_id: str, *,
                     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Answer joins from this kernel until it is detached (cancelled)."""
+        self._client = client
         try:
             async with anyio.create_task_group() as tg:
                 task_status.started()
                 async for msg in self._join_queue:
                     self._answer(client, kernel_id, msg, tg)
         finally:
+            self._client = None
             for comm in list(self.comms.values()):
                 comm.peer.close(CLOSE_GOING_AWAY, "kernel detached")
 
@@ -114,8 +125,17 @@ class KernelLink(LoggingConfigurable):
                 old.peer.close(CLOSE_GOING_AWAY, "replaced by a new join from the kernel")
             comm = KernelComm(self, client, comm_id, kernel_id)
             self.comms[comm_id] = comm
+            self.inbound.room.set_status("kernel_api", True)
             tg.start_soon(comm.run)
         send(client, "comm_open", {"comm_id": comm_id, "target_name": COMM_TARGET, "data": data})
+
+
+def _stale(content: dict[str, Any]) -> bool:
+    """Whether a comm message on a comm we do not know is a replica's (our envelope)."""
+    data = content.get("data")
+    if not isinstance(data, dict) or not isinstance(content.get("comm_id"), str):
+        return False
+    return data.get("v") == COMM_VERSION and type(data.get("seq")) is int
 
 
 def send(client: AsyncKernelClient, msg_type: str, content: dict[str, Any],

@@ -51,6 +51,7 @@ async def test_code_in_the_kernel_edits_and_runs_cells_others_see(server: Jupyte
             return len(cells) == 3 and _stdout(cells[2]) == "42\n"
 
         await peer.wait_until(all_ran)
+        assert peer.notebook.ystate["kernel_collab"]["kernel_api"] is True
         cells = peer.notebook.get()["cells"]
         assert cells[1]["source"] == "x = 42"
         assert cells[1]["metadata"]["tags"] == ["written-by-the-kernel"]

@@ -529,6 +529,41 @@ async def test_sidecar_kill_9_is_replaced_from_the_store_and_the_kernel_lives_on
     assert stream_text(ran["outputs"]) == "42\n"
 
 
+async def test_after_a_sidecar_kill_9_the_kernels_replica_is_told_and_joins_again(
+    server: JupyterServer,
+) -> None:
+    nb = write_cells(server.root / "nb.ipynb", {
+        "a": "import kernel_collab\nnb = kernel_collab.notebook()\nprint(len(nb.cells))",
+        "b": "try:\n    nb.sync()\nexcept ConnectionError as e:\n    print('old:', e)\n"
+             "print('new:', kernel_collab.notebook().cells[0].id)",
+    })  # fmt: skip
+    session = await server.start_session("nb.ipynb")
+    kernel_id = session["kernel"]["id"]
+    record = server.sidecar(nb)
+    runtime_file = next((server.runtime / "kernel_collab").glob("sidecar-*.json"))
+    sidecar = process(record["pid"])
+    async with NotebookPeer.connect(record["url"], record["token"]) as peer:
+        peer.wait_timeout = LIFECYCLE_TIMEOUT
+        await settle(peer, attached(kernel_id), "the kernel shows idle")
+        ran = await run_to_end(peer, record["url"], record["token"], "a")
+        assert stream_text(ran["outputs"]) == "2\n"
+        os.kill(sidecar.pid, signal.SIGKILL)
+
+    def replaced() -> bool:
+        return int(json.loads(runtime_file.read_text())["pid"]) != sidecar.pid
+
+    await wait_for_file(runtime_file, replaced, timeout=30)
+    new = server.sidecar(nb)
+    async with NotebookPeer.connect(new["url"], new["token"]) as peer:
+        peer.wait_timeout = LIFECYCLE_TIMEOUT
+        await settle(peer, attached(kernel_id), "the new sidecar shows the kernel idle")
+        ran = await run_to_end(peer, new["url"], new["token"], "b")
+    printed = stream_text(ran["outputs"])
+    assert "old: the connection to the notebook's sidecar ended (the sidecar closed the " \
+           "kernel's comm (1013): the sidecar restarted" in printed, printed
+    assert printed.endswith("new: a\n"), printed
+
+
 # --- 6. kill -9 of the kernel --------------------------------------------------------------
 
 
@@ -675,6 +710,10 @@ async def test_an_inner_provisioner_launches_the_kernel_and_outputs_reach_the_do
             peer.wait_timeout = LIFECYCLE_TIMEOUT
             ran = await run_to_end(peer, url, token, "a")
             assert stream_text(ran["outputs"]) == f"pid {kernel.pid}\n"
+            # This kernelspec loads no kernel_collab extension: the room says there is no
+            # in-kernel API, and everything else above worked.
+            assert _state(peer)["kernel_api"] is False
+            assert "has no kernel_collab extension: no in-kernel API" in server.log
 
             await restart_kernel(server, kernel_id)
             launches = read_launches(records)
