@@ -340,3 +340,23 @@ class Notebook:
     async def sync(self) -> None:
         """Wait until the sidecar has stored every edit made here so far."""
         await self._transport.request({"type": "sync"})
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def history(self) -> list[dict[str, Any]]:
+        """The notebook's versions, oldest first: ``version``, ``at``, ``kind``, ``authors``
+        (who, by connection), ``label``, ``pinned``, ``outputs_dropped``."""
+        await self.sync()
+        return list((await self._transport.request({"type": "history"}))["versions"])
+
+    async def version(self, number: int) -> dict[str, Any]:
+        """One earlier version of the notebook, as an nbformat 4 dict."""
+        reply = await self._transport.request({"type": "history_get", "version": number})
+        return dict(reply["notebook"])
+
+    async def restore(self, number: int) -> int:
+        """Make the cells what they were in version ``number`` (a new edit everyone sees);
+        returns the new version's number."""
+        await self.sync()
+        return int((await self._transport.request({"type": "restore", "version": number}))
+                   ["version"])  # fmt: skip

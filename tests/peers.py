@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from jupyter_ydoc import YNotebook
 from pycrdt import (
     Awareness,
     Doc,
@@ -31,6 +30,8 @@ from pycrdt import (
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+
+from kernel_collab.notebook_core.cells import shared_notebook
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a peer waits for the sidecar (to sync, or for :meth:`NotebookPeer.wait_until`)."""
@@ -57,7 +58,7 @@ class NotebookPeer:
 
     def __init__(self, websocket: ClientConnection) -> None:
         self.doc: Doc[Any] = Doc()
-        self.notebook = YNotebook(self.doc)
+        self.notebook = shared_notebook(self.doc)
         self.awareness = Awareness(self.doc)
         self.synced = False
         """Whether the sidecar's document has been received (true once connected)."""

@@ -35,6 +35,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from .. import protocol
+from ..notebook_core.cells import shared_notebook
 from ..shared_notebook import Notebook
 
 PRESENCE_RENEWAL = 15.0
@@ -245,7 +246,10 @@ class SyncTransport:
     async def _read(self) -> None:
         try:
             async for data in self.channel.receive():
-                self._handle(data)
+                try:
+                    self._handle(data)
+                except (ValueError, KeyError, TypeError) as exc:  # ProtocolError included
+                    raise ConnectionError(f"the sidecar sent a malformed message: {exc}") from exc
                 self._notify()
         except (ConnectionClosed, ConnectionError) as exc:
             self._closed = exc
@@ -268,6 +272,8 @@ class SyncTransport:
         elif message.request is not None and isinstance(message.request.get("reply_to"), int):
             self._replies[message.request["reply_to"]] = message.request
         elif message.request is not None and message.request.get("type") == "input_request":
+            if type(message.request.get("request_id")) not in (int, str):
+                raise ValueError("an input_request without a request_id")
             assert self._tg is not None
             self._tg.start_soon(self._answer, message.request)
 
@@ -302,7 +308,7 @@ async def connect(
             raise NotebookError(f"cannot open {path}: {_reason(response)}")
         room = response.json()
     ws_url = server_url.rstrip("/").replace("http", "ws", 1)
-    url = f"{ws_url}/api/kernel-collab/sync/{room['document_id']}"
+    url = f"{ws_url}/api/kernel-collab/sync/{room['document_id']}?name={quote(name)}"
     async with join(url, headers, name, on_input) as notebook:
         yield notebook
 
@@ -312,7 +318,7 @@ async def join(
     url: str, headers: dict[str, str], name: str, on_input: InputCallback | None = None
 ) -> AsyncIterator[ClientNotebook]:
     """Join a document's WebSocket (through the server, or a sidecar directly)."""
-    ynb = YNotebook()
+    ynb = shared_notebook()
     async with (
         ws_connect(url, additional_headers=headers, max_size=None) as websocket,
         anyio.create_task_group() as tg,

@@ -20,10 +20,10 @@ from typing import Any
 
 import anyio
 from anyio.from_thread import start_blocking_portal
-from jupyter_ydoc import YNotebook
 
 from ..client.blocking import Blocking
 from ..client.connection import ClientNotebook, SyncTransport
+from ..notebook_core.cells import shared_notebook
 from ..shared_notebook import Cell, RunHandle
 from .channel import CommChannel
 from .comms import Join, KernelComms
@@ -148,7 +148,7 @@ async def _join(comms: KernelComms, parent: dict[str, Any],
     """Ask the sidecar for the comm, then sync a replica over it."""
     loop = asyncio.get_running_loop()
     opened = anyio.Event()
-    ynb = YNotebook()
+    ynb = shared_notebook()
     channel = CommChannel(ynb.ydoc.get_update)
 
     def wake() -> None:

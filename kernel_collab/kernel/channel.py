@@ -15,13 +15,21 @@ batch left unacknowledged is followed by a probe, with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-from pycrdt import YMessageType, YSyncMessageType, create_update_message, merge_updates
+from pycrdt import (
+    Doc,
+    YMessageType,
+    YSyncMessageType,
+    create_update_message,
+    get_state,
+    merge_updates,
+)
 
 from .. import protocol
 from ..protocol import encode_envelope
@@ -39,6 +47,24 @@ def _is_document(message: bytes) -> bool:
     """A sync step 2 or an update: what a state-vector resync carries again."""
     return message[:1] == bytes([YMessageType.SYNC]) and message[1:2] != bytes(
         [YSyncMessageType.SYNC_STEP1])
+
+
+def check(message: bytes) -> None:
+    """Raise :class:`~kernel_collab.protocol.ProtocolError` for a message from the sidecar
+    that the replica could not handle (it would fail in the middle of handling it)."""
+    decoded = protocol.decode(message)
+    try:
+        if decoded.kind is protocol.Kind.SYNC_STEP1:
+            Doc().get_update(decoded.payload)  # a state vector
+        elif decoded.kind in (protocol.Kind.SYNC_STEP2, protocol.Kind.SYNC_UPDATE):
+            get_state(decoded.payload)  # an update
+    except ValueError as exc:
+        raise protocol.ProtocolError(f"{decoded.kind.name.lower()}: {exc}") from None
+    if decoded.kind is protocol.Kind.AWARENESS:
+        protocol.parse_awareness_clients(decoded.payload)
+    request = decoded.request or {}
+    if request.get("type") == "input_request" and type(request.get("request_id")) not in (int, str):
+        raise protocol.ProtocolError("input_request without a request_id")
 
 
 def coalesce(messages: list[bytes]) -> list[bytes]:
@@ -86,11 +112,15 @@ class CommChannel:
 
     def deliver(self, data: Any, buffers: list[bytes]) -> None:
         """A comm message from the sidecar (thread-safe, in order, never blocks)."""
-        self._loop.call_soon_threadsafe(self._inbox_send.send_nowait, (data, buffers))
+        self._loop.call_soon_threadsafe(self._put, (data, buffers))
 
     def close_from_sidecar(self) -> None:
         """The sidecar closed the comm (thread-safe)."""
         self._loop.call_soon_threadsafe(self._inbox_send.close)
+
+    def _put(self, message: tuple[Any, list[bytes]]) -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._inbox_send.send_nowait(message)  # else the comm is closed: dropped
 
     # -- Channel -----------------------------------------------------------------------------
 
@@ -115,6 +145,9 @@ class CommChannel:
         async for data, buffers in self._inbox:
             try:
                 envelope = protocol.decode_envelope(data)
+                if envelope.close is None and envelope.resend_from is None:
+                    for buffer in buffers:
+                        check(buffer)
             except protocol.ProtocolError as exc:
                 self.closed = CommClosed(f"the sidecar sent a malformed comm message: {exc}")
                 raise self.closed from None
@@ -135,12 +168,15 @@ class CommChannel:
         raise self.closed
 
     def _resync(self, since: int, buffers: list[bytes]) -> None:
-        if not buffers:
-            raise CommClosed("the sidecar asked for a resend without its state vector")
-        step1 = protocol.decode(buffers[0])
-        if step1.kind is not protocol.Kind.SYNC_STEP1:
-            raise CommClosed("the sidecar asked for a resend without its state vector")
-        repair = [protocol.encode_sync_step2(self._document(step1.payload))]
+        try:
+            step1 = protocol.decode(buffers[0]) if buffers else None
+            if step1 is None or step1.kind is not protocol.Kind.SYNC_STEP1:
+                raise protocol.ProtocolError("a resend request without a state vector")
+            update = self._document(step1.payload)
+        except (protocol.ProtocolError, ValueError) as exc:
+            self.closed = CommClosed(f"the sidecar sent a malformed comm message: {exc}")
+            raise self.closed from None
+        repair = [protocol.encode_sync_step2(update)]
         repair += [m for seq, m in self._kept if seq >= since]
         self.seq += 1
         self._send(encode_envelope(seq=self.seq, resync=since), repair)

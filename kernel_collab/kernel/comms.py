@@ -85,31 +85,48 @@ class KernelComms:
             msg = self.session.deserialize(parts, content=False, copy=False)
         except (ValueError, KeyError, TypeError):
             return False  # ipykernel's own handling logs it
-        if not (msg.get("metadata") or {}).get(SYNC_MARK):
+        metadata = msg.get("metadata")
+        if not isinstance(metadata, dict) or not metadata.get(SYNC_MARK):
             return False
         msg_type = msg["header"]["msg_type"]
         if msg_type not in ("comm_open", "comm_msg", "comm_close"):
             return False
+        try:  # nothing may escape into ipykernel's shell channel thread
+            self._take(msg_type, idents, msg)
+        except Exception:
+            log.exception("kernel_collab: a %s marked as the sidecar's failed", msg_type)
+        return True
+
+    def _take(self, msg_type: str, idents: list[Any], msg: dict[str, Any]) -> None:
         try:
             content = self.session.unpack(msg["content"])
         except ValueError as exc:
             log.error("kernel_collab: undecodable comm message from the sidecar: %s", exc)
-            return True
+            return
         if not isinstance(content, dict):
-            return True
+            return
         msg["content"] = content
         msg["buffers"] = [bytes(b.bytes if hasattr(b, "bytes") else b) for b in msg["buffers"]]
-        if msg_type == "comm_open" and content.get("target_name") == COMM_TARGET:
+        comm_id = content.get("comm_id")
+        if msg_type == "comm_open":
+            if content.get("target_name") != COMM_TARGET:
+                return
+            if (not isinstance(comm_id, str) or not comm_id or not isinstance(
+                    content.get("data"), dict) or comm_id in self.kernel.comm_manager.comms):
+                # Opening it would replace (then close) a comm of that id: another replica's,
+                # a widget's.
+                log.error("kernel_collab: ignored a malformed comm_open from the sidecar: "
+                          "%.200r", content)  # fmt: skip
+                return
             self.kernel.comm_manager.comm_open(None, idents, msg)
-            return True
-        channel = self.channels.get(str(content.get("comm_id")))
+            return
+        channel = self.channels.get(str(comm_id))
         if channel is None:
-            return True  # a comm of a replica that is gone
+            return  # a comm of a replica that is gone
         if msg_type == "comm_msg":
             channel.deliver(content.get("data"), msg["buffers"])
         else:
             channel.close_from_sidecar()
-        return True
 
     def _opened(self, comm: Any, msg: dict[str, Any]) -> None:
         """The comm manager's target: the sidecar opened a comm for one of our joins."""

@@ -1,4 +1,5 @@
-"""One set of cell helpers: find a cell by id, new ids, normalised cells, one text diff."""
+"""One set of cell helpers: a shared notebook, find a cell by id, new ids, normalised cells, one
+text diff."""
 
 from __future__ import annotations
 
@@ -9,9 +10,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
-from pycrdt import Map, Text
+from pycrdt import Doc, Map, Text
 
 Cell = dict[str, Any]
+
+NO_DOCUMENT_UNDO: Final = "kernel_collab:no-document-undo"
+"""The only origin a :func:`shared_notebook`'s document-wide undo manager tracks; nobody uses it."""
+
+
+def shared_notebook(doc: Doc[Any] | None = None) -> YNotebook:
+    """A ``YNotebook`` whose document-wide undo history stays empty.
+
+    jupyter_ydoc gives every ``YNotebook`` an undo manager over its cells that records every
+    transaction, anyone's, and keeps what they deleted alive for undo: a replica living for
+    hours grows by about 0.5 KB per edit. Nothing here undoes document-wide (JupyterLab's own
+    shared models turn it off too), so it is left tracking an origin no transaction has.
+    """
+    notebook = YNotebook(doc)
+    notebook.undo_manager.include_origin(NO_DOCUMENT_UNDO)
+    notebook.undo_manager.clear()
+    return notebook
 
 _positions: weakref.WeakKeyDictionary[YNotebook, dict[str, int]] = weakref.WeakKeyDictionary()
 """Last known index of each cell id, per notebook: a scan of a 1,000-cell notebook for every

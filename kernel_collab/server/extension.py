@@ -20,6 +20,11 @@ from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
 from .coexist import refuse_if_owned
 from .handlers import (
     ExecuteHandler,
+    HistoryDiffHandler,
+    HistoryHandler,
+    HistoryPurgeHandler,
+    HistoryRestoreHandler,
+    HistoryVersionHandler,
     KernelActionHandler,
     ModeHandler,
     RoomHandler,
@@ -85,9 +90,15 @@ def load(serverapp: Any) -> None:
         schema_id=CONTENTS_EVENTS, listener=partial(_on_contents_event, rooms)
     )
     path = r"(?P<path>(?:[^/]+/)*[^/]+\.ipynb)"
+    rooms_route = url_path_join(base, rf"/api/kernel-collab/rooms/{path}")
+    version = r"(?P<version>\d+)"
     web_app.add_handlers(".*$", [
-        (url_path_join(base, rf"/api/kernel-collab/rooms/{path}/(?P<action>interrupt|restart)"),
-         KernelActionHandler),
+        (f"{rooms_route}/(?P<action>interrupt|restart)", KernelActionHandler),
+        (f"{rooms_route}/history", HistoryHandler),
+        (f"{rooms_route}/history/purge", HistoryPurgeHandler),
+        (f"{rooms_route}/history/{version}", HistoryVersionHandler),
+        (f"{rooms_route}/history/{version}/diff", HistoryDiffHandler),
+        (f"{rooms_route}/history/{version}/restore", HistoryRestoreHandler),
         (url_path_join(base, r"/api/kernel-collab/rooms/(?P<path>.+)"), RoomHandler),
         (url_path_join(base, r"/api/kernel-collab/mode/(?P<path>.+)"), ModeHandler),
         (url_path_join(base, r"/api/kernel-collab/sync/(?P<document_id>[\w-]+)"), SyncHandler),

@@ -3,8 +3,12 @@
 - ``PUT /api/kernel-collab/rooms/{path}``: ensure the room → ``{document_id, path, kernel_id,
   session_id}``; ``GET`` the same plus peers, queue and status (404 when there is none).
 - ``POST /api/kernel-collab/rooms/{path}/{interrupt|restart}``: done by a named person.
+- ``GET /api/kernel-collab/rooms/{path}/history``, ``…/history/{N}``, ``…/history/{N}/diff``;
+  ``POST …/history/{N}/restore`` and ``…/history/purge``: the notebook's versions, asked of
+  its sidecar on the person's behalf (the diff is computed here, with nbdime).
 - WebSocket ``/api/kernel-collab/sync/{document_id}``: y-websocket sync and awareness,
-  proxied to the sidecar on loopback, stamped with the person's identity and permissions.
+  proxied to the sidecar on loopback, stamped with the person's identity and permissions
+  (and ``client_name``: ``?name=`` of a script joining as that person).
 - ``POST /api/kernels/{kernel_id}/execute`` with ``{"cell_id", "document_id"}``: queue a cell.
 - jupyter_server's own ``POST /api/kernels/{kernel_id}/interrupt|restart``, for a collaborative
   kernel: :func:`collaborative_kernel_action` first (wrapped in by ``extension.py``).
@@ -19,6 +23,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -31,7 +36,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..protocol import CLOSE_TRY_AGAIN
 from ..provisioner.sidecars import SidecarError, SidecarHandle, admin_headers
+from .history import summarise
 from .rooms import RoomManager, ask_as, identity_headers, identity_of
+
+MAX_CLIENT_NAME = 64
+"""Characters kept of the name a script gives itself (as the sidecar keeps of ``?name=``)."""
 
 
 async def allowed(handler: JupyterHandler, action: str, resource: str) -> bool:
@@ -180,6 +189,124 @@ class KernelActionHandler(_Base):
         self.finish(json.dumps({"ok": True, "kernel_id": kernel_id, "action": action}))
 
 
+def refusal_status(error: str) -> int:
+    """The HTTP status of a sidecar's refusal, from its reason."""
+    if error.startswith("unknown request type"):
+        return 501  # a sidecar that keeps no history
+    if " may not " in error or " may only read" in error:
+        return 403
+    if "not in the history" in error or "cannot be rebuilt" in error:
+        return 404  # purged, thinned or never there
+    if "is the newest" in error:
+        return 409  # purging the version that is the notebook now
+    return 400
+
+
+class _HistoryBase(_Base):
+    """The history routes: the room's sidecar is asked on the current user's behalf."""
+
+    async def history_request(self, path: str, request: dict[str, Any],
+                              action: str = "read") -> dict[str, Any]:
+        """The sidecar's reply to ``request`` (403 unless the user may ``action`` contents;
+        404 when no room is open; a refusal as :func:`refusal_status` says)."""
+        await self.require(action, "contents")
+        api_path = self.rooms.api_path(path)
+        handle = self.rooms.handle_for_path(api_path)
+        if handle is None:
+            raise web.HTTPError(404, f"no collaborative room is open for {api_path}")
+        reply = await self.ask(handle, request)
+        if not reply.get("ok"):
+            error = str(reply.get("error"))
+            raise web.HTTPError(refusal_status(error), error)
+        return reply
+
+    async def version(self, path: str, version: int) -> dict[str, Any]:
+        """A stored version: ``{version, notebook, trusted, outputs_dropped}``."""
+        reply = await self.history_request(path, {"type": "history_get", "version": version})
+        return {key: reply.get(key) for key in ("version", "notebook", "trusted")} | {
+            "outputs_dropped": bool(reply.get("outputs_dropped"))}  # fmt: skip
+
+    async def latest(self, path: str) -> int:
+        """The newest version's number: the document as it is now."""
+        versions = (await self.history_request(path, {"type": "history"})).get("versions")
+        if not versions:
+            raise web.HTTPError(404, "this notebook has no stored version yet")
+        return int(versions[-1]["version"])
+
+
+class HistoryHandler(_HistoryBase):
+    """``GET /api/kernel-collab/rooms/{path}/history``: the versions, oldest first."""
+
+    @web.authenticated
+    async def get(self, path: str) -> None:
+        """``{versions: [{version, first_at, at, kind, pinned, authors, label,
+        outputs_dropped}]}``."""
+        reply = await self.history_request(path, {"type": "history"})
+        self.finish(json.dumps({"versions": reply.get("versions", [])}))
+
+
+class HistoryVersionHandler(_HistoryBase):
+    """``GET /api/kernel-collab/rooms/{path}/history/{N}``: one version."""
+
+    @web.authenticated
+    async def get(self, path: str, version: str) -> None:
+        """``{version, notebook, trusted, outputs_dropped}``."""
+        self.finish(json.dumps(await self.version(path, int(version))))
+
+
+class HistoryDiffHandler(_HistoryBase):
+    """``GET /api/kernel-collab/rooms/{path}/history/{N}/diff?against=current|M``."""
+
+    @web.authenticated
+    async def get(self, path: str, version: str) -> None:
+        """``{version, against, outputs_dropped, cells: [{id, status, source_changed,
+        outputs_changed, old_index, new_index, source_diff?}]}``: from version N to the
+        current document (the newest version) or to version M."""
+        against = self.get_argument("against", "current")
+        if against == "current":
+            other = await self.latest(path)
+        elif against.isdecimal():
+            other = int(against)
+        else:
+            raise web.HTTPError(400, "against is 'current' or a version number")
+        old = await self.version(path, int(version))
+        new = old if other == int(version) else await self.version(path, other)
+        dropped = old["outputs_dropped"] or new["outputs_dropped"]
+        cells = await anyio.to_thread.run_sync(
+            lambda: summarise(old["notebook"], new["notebook"], compare_outputs=not dropped))
+        self.finish(json.dumps({"version": old["version"], "against": new["version"],
+                                "outputs_dropped": dropped, "cells": cells}))  # fmt: skip
+
+
+class HistoryRestoreHandler(_HistoryBase):
+    """``POST /api/kernel-collab/rooms/{path}/history/{N}/restore``: a new edit for everyone."""
+
+    @web.authenticated
+    async def post(self, path: str, version: str) -> None:
+        """``{version}``: the new version the restore made."""
+        reply = await self.history_request(
+            path, {"type": "restore", "version": int(version)}, action="write")
+        self.finish(json.dumps({"version": reply.get("version")}))
+
+
+class HistoryPurgeHandler(_HistoryBase):
+    """``POST /api/kernel-collab/rooms/{path}/history/purge`` with ``{"before": N}`` or
+    ``{"version": N}``."""
+
+    @web.authenticated
+    async def post(self, path: str) -> None:
+        """``{removed}``: how many versions were deleted."""
+        await self.require("write", "contents")
+        body = self.get_json_body()
+        body = body if isinstance(body, dict) else {}
+        keys = [key for key in ("before", "version") if key in body]
+        if len(keys) != 1 or type(body[keys[0]]) is not int:
+            raise web.HTTPError(400, "the body is {\"before\": N} or {\"version\": N}")
+        reply = await self.history_request(
+            path, {"type": "purge", keys[0]: body[keys[0]]}, action="write")
+        self.finish(json.dumps({"removed": reply.get("removed")}))
+
+
 class ExecuteHandler(_Base):
     """``POST /api/kernels/{kernel_id}/execute`` — JupyterLab's server-side cell executor."""
 
@@ -224,6 +351,9 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if handle is None:
             raise web.HTTPError(404, f"no open room for document {document_id}")
         identity = await identity_for(self)
+        client = self.get_argument("name", None)
+        if client:  # a script of this person's, named by itself (as the sidecar's ?name=)
+            identity["client_name"] = client[:MAX_CLIENT_NAME]
         epoch = self.get_argument("epoch", None)
         url = f"{handle.url}?{urlencode({'epoch': epoch})}" if epoch else handle.url
         try:

@@ -2,10 +2,17 @@
 
 import sys
 
-# jsonschema (imported by nbformat) builds the grammar of its optional rfc3987-syntax format
-# checker at import: 0.8 s of the sidecar's start-up, for IRI formats notebooks never use.
-# Mark it unavailable so jsonschema skips that checker (it treats the package as optional).
-sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+# jsonschema (imported by nbformat) imports the optional packages of its format checkers at
+# import; rfc3987-syntax alone builds a grammar (0.8 s and 15 MiB), isoduration brings arrow
+# (3 MiB). nbformat never checks formats (no FormatChecker), so nothing the sidecar checks
+# needs them: mark them unavailable and jsonschema skips those checkers, as it does for any
+# optional package that is missing (tests/unit/test_memory.py holds nbformat to that).
+FORMAT_CHECKER_ONLY = (
+    "rfc3987_syntax", "isoduration", "rfc3339_validator", "rfc3986_validator", "webcolors",
+    "uri_template", "fqdn",
+)  # fmt: skip
+for _name in FORMAT_CHECKER_ONLY:
+    sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
 
 from .app import main  # noqa: E402
 

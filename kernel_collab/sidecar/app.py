@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import anyio
-from jupyter_ydoc import YNotebook
 from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
+from ..notebook_core.cells import shared_notebook
 from ..protocol import ADMIN_TOKEN_ENV, ERROR_PREFIX, TOKEN_ENV
 from ..store import StoreError
 from .awareness import AwarenessRelay
@@ -134,7 +134,7 @@ class SidecarApp(Application):
         store_file = Path(self.store_path) if self.store_path else root / STORE_NAME
         store = DocumentStore(store_file, parent=self)
         await store.open()
-        notebook = YNotebook()
+        notebook = shared_notebook()
         room = Room(notebook, store, parent=self)
         disk = DiskSync(room, path, parent=self)
         try:

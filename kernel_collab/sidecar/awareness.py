@@ -52,6 +52,15 @@ class AwarenessRelay(LoggingConfigurable):
             message = create_awareness_message(self.awareness.encode_awareness_update(gone))
             for other in list(self.room.peers):
                 other.send(message)
+        self._forget(peer)
+
+    def _forget(self, peer: Peer) -> None:
+        """Drop what was kept of a departed peer's client ids (their owner, their clocks): a
+        room open for days sees thousands of page loads, each with a new client id."""
+        for client_id in [cid for cid, owner in self._owner.items() if owner is peer]:
+            del self._owner[client_id]
+            if client_id not in self.awareness.states:
+                self.awareness.meta.pop(client_id, None)
 
     def receive(self, peer: Peer, update: bytes) -> None:
         """One awareness update from ``peer``; raise ``protocol.ProtocolError`` if malformed."""

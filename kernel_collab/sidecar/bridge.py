@@ -12,15 +12,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
-import zmq
-import zmq.asyncio
 from anyio.abc import TaskStatus
-from jupyter_client.asynchronous.client import AsyncKernelClient
-from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.session import Session
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
@@ -32,6 +27,14 @@ from .room import Room
 from .run_record import record_end, record_start
 from .widgets import OutputWidgets
 
+if TYPE_CHECKING:  # imported at the first attach: a room without a kernel goes without them
+    import zmq.asyncio
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+    from jupyter_client.connect import KernelConnectionInfo
+    from jupyter_client.session import Session
+
+KERNEL_AUTHOR = {"kind": "kernel", "name": "kernel"}
+"""Who writes outputs, in the notebook's history."""
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
 
@@ -103,7 +106,7 @@ class KernelBridge(LoggingConfigurable):
         comes before the kernel extension names their cell)."""
         self._attached = anyio.Event()
         self._detached = anyio.Event()
-        self._context = zmq.asyncio.Context()
+        self._context: zmq.asyncio.Context | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -118,10 +121,16 @@ class KernelBridge(LoggingConfigurable):
 
     def attach(self, kernel_id: str, connection_info: dict[str, Any]) -> None:
         """Connect to a (re)started kernel; the running loops pick the new client up."""
+        import zmq.asyncio
+        from jupyter_client.asynchronous.client import AsyncKernelClient
+        from jupyter_client.session import Session
+
         if self.client is not None:
             self.detach("reattach")
+        if self._context is None:
+            self._context = zmq.asyncio.Context()
         client = AsyncKernelClient(context=self._context, log=self.log)
-        client.load_connection_info(cast(KernelConnectionInfo, connection_info))
+        client.load_connection_info(cast("KernelConnectionInfo", connection_info))
         client.session = Session(
             key=client.session.key,
             signature_scheme=connection_info.get("signature_scheme", "hmac-sha256"),
@@ -185,7 +194,8 @@ class KernelBridge(LoggingConfigurable):
         finally:
             if self.client is not None:
                 self.client.stop_channels()
-            self._context.destroy(linger=0)
+            if self._context is not None:
+                self._context.destroy(linger=0)
 
     # -- execution ---------------------------------------------------------------------------
 
@@ -293,7 +303,9 @@ class KernelBridge(LoggingConfigurable):
         self.room.set_status("kernel_api", ready)
 
     async def _read_iopub(self, client: AsyncKernelClient) -> None:
-        socket = cast(zmq.asyncio.Socket, client.connect_iopub())
+        import zmq
+
+        socket = cast("zmq.asyncio.Socket", client.connect_iopub())
         socket.setsockopt(zmq.RCVHWM, 0)
         try:
             while True:
@@ -310,7 +322,7 @@ class KernelBridge(LoggingConfigurable):
 
     def _apply(self, session: Session, batch: list[list[bytes]]) -> None:
         finished: list[Run] = []
-        with self.room.doc.transaction():
+        with self.room.acting(KERNEL_AUTHOR), self.room.doc.transaction():
             for frames in batch:
                 try:
                     _idents, parts = session.feed_identities(frames, copy=True)
@@ -318,6 +330,10 @@ class KernelBridge(LoggingConfigurable):
                 except (ValueError, KeyError, TypeError) as exc:
                     self.log.warning("kernel %s: undecodable iopub message: %s",
                                      self.kernel_id, exc)
+                    continue
+                if not isinstance(msg.get("content"), dict):
+                    self.log.warning("kernel %s: ignored an iopub %s whose content is not an "
+                                     "object", self.kernel_id, msg.get("msg_type"))  # fmt: skip
                     continue
                 run = self._route(msg)
                 if run is not None:

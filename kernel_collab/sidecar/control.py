@@ -135,6 +135,9 @@ class KernelControl:
         by = request.get("by") or self._actor(reason)
         event = {"event": reason, "by": by, "at": time.time(), "kernel_id": self.bridge.kernel_id}
         self.room.set_status("last_kernel_event", event)
+        if reason == "restart":
+            who = by.get("name") or by.get("username") if isinstance(by, dict) else None
+            self.room.mark("restart", f"kernel restarted by {who or 'unknown'}")
         self.bridge.detach(reason)
         self.queue.clear(f"kernel {reason}")
         status = {"restart": "restarting", "dead": "dead"}.get(reason, "none")

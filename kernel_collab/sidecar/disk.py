@@ -31,6 +31,8 @@ from .peer import Peer
 from .requests import RequestError
 from .room import Room
 
+DISK_AUTHOR = {"kind": "disk", "name": "outside edit (file)"}
+"""Who made the changes merged from the file on disk, in the notebook's history."""
 
 class DiskSync(LoggingConfigurable):
     """Keeps one notebook file and the shared document in step."""
@@ -267,6 +269,7 @@ class DiskSync(LoggingConfigurable):
             raise RequestError(f"could not save {self.path.name}; see the document's state")
         if overwrote:
             self.log.warning("%s: %s overwrote %s", self.path, peer.name, overwrote)
+        self.room.mark("save", f"saved by {peer.author['name']}")
         return {"ok": True, "hash": saved, "overwrote": overwrote}
 
     # -- outside changes ---------------------------------------------------------------------
@@ -310,7 +313,7 @@ class DiskSync(LoggingConfigurable):
         base = self.base if self.base is not None else live
         result = three_way_merge(base, disk_nb, live)
         merged = mark_file_run_records(live, result.notebook)
-        with self.room.doc.transaction():
+        with self.room.acting(DISK_AUTHOR), self.room.doc.transaction():
             apply_notebook(self.room.notebook, merged)
             # Outputs that came from outside are nobody's the sidecar can vouch for.
             self.room.trust.untrust(changed_outputs(live, merged))

@@ -16,7 +16,7 @@ import anyio
 from traitlets import Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
-from ..store import SQLiteStore, StoredDocument
+from ..store import Commit, Snapshot, SQLiteStore, StoredDocument, Version
 
 T = TypeVar("T")
 ROW_OVERHEAD = 48
@@ -54,6 +54,10 @@ class DocumentStore(LoggingConfigurable):
         self.snapshot_bytes = 0
         self.pending_bytes = 0
         self.pending_count = 0
+        self.last_version = 0
+        """The newest version in the document's history."""
+        self.compact_soon = False
+        """Compact at the next commit, whatever the policy says (after a purge)."""
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -96,15 +100,18 @@ class DocumentStore(LoggingConfigurable):
         self.snapshot_bytes = len(snapshot)
         return document_id, epoch
 
-    async def append(self, updates: Sequence[bytes]) -> None:
-        """Commit updates (one transaction) before anyone sees them."""
-        await self._call(self.store.append, self.document_id, updates)
+    async def append(self, updates: Sequence[bytes], record: Commit | None = None) -> None:
+        """Commit updates (one transaction) before anyone sees them, with their record in the
+        notebook's history."""
+        version = await self._call(self.store.append, self.document_id, updates, record)
+        if version is not None:
+            self.last_version = version
         self.pending_count += len(updates)
         self.pending_bytes += sum(len(u) + ROW_OVERHEAD for u in updates)
 
     def wants_compaction(self) -> bool:
         """Whether the updates since the snapshot have grown past the policy's bound."""
-        if self.pending_count >= self.compact_max_updates:
+        if self.pending_count >= self.compact_max_updates or self.compact_soon:
             return True
         bound = max(self.compact_min_bytes, int(self.snapshot_bytes * self.compact_ratio))
         return self.pending_bytes > bound
@@ -112,7 +119,7 @@ class DocumentStore(LoggingConfigurable):
     async def compact(self, snapshot: bytes) -> None:
         """Replace the stored updates by ``snapshot`` (taken after all of them were applied)."""
         upto = await self._call(self.store.last_update_id, self.document_id)
-        await self._call(self.store.compact, self.document_id, snapshot, upto)
+        done = await self._call(self.store.compact, self.document_id, snapshot, upto)
         self.log.debug(
             "compacted document %s: %d updates (%d bytes) into a %d-byte snapshot",
             self.document_id,
@@ -123,6 +130,27 @@ class DocumentStore(LoggingConfigurable):
         self.snapshot_bytes = len(snapshot)
         self.pending_bytes = 0
         self.pending_count = 0
+        self.compact_soon = False
+        if done:
+            self.log.info("history of document %s: %s", self.document_id, "; ".join(done))
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def versions(self) -> list[Version]:
+        """The document's versions, oldest first."""
+        return await self._call(self.store.history.versions, self.document_id)
+
+    async def snapshot(self, version: int) -> Snapshot:
+        """One version rebuilt (raises ``HistoryError``)."""
+        return await self._call(self.store.history.snapshot, self.document_id, version)
+
+    async def purge(self, *, before: int | None = None, version: int | None = None) -> int:
+        """Drop versions before ``before``, or the one ``version``; return how many."""
+        return await self._call(self.store.purge, self.document_id, before, version)
+
+    async def history_bytes(self) -> int:
+        """Bytes of the store file that history takes (every document's)."""
+        return await self._call(self.store.history_bytes)
 
     async def rename(self, old_path: str, new_path: str) -> None:
         """Move the document to another notebook path."""

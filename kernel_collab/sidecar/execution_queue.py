@@ -112,6 +112,7 @@ class ExecutionQueue(LoggingConfigurable):
             return
         cancelled = [{**asdict(e), "reason": reason} for e in self.entries]
         self.entries.clear()
+        self._record_timing.clear()  # kept for queued cells only
         with self.room.doc.transaction():  # peers see both at once
             self.room.set_status("cancelled", cancelled)
             self._publish()
@@ -140,6 +141,9 @@ class ExecutionQueue(LoggingConfigurable):
             present = {c.get("id") for c in self.room.notebook.ycells}
             kept = [e for e in self.entries if e.cell_id in present]
             if len(kept) != len(self.entries):
+                for entry in self.entries:
+                    if entry.cell_id not in present:
+                        self._record_timing.pop(entry.cell_id, None)
                 self.entries = kept
                 self._publish()
 
@@ -150,6 +154,7 @@ class ExecutionQueue(LoggingConfigurable):
     async def _run_one(self, entry: Entry) -> None:
         ycell = find_cell(self.room.notebook, entry.cell_id)
         if ycell is None:
+            self._record_timing.pop(entry.cell_id, None)
             return  # deleted while queued
         started = time.time()
         with self.room.doc.transaction():  # one update: running, its cell, its cleared outputs

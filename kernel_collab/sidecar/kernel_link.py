@@ -17,12 +17,11 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from jupyter_client.asynchronous.client import AsyncKernelClient
 from pycrdt import create_sync_message
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
@@ -41,6 +40,9 @@ from ..protocol import (
 from .awareness import AwarenessRelay
 from .inbound import Inbound
 from .peer import Peer
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous.client import AsyncKernelClient
 
 KERNEL_IDENTITY = {"username": "anonymous", "name": "kernel", "display_name": "kernel",
                    "anonymous": True, "permissions": {"write": True, "execute": True}}  # fmt: skip
@@ -77,7 +79,9 @@ class KernelLink(LoggingConfigurable):
                 self.log.warning("dropped a join of the kernel's replica: 100 are waiting")
             return True
         if msg_type in ("comm_msg", "comm_close"):
-            content = msg.get("content") or {}
+            content = msg.get("content")
+            if not isinstance(content, dict):
+                return False
             comm = self.comms.get(str(content.get("comm_id")))
             if comm is not None:
                 comm.inbox_send.send_nowait(msg)
@@ -106,9 +110,9 @@ class KernelLink(LoggingConfigurable):
 
     def _answer(self, client: AsyncKernelClient, kernel_id: str, msg: dict[str, Any],
                 tg: TaskGroup) -> None:  # fmt: skip
-        content = msg.get("content") or {}
-        nonce = content.get("nonce")
-        if not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
+        content = msg.get("content")
+        nonce = content.get("nonce") if isinstance(content, dict) else None
+        if not isinstance(content, dict) or not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
             self.log.warning("kernel %s: ignored a malformed join of its replica: %.200r",
                              kernel_id, content)  # fmt: skip
             return
@@ -158,6 +162,7 @@ class KernelComm:
         self.kernel_id = kernel_id
         self.peer = Peer(self, name=f"kernel {kernel_id[:8]}", queue_size=self.room.peer_queue_size,
                          identity=KERNEL_IDENTITY, log=link.log)  # fmt: skip
+        self.peer.kind = "kernel"
         self.inbox_send, self._inbox = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         self.expected = 1
         """The kernel's next batch number (every one before it is handled)."""
@@ -251,6 +256,9 @@ class KernelComm:
             self._ack()  # nothing was lost
         elif seq >= self.expected:
             self._ask_resend()
+        else:  # iopub loses and never repeats: a number seen again is not the replica's batch
+            raise protocol.ProtocolError(f"batch {seq} came after batch {self.expected - 1}: "
+                                         "batches are numbered from 1, in order")  # fmt: skip
 
     def _ack(self) -> None:
         self._ack_due = True

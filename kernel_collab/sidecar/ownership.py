@@ -108,6 +108,15 @@ class FieldGuard:
             value = metadata.get("kernel_collab") if isinstance(metadata, Map) else None
             if value is not None:
                 self._run_records[ycell["id"]] = _fingerprint(value)
+                self._prune()
+
+    def _prune(self) -> None:
+        """Forget records of cells long gone (as the trust record does: recently deleted ones
+        are kept, for an undo of the delete)."""
+        cells = self.notebook.ycells
+        if len(self._run_records) > 2 * len(cells) + 100:
+            ids = {c.get("id") for c in cells if isinstance(c, Map)}
+            self._run_records = {k: v for k, v in self._run_records.items() if k in ids}
 
     def _on_cells(self, events: list[Any]) -> None:
         seen = self._seen

@@ -46,6 +46,9 @@ class Peer:
         self.awareness_ids: set[int] = set()
         self.warned: set[str] = set()
         """Kinds of warning already logged about this peer (each is logged once)."""
+        scripted = admin or self.identity.get("anonymous") or self.client_name
+        self.kind = "script" if scripted else "person"
+        """What the peer is in the notebook's history: ``person``, ``script`` or ``kernel``."""
         self.closed = False
         self.close_reason = ""
         self._log = log
@@ -69,6 +72,25 @@ class Peer:
         """What others may see of this peer (no permissions, nothing secret)."""
         keys = ("username", "name", "display_name", "initials", "color", "avatar_url")
         return {k: self.identity[k] for k in keys if k in self.identity}
+
+    @property
+    def client_name(self) -> str | None:
+        """The name a script gave itself, when it connects through the server as a person
+        (the server vouches for the person, not for the name)."""
+        name = self.identity.get("client_name")
+        return name[:64] if isinstance(name, str) and name.strip() else None
+
+    @property
+    def author(self) -> dict[str, Any]:
+        """Who this peer is in the notebook's history: from its connection (the server's
+        word), never from its awareness or its Y client ids, which peers choose."""
+        ident = self.public_identity
+        name = self.client_name or ident.get("display_name") or ident.get("name") or ident.get(
+            "username")  # fmt: skip
+        author = {"kind": self.kind, "name": str(name or self.name)}
+        if isinstance(ident.get("username"), str) and not self.identity.get("anonymous"):
+            author["username"] = ident["username"]
+        return author
 
     def send(self, message: bytes) -> None:
         """Queue a message; disconnect the peer if it has fallen too far behind."""

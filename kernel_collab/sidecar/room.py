@@ -15,9 +15,11 @@ commit of everything it contains for the same reason.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import anyio
@@ -29,13 +31,17 @@ from traitlets.config import LoggingConfigurable
 
 from .. import protocol
 from ..protocol import CLOSE_REFUSED, STATE_KEY
+from ..store import Commit
 from .docstore import DocumentStore
 from .events import Listeners
 from .peer import Peer
 from .trust import TrustLedger
 
 EMPTY_UPDATE = b"\x00\x00"
-
+SIDECAR_AUTHOR = {"kind": "sidecar", "name": "kernel_collab"}
+UNVERSIONED: dict[str, Any] = {}
+"""The actor of changes that are no version of their own (a document's load)."""
+"""Who changes the document when no peer, kernel output or file does (repairs, run records)."""
 
 
 class PeerUpdates(Protocol):
@@ -77,6 +83,11 @@ class Room(LoggingConfigurable):
         """Durations of the latest group commits, in seconds."""
         self.committed_updates = 0
         self._subscription = self.doc.observe(self._on_transaction)
+        self._actor: dict[str, Any] | None = None
+        self._authors: dict[tuple[str, str], dict[str, Any]] = {}
+        self._event: tuple[str, str] | None = None
+        notebook.ycells.observe_deep(self._on_cells)
+        self.doc.get("meta", type=Map).observe_deep(self._on_cells)
         self.trust = TrustLedger(notebook, lambda: self.status)
         """The document's trust record (``trust.py``)."""
 
@@ -96,6 +107,40 @@ class Room(LoggingConfigurable):
         status = self.status
         if status.get(key) != value:
             status[key] = value
+
+    # -- who changed what (the history's authors) --------------------------------------------
+
+    @contextlib.contextmanager
+    def acting(self, author: dict[str, Any]) -> Iterator[None]:
+        """Attribute the cell changes made inside to ``author`` (a peer's ``author``, the
+        kernel's outputs, the file on disk)."""
+        previous, self._actor = self._actor, author
+        try:
+            yield
+        finally:
+            self._actor = previous
+
+    def _on_cells(self, _events: Any) -> None:
+        if self._actor is UNVERSIONED:
+            return
+        author = self._actor or SIDECAR_AUTHOR
+        key = (str(author.get("kind")), str(author.get("username") or author.get("name")))
+        self._authors.setdefault(key, author)
+
+    def mark(self, kind: str, label: str) -> None:
+        """Make the next commit a pinned version (a save, a restart, a restore, a purge)."""
+        self._event = (kind, label)
+        if not self._pending:
+            self._pending.append(EMPTY_UPDATE)  # committed even if nothing else changes
+            self._applied_seq += 1
+            self._has_pending.set()
+
+    def _take_record(self) -> Commit:
+        authors, self._authors = list(self._authors.values()), {}
+        event, self._event = self._event, None
+        if event is None:
+            return Commit(cells=bool(authors), authors=authors)
+        return Commit(cells=True, authors=authors, kind=event[0], label=event[1], pinned=True)
 
     # -- apply → commit → relay --------------------------------------------------------------
 
@@ -125,11 +170,12 @@ class Room(LoggingConfigurable):
         seq = self._applied_seq
         if not batch:
             return
+        record = self._take_record()
         merged = batch[0] if len(batch) == 1 else merge_updates(*batch)
         to_store = [*self._unstored, merged]  # one row per group commit
         started = time.perf_counter()
         try:
-            await self.store.append(to_store)
+            await self.store.append(to_store, record)
         except (sqlite3.Error, OSError) as exc:  # the store failing must not stop the room
             self._unstored = to_store
             self.log.error(
@@ -199,10 +245,11 @@ class Room(LoggingConfigurable):
                 peer.close(CLOSE_REFUSED, "read-only: your edits were refused; reload")
                 return
             try:
-                if self.updates is None:
-                    self.doc.apply_update(message.payload)
-                else:
-                    self.updates.apply(peer, message.payload)
+                with self.acting(peer.author):
+                    if self.updates is None:
+                        self.doc.apply_update(message.payload)
+                    else:
+                        self.updates.apply(peer, message.payload)
             except ValueError as exc:
                 raise protocol.ProtocolError(f"invalid Y update: {exc}") from exc
         elif message.kind == protocol.Kind.SYNC_STEP1:
@@ -236,5 +283,6 @@ class Room(LoggingConfigurable):
             "commit_p99_s": pct(0.99),
             "commit_total_s": sum(times),
             "store_path": str(self.store.db_path),
+            "history_bytes": await self.store.history_bytes(),
             "store_updates_since_snapshot": self.store.pending_count,
         }

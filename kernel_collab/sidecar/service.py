@@ -21,11 +21,13 @@ from .control import KernelControl, watch_stdin
 from .disk import DiskSync
 from .docstore import DocumentStore
 from .execution_queue import ExecutionQueue
+from .history import HistoryService
 from .inbound import Inbound
 from .kernel_link import KernelLink
+from .memory import keep_releasing_freed_memory
 from .ownership import FieldGuard
 from .requests import Requests
-from .room import Room
+from .room import UNVERSIONED, Room
 from .server import SyncServer
 from .stdin_relay import StdinRelay
 from .trust import outputs_digest
@@ -49,7 +51,15 @@ class SidecarParts:
 async def load(
     notebook: YNotebook, store: DocumentStore, disk: DiskSync, path: Path, relpath: str
 ) -> None:
-    """Fill the document from the store and/or the file, merging a file changed meanwhile."""
+    """Fill the document from the store and/or the file, merging a file changed meanwhile
+    (what loading changes is part of the version it starts from, not a version of its own)."""
+    with disk.room.acting(UNVERSIONED):
+        await _load(notebook, store, disk, path, relpath)
+
+
+async def _load(
+    notebook: YNotebook, store: DocumentStore, disk: DiskSync, path: Path, relpath: str
+) -> None:
     log = disk.log
     stored = await store.load(relpath)
     if stored is None:
@@ -144,6 +154,7 @@ async def serve(
             await tg.start(stdin.run)
             ws_server = await server.start(port)
             tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
+            tg.start_soon(keep_releasing_freed_memory, lambda: room.committed_updates)
             if watch_stdin_eof:
                 tg.start_soon(watch_stdin, tg.cancel_scope.cancel)
             url = f"ws://127.0.0.1:{server.port}/"
@@ -162,6 +173,11 @@ def wire(requests: Requests, parts: SidecarParts, control: KernelControl,
          stdin: StdinRelay) -> None:
     """Every request a sidecar serves, and every event its services follow, in one place."""
     room, bridge, queue, disk = parts.room, parts.bridge, parts.queue, parts.disk
+    history = HistoryService(room, parts.store, parent=room.parent)
+    requests.register("history", history.versions)
+    requests.register("history_get", history.get)
+    requests.register("restore", history.restore)
+    requests.register("purge", history.purge)
     requests.register("sync", room.handle_sync)
     requests.register("stats", room.handle_stats)
     requests.register("save", disk.handle_save)

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import nbformat
-from nbformat.sign import NotebookNotary
 from pycrdt import Map
 
 from ..notebook_core.cells import find_cell
@@ -159,6 +158,23 @@ class TrustLedger:
                 del record[cell_id]
             self._stale.discard(cell_id)
 
+    def restored(self, vouched: Mapping[str, str], cell_ids: Iterable[str]) -> None:
+        """Cells restored from an earlier version: their outputs keep the trust they had then
+        (``vouched``: that version's record), never more."""
+        record = self.record
+        for cell_id in cell_ids:
+            if self.is_running(cell_id):
+                continue
+            ycell = find_cell(self._notebook, cell_id)
+            outputs = _outputs_of(ycell) if ycell is not None else []
+            digest = outputs_digest(outputs) if outputs else None
+            if digest is not None and vouched.get(cell_id) == digest:
+                if record.get(cell_id) != digest:
+                    record[cell_id] = digest
+            elif cell_id in record:
+                del record[cell_id]
+            self._stale.discard(cell_id)
+
     def vouch_all(self, only: Callable[[str, list[Any]], bool] | None = None) -> int:
         """Vouch for the current outputs of every code cell (``only`` filters); return how many.
 
@@ -214,7 +230,12 @@ class TrustLedger:
 
 
 def is_signed(nb: dict[str, Any]) -> bool:
-    """Whether Jupyter's notary has this notebook's signature (it was trusted)."""
+    """Whether Jupyter's notary has this notebook's signature (it was trusted); False without
+    asking for a notebook with no outputs, which has nothing to vouch for."""
+    if not any(cell.get("outputs") for cell in nb.get("cells", [])):
+        return False
+    from nbformat.sign import NotebookNotary  # loaded when first needed (0.5 MiB)
+
     notary = NotebookNotary()
     try:
         return bool(notary.check_signature(nbformat.from_dict(nb)))
@@ -224,6 +245,8 @@ def is_signed(nb: dict[str, Any]) -> bool:
 
 def sign(nb: dict[str, Any]) -> None:
     """Record the notebook as trusted, so it reopens trusted."""
+    from nbformat.sign import NotebookNotary
+
     notary = NotebookNotary()
     try:
         notary.sign(nbformat.from_dict(nb))

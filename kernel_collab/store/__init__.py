@@ -1,5 +1,7 @@
 """Durable storage of shared documents (``.kernel_collab.db``)."""
 
-from .sqlite import SCHEMA_VERSION, DocumentInfo, SQLiteStore, StoredDocument, StoreError
+from .history import HistoryError, Policy, Snapshot, Version
+from .sqlite import SCHEMA_VERSION, Commit, DocumentInfo, SQLiteStore, StoredDocument, StoreError
 
-__all__ = ["SCHEMA_VERSION", "DocumentInfo", "SQLiteStore", "StoreError", "StoredDocument"]
+__all__ = ["SCHEMA_VERSION", "Commit", "DocumentInfo", "HistoryError", "Policy", "SQLiteStore",
+           "Snapshot", "StoreError", "StoredDocument", "Version"]

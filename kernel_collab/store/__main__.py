@@ -1,4 +1,4 @@
-"""``python -m kernel_collab.store``: list, export and reset stored documents."""
+"""``python -m kernel_collab.store``: list, export and reset stored documents; their history."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jupyter_ydoc import YNotebook
 
+from .history import HistoryError
 from .sqlite import SQLiteStore, StoreError
 
 DEFAULT_DB = ".kernel_collab.db"
@@ -27,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a stored document as .ipynb")
     export.add_argument("path", help="notebook path as stored (relative to the root)")
     export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    export.add_argument("--version", type=int, help="an earlier version (see `history`)")
+    history = sub.add_parser("history", help="list a document's versions, one a line")
+    history.add_argument("path", help="notebook path as stored (relative to the root)")
     reset = sub.add_parser("reset", help="forget a document's stored state")
     reset.add_argument("path", help="notebook path as stored (relative to the root)")
     return parser
@@ -53,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{d.update_count:>8} {d.update_bytes:>10} {d.base_bytes:>9}  {stamp}")
             return 0
         if args.command == "export":
-            return _export(store, args.path, args.output)
+            return _export(store, args.path, args.output, args.version)
+        if args.command == "history":
+            return _history(store, args.path)
         if store.reset(args.path):
             print(f"reset {args.path}: its stored state is gone; the file is untouched")
             return 0
@@ -63,21 +69,44 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
 
 
-def _export(store: SQLiteStore, path: str, output: Path | None) -> int:
+def _export(store: SQLiteStore, path: str, output: Path | None, version: int | None) -> int:
     from ..notebook_core import files as notebook_file
 
     stored = store.load(path)
     if stored is None:
         print(f"error: {path}: not in {store.path}", file=sys.stderr)
         return 1
-    notebook = YNotebook()
-    notebook.ydoc.apply_update(stored.update)
-    data = notebook_file.serialize(notebook.get())
+    if version is None:
+        notebook = YNotebook()
+        notebook.ydoc.apply_update(stored.update)
+        nb = notebook.get()
+    else:
+        try:
+            nb = store.history.snapshot(stored.document_id, version).notebook
+        except HistoryError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 1
+    data = notebook_file.serialize(nb)
     if output is None:
         sys.stdout.buffer.write(data)
     else:
         notebook_file.write_atomic(output, data)
-        print(f"exported {path} ({notebook.cell_number} cells) to {output}", file=sys.stderr)
+        what = f"version {version} of {path}" if version is not None else path
+        print(f"exported {what} ({len(nb['cells'])} cells) to {output}", file=sys.stderr)
+    return 0
+
+
+def _history(store: SQLiteStore, path: str) -> int:
+    stored = store.load(path)
+    if stored is None:
+        print(f"error: {path}: not in {store.path}", file=sys.stderr)
+        return 1
+    for v in store.history.versions(stored.document_id):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.at))
+        who = ", ".join(f"{a.get('name')} ({a.get('kind')})" for a in v.authors) or "-"
+        extra = "  [outputs dropped]" if v.outputs_dropped else ""
+        label = f"  {v.label}" if v.label else ""
+        print(f"{v.version}\t{stamp}\t{v.kind}\t{who}{label}{extra}")
     return 0
 
 

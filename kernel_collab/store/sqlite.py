@@ -24,7 +24,10 @@ from typing import overload
 
 from pycrdt import merge_updates
 
-SCHEMA_VERSION = 1
+from . import history as hist
+from .history import History, Policy
+
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4B434442  # "KCDB", so another program's database is refused by name.
 
 _SCHEMA = """
@@ -45,10 +48,10 @@ CREATE TABLE IF NOT EXISTS updates (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS updates_by_document ON updates (document_id, id);
-"""
+""" + hist.SCHEMA
 
 # Migrations from version N to N+1, applied in order inside one transaction.
-_MIGRATIONS: dict[int, str] = {}
+_MIGRATIONS: dict[int, str] = {1: hist.SCHEMA}
 
 
 class StoreError(RuntimeError):
@@ -85,10 +88,24 @@ class DocumentInfo:
     updated: float
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What history records of a group commit (see ``history.py``)."""
+
+    cells: bool
+    """Whether it changed cells or the notebook's metadata (else it folds into the last
+    version)."""
+    authors: list[dict[str, object]]
+    kind: str = "edit"
+    label: str = ""
+    pinned: bool = False
+
+
 class SQLiteStore:
     """Blocking access to one ``.kernel_collab.db`` file."""
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout: float = 10.0):
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout: float = 10.0,
+                 history: Policy | None = None):  # fmt: skip
         self.path = path
         if synchronous not in ("NORMAL", "FULL"):
             raise StoreError(f"{path}: synchronous must be NORMAL or FULL, not {synchronous!r}")
@@ -104,10 +121,15 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows are overwritten, not just freed: what a purge or a compaction
+            # removes (a pasted secret someone deleted) leaves the file.
+            self._db.execute("PRAGMA secure_delete=ON")
             # Keep the WAL small: checkpoint every 64 pages, truncate it back to 64 KiB after.
             self._db.execute("PRAGMA wal_autocheckpoint=64")
             self._db.execute("PRAGMA journal_size_limit=65536")
             self._open_schema()
+            self.history = History(self._db, self._transaction, history)
+            """The documents' versions (``history.py``)."""
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
 
@@ -176,6 +198,10 @@ class SQLiteStore:
         ]
         snapshot = zlib.decompress(snapshot)
         merged = merge_updates(snapshot, *updates) if updates else snapshot
+        if not self.history.has(document_id):  # a store from before history
+            with self._transaction():
+                self.history.begin(document_id, merged, "created", "history begins",
+                                   time.time())  # fmt: skip
         return StoredDocument(
             document_id=document_id,
             path=path,
@@ -199,15 +225,25 @@ class SQLiteStore:
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (document_id, path, epoch, _pack(snapshot), _pack(base), base_hash, now, now),
             )
+            self.history.begin(document_id, snapshot, "created", "loaded from the file", now)
         return document_id, epoch
 
-    def append(self, document_id: str, updates: Iterable[bytes]) -> None:
-        """Append updates in one transaction (one commit, however many updates)."""
+    def append(self, document_id: str, updates: Iterable[bytes],
+               record: Commit | None = None) -> int | None:  # fmt: skip
+        """Append updates in one transaction (one commit, however many updates), with the
+        history's record of the newest of them; returns the newest version then."""
+        updates = list(updates)
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO updates (document_id, data) VALUES (?, ?)",
                 ((document_id, u) for u in updates),
             )
+            if record is None:
+                return None
+            update = updates[0] if len(updates) == 1 else merge_updates(*updates)
+            return self.history.record(
+                document_id, update, cells=record.cells, authors=record.authors,
+                kind=record.kind, label=record.label, pinned=record.pinned)  # fmt: skip
 
     def last_update_id(self, document_id: str) -> int:
         """The id of the newest stored update of a document (0 when there is none)."""
@@ -216,8 +252,10 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0])
 
-    def compact(self, document_id: str, snapshot: bytes, upto: int) -> None:
-        """Replace the snapshot and drop updates up to id ``upto`` (all contained in it)."""
+    def compact(self, document_id: str, snapshot: bytes, upto: int) -> list[str]:
+        """Replace the snapshot and drop updates up to id ``upto`` (all contained in it), keep
+        the document's history in its policy, then fold the WAL in. Returns what history's
+        maintenance did, for the log."""
         with self._transaction():
             self._db.execute(
                 "UPDATE documents SET snapshot=?, updated=? WHERE document_id=?",
@@ -226,7 +264,9 @@ class SQLiteStore:
             self._db.execute(
                 "DELETE FROM updates WHERE document_id=? AND id<=?", (document_id, upto)
             )
+        done = self.history.maintain(document_id)
         self.checkpoint()
+        return done
 
     def checkpoint(self) -> None:
         """Give free pages back and fold the WAL into the database, truncating it."""
@@ -252,6 +292,31 @@ class SQLiteStore:
             cur = self._db.execute("DELETE FROM documents WHERE path=?", (path,))
         self._db.executescript("PRAGMA incremental_vacuum;")  # steps until every page is freed
         return cur.rowcount > 0
+
+    def purge(self, document_id: str, before: int | None, version: int | None) -> int:
+        """Drop a document's versions before ``before``, or the one ``version`` (one
+        transaction); return how many went. The live document's own updates still hold
+        what was deleted until the next compaction: the sidecar compacts right after."""
+        with self._transaction():
+            if before is not None:
+                count = self.history.purge_before(document_id, before)
+            elif version is not None:
+                count = self.history.purge_one(document_id, version)
+            else:
+                raise ValueError("purge needs before or version")
+        self.checkpoint()  # and leaves the WAL
+        return count
+
+    def history_bytes(self) -> int:
+        """Bytes of the database file that history's tables and indexes take (pages, from
+        SQLite's ``dbstat``; its rows' own bytes where ``dbstat`` is not compiled in)."""
+        try:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name LIKE 'history%'"
+                " OR name LIKE 'sqlite_autoindex_history%'").fetchone()  # fmt: skip
+        except sqlite3.OperationalError:
+            return sum(self.history.size(d.document_id) for d in self.list())
+        return int(row[0])
 
     def list(self) -> list[DocumentInfo]:
         """Every stored document with its sizes."""

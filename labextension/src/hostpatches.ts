@@ -8,6 +8,7 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { ICodeCellModel } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
+import { Widget } from '@lumino/widgets';
 
 /** Whether the host is one these patches were written and tested for:
  * JupyterLab ≥ 4.4, < 5, or Notebook ≥ 7.4, < 8 (built on it). */
@@ -174,4 +175,50 @@ export function holdLocalUpdates(
   }
   doc.off('update', handler as (...args: any[]) => void);
   return true;
+}
+
+/** jupyter-collaboration's timeline slider: its plugin and its status bar
+ * item's node id (jupyter-collaboration 5, `@jupyter/docprovider-extension`
+ * 5.0's `statusBarTimeline`). */
+const RTC_TIMELINE_PLUGIN = '@jupyter/docprovider-extension:statusBarTimeline';
+const RTC_TIMELINE_ID = 'jp-slider-status-bar';
+/** The class on the page's body that hides it (see style/index.css). */
+export const HIDE_RTC_TIMELINE = 'kc-hide-rtc-timeline';
+
+/**
+ * Hide jupyter-collaboration's timeline slider while one of our notebooks is
+ * the current widget: our notebooks have their own history. Its status bar
+ * item (`#jp-slider-status-bar`) shows for every document whose model is
+ * collaborative, as ours are, and would show an empty box or another history.
+ * Returns the function to call when whether the current widget is ours may
+ * have changed (a notebook is known to be ours only once it has opened).
+ */
+export function hideRtcTimeline(
+  app: JupyterFrontEnd,
+  isOurs: (widget: Widget | null) => boolean
+): () => void {
+  const update = (): void => {
+    document.body.classList.toggle(
+      HIDE_RTC_TIMELINE,
+      isOurs(app.shell.currentWidget)
+    );
+  };
+  if (!app.hasPlugin(RTC_TIMELINE_PLUGIN) || !hostSupported(app)) {
+    return () => undefined;
+  }
+  app.shell.currentChanged?.connect(update);
+  void app.restored.then(() => {
+    if (
+      app.isPluginActivated(RTC_TIMELINE_PLUGIN) &&
+      !document.getElementById(RTC_TIMELINE_ID)
+    ) {
+      warnOnce(
+        `jupyter-collaboration's timeline is not #${RTC_TIMELINE_ID}, as ` +
+          'in its version 5',
+        'its timeline slider may show on collaborative notebooks too'
+      );
+    }
+    update();
+  });
+  return update;
 }

@@ -18,8 +18,14 @@ import {
   NotebookPanel,
   NotebookWidgetFactory
 } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Contents, Kernel } from '@jupyterlab/services';
-import { SidePanel, usersIcon } from '@jupyterlab/ui-components';
+import {
+  SidePanel,
+  ToolbarButton,
+  historyIcon,
+  usersIcon
+} from '@jupyterlab/ui-components';
 import { Token } from '@lumino/coreutils';
 import { AccordionPanel, Widget } from '@lumino/widgets';
 import type * as Y from 'yjs';
@@ -31,8 +37,10 @@ import {
 import { CollaboratorsView } from './collaborators';
 import { remoteCursors } from './cursors';
 import { CollabCellExecutor } from './executor';
+import { HistoryView } from './history';
 import {
   beforeCodeCellRenders,
+  hideRtcTimeline,
   hostSupported,
   interceptCommand,
   routeKernelActions
@@ -168,23 +176,44 @@ async function reopen(
 const panels: JupyterFrontEndPlugin<void> = {
   id: 'kernel-collab:notebook-panel',
   description:
-    'The room bar, banners, run marks, input prompts and kernel actions of ' +
-    'collaborative notebooks.',
+    'The room bar, banners, run marks, input prompts, kernel actions and ' +
+    'history of collaborative notebooks.',
   autoStart: true,
   requires: [
     IKernelCollab,
     INotebookTracker,
     IDocumentManager,
-    NotebookPanel.IContentFactory
+    NotebookPanel.IContentFactory,
+    IRenderMimeRegistry
   ],
   activate: (
     app: JupyterFrontEnd,
     contents: KernelCollabContentProvider,
     tracker: INotebookTracker,
     docManager: IDocumentManager,
-    cellFactory: NotebookPanel.IContentFactory
+    cellFactory: NotebookPanel.IContentFactory,
+    rendermime: IRenderMimeRegistry
   ) => {
     const settings = app.serviceManager.serverSettings;
+    const ours = (widget: unknown): widget is NotebookPanel =>
+      widget instanceof NotebookPanel &&
+      !!contents.providerFor(widget.model?.sharedModel);
+    const timelineChanged = hideRtcTimeline(app, ours);
+    const openHistory = historyOpener(app, contents, rendermime);
+    app.commands.addCommand(SHOW_HISTORY, {
+      label: 'Notebook History',
+      caption:
+        'Earlier versions of this collaborative notebook: who made them, ' +
+        'what changed, restoring one',
+      icon: historyIcon,
+      describedBy: { args: { type: 'object', properties: {} } },
+      isEnabled: () => ours(tracker.currentWidget),
+      execute: () => {
+        if (ours(tracker.currentWidget)) {
+          openHistory(tracker.currentWidget);
+        }
+      }
+    });
     // Outside the JupyterLab versions the patches were written for,
     // collaborative outputs stay untrusted (cell models start untrusted: the
     // sidecar keeps metadata.trusted out).
@@ -222,6 +251,18 @@ const panels: JupyterFrontEndPlugin<void> = {
         decoratePanel(panel, provider, () => {
           void app.commands.execute(SHOW_COLLABORATORS);
         });
+        panel.toolbar.insertAfter(
+          'kc-collaborators',
+          'kc-history',
+          new ToolbarButton({
+            icon: historyIcon,
+            label: 'History',
+            className: 'kc-history-button',
+            tooltip: 'History: earlier versions of this notebook',
+            onClick: () => openHistory(panel)
+          })
+        );
+        timelineChanged();
         if (patched) {
           const unfollow = followTrust(panel, provider);
           panel.disposed.connect(unfollow);
@@ -312,6 +353,74 @@ const panels: JupyterFrontEndPlugin<void> = {
     });
   }
 };
+
+/** Whether a transaction changed more than `map` (the room's state map, whose
+ * changes make no new version). */
+function changesMoreThan(transaction: Y.Transaction, map: Y.Map<any>): boolean {
+  for (const changed of transaction.changed.keys()) {
+    let type: Y.AbstractType<any> | null = changed;
+    while (type && type !== map) {
+      type = type.parent;
+    }
+    if (type !== map) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** The command that opens the current notebook's history. */
+export const SHOW_HISTORY = 'kernel-collab:show-history';
+
+/** Opens a collaborative notebook's history view, one per notebook: in
+ * JupyterLab beside the notebook, in Notebook 7 in the right side panel. */
+function historyOpener(
+  app: JupyterFrontEnd,
+  contents: KernelCollabContentProvider,
+  rendermime: IRenderMimeRegistry
+): (panel: NotebookPanel) => void {
+  const views = new Map<NotebookPanel, HistoryView>();
+  return (panel: NotebookPanel) => {
+    const provider = contents.providerFor(panel.model?.sharedModel);
+    if (!provider) {
+      return;
+    }
+    let view = views.get(panel);
+    if (!view || view.isDisposed) {
+      const ydoc = provider.model.ydoc;
+      const created = new HistoryView({
+        path: () => panel.context.path,
+        canWrite: () => provider.canWrite,
+        settings: app.serviceManager.serverSettings,
+        rendermime,
+        onDocumentChange: listener => {
+          const onTransaction = (transaction: Y.Transaction): void => {
+            if (changesMoreThan(transaction, provider.model.ystate)) {
+              listener();
+            }
+          };
+          ydoc.on('afterTransaction', onTransaction);
+          return () => ydoc.off('afterTransaction', onTransaction);
+        }
+      });
+      created.id = `kc-history-${panel.id}`;
+      views.set(panel, created);
+      created.disposed.connect(() => {
+        if (views.get(panel) === created) {
+          views.delete(panel);
+        }
+      });
+      panel.disposed.connect(() => created.dispose());
+      if (app.name === 'JupyterLab') {
+        app.shell.add(created, 'main', { mode: 'split-right', ref: panel.id });
+      } else {
+        app.shell.add(created, 'right', { rank: 400 });
+      }
+      view = created;
+    }
+    app.shell.activateById(view.id);
+  };
+}
 
 /** The command that opens the collaborators panel. */
 export const SHOW_COLLABORATORS = 'kernel-collab:show-collaborators';

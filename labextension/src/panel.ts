@@ -26,10 +26,10 @@ import {
 // parsed as HTML.
 
 /** What an element holds: text (a text node, never HTML) or elements. */
-type Content = string | Node;
+export type Content = string | Node;
 
 /** A new element with a class name and content. */
-function element<K extends keyof HTMLElementTagNameMap>(
+export function element<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   className: string,
   ...content: Content[]

@@ -87,3 +87,141 @@ export function kernelAction(
     method: 'POST'
   });
 }
+
+/** Who made a version: a person, a script, the kernel's own code, the file on
+ * disk (an outside edit) or the sidecar. Names come from peers: text only. */
+export interface IAuthor {
+  kind: 'person' | 'script' | 'kernel' | 'disk' | 'sidecar' | string;
+  name: string;
+  username?: string;
+}
+
+/** One stored version of a notebook
+ * (`GET /api/kernel-collab/rooms/{path}/history`). */
+export interface IVersion {
+  version: number;
+  /** When its first and last change were made (Unix seconds). */
+  first_at: number;
+  at: number;
+  kind:
+    | 'created'
+    | 'edit'
+    | 'save'
+    | 'restart'
+    | 'restore'
+    | 'outside'
+    | 'purge'
+    | string;
+  pinned: boolean;
+  authors: IAuthor[];
+  label: string;
+  outputs_dropped: boolean;
+}
+
+/** A notebook's cell as nbformat 4 stores it (what the history shows). */
+export interface IStoredCell {
+  id?: string;
+  cell_type: string;
+  source: string | string[];
+  outputs?: IStoredOutput[];
+  execution_count?: number | null;
+}
+
+/** A code cell's output as nbformat 4 stores it. */
+export interface IStoredOutput {
+  output_type: string;
+  name?: string;
+  text?: string | string[];
+  data?: Record<string, unknown>;
+  metadata?: Record<string, unknown>;
+  ename?: string;
+  evalue?: string;
+  traceback?: string[];
+}
+
+/** One version's notebook
+ * (`GET /api/kernel-collab/rooms/{path}/history/{N}`). */
+export interface IVersionContent {
+  version: number;
+  notebook: { cells?: IStoredCell[]; [key: string]: unknown };
+  /** Ids of the cells whose outputs were trusted in that version. */
+  trusted: string[];
+  outputs_dropped: boolean;
+}
+
+/** What happened to one cell between two versions. */
+export interface ICellChange {
+  id: string | null;
+  status: 'added' | 'removed' | 'moved' | 'modified' | 'unchanged';
+  source_changed: boolean;
+  outputs_changed: boolean;
+  old_index: number | null;
+  new_index: number | null;
+  /** A unified diff of the cell's source (when it changed). */
+  source_diff?: string;
+}
+
+/** The changes from one version to another or to now
+ * (`GET /api/kernel-collab/rooms/{path}/history/{N}/diff`). */
+export interface IHistoryDiff {
+  version: number;
+  against: number;
+  outputs_dropped: boolean;
+  cells: ICellChange[];
+}
+
+function historyRoute(path: string, ...parts: string[]): string {
+  return ['rooms', encodePath(path), 'history', ...parts].join('/');
+}
+
+/** The notebook's stored versions, oldest first. */
+export async function fetchHistory(
+  settings: ServerConnection.ISettings,
+  path: string
+): Promise<IVersion[]> {
+  const reply = await call<{ versions?: IVersion[] }>(
+    settings,
+    historyRoute(path),
+    { method: 'GET' }
+  );
+  return Array.isArray(reply.versions) ? reply.versions : [];
+}
+
+/** One stored version of the notebook. */
+export function fetchVersion(
+  settings: ServerConnection.ISettings,
+  path: string,
+  version: number
+): Promise<IVersionContent> {
+  return call<IVersionContent>(settings, historyRoute(path, String(version)), {
+    method: 'GET'
+  });
+}
+
+/** What changed, cell by cell, from `version` to now (or to `against`). */
+export function fetchDiff(
+  settings: ServerConnection.ISettings,
+  path: string,
+  version: number,
+  against: number | 'current' = 'current'
+): Promise<IHistoryDiff> {
+  const query = `?against=${encodeURIComponent(String(against))}`;
+  return call<IHistoryDiff>(
+    settings,
+    historyRoute(path, String(version), 'diff') + query,
+    { method: 'GET' }
+  );
+}
+
+/** Make `version` the notebook again, for everyone (a new version). */
+export function restoreVersion(
+  settings: ServerConnection.ISettings,
+  path: string,
+  version: number
+): Promise<{ version: number }> {
+  return call<{ version: number }>(
+    settings,
+    historyRoute(path, String(version), 'restore'),
+    { method: 'POST' }
+  );
+}

@@ -2,15 +2,19 @@
 
 Memory and store are sampled every few seconds; the growth *rates* over the second half of
 the run must stay within bounds (the store is compacted, the document's content is bounded),
-and every peer converges at the end.
+and every peer converges at the end. The 10-minute run also holds the sidecar to a bare
+replica of the same document in its own process (``tests/replica_process.py``): Y keeps an item
+for every deleted run of text, so the document itself grows with edits spread over many cells;
+the sidecar may grow at most 0.5 MiB/min faster than that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,8 @@ CELLS = 10
 EDIT_PERIOD = 0.5
 """Seconds between two edits of one peer (50 peers: ~100 edits/s in all)."""
 SAMPLE_PERIOD = 2.0
+OWN_GROWTH_LIMIT = 0.5
+"""MiB/min the sidecar may grow faster than a bare replica of its document (10-minute soak)."""
 PRINTER = (
     "import time\n"
     "for i in range({n}):\n"
@@ -47,6 +53,20 @@ def _rss_mib(pid: int) -> float:
 
 def _store_mib(root: Path) -> float:
     return sum(p.stat().st_size for p in root.glob(".kernel_collab.db*")) / 2**20
+
+
+@contextlib.asynccontextmanager
+async def _bare_replica(url: str, token: str) -> AsyncIterator[int]:
+    """A bare replica of the document in its own process (its pid), synced on entry."""
+    command = [sys.executable, "-m", "tests.replica_process", url, token]
+    async with await anyio.open_process(command, stderr=None) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        output = b""
+        while not output.endswith(b"\n"):
+            output += await proc.stdout.receive()
+        assert output == b"synced\n"
+        yield proc.pid
+        await proc.stdin.aclose()  # it leaves
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -78,6 +98,7 @@ async def test_fifty_peers_and_a_printing_kernel_for_a_while(
     async with contextlib.AsyncExitStack() as stack:
         peers = [await stack.enter_async_context(NotebookPeer.connect(url, token))
                  for _ in range(PEERS)]  # fmt: skip
+        replica = await stack.enter_async_context(_bare_replica(url, token))
         assert (await ask(url, token, {"type": "execute", "cell_id": "cell-0"}))["ok"]
         start = time.monotonic()
         deadline = start + seconds
@@ -98,7 +119,7 @@ async def test_fifty_peers_and_a_printing_kernel_for_a_while(
         async def sample() -> None:
             while time.monotonic() < deadline:
                 samples.append({"t": time.monotonic() - start, "rss": _rss_mib(pid),
-                                "store": _store_mib(server.root),
+                                "replica": _rss_mib(replica), "store": _store_mib(server.root),
                                 "ipynb": nb.stat().st_size / 2**20})  # fmt: skip
                 await anyio.sleep(SAMPLE_PERIOD)
 
@@ -114,13 +135,18 @@ async def test_fifty_peers_and_a_printing_kernel_for_a_while(
                                   == [c["source"] for c in final["cells"]])  # fmt: skip
     half = [s for s in samples if s["t"] >= seconds / 2]
     rss_rate = _slope([(s["t"], s["rss"]) for s in half])
+    replica_rate = _slope([(s["t"], s["replica"]) for s in half])
     store_rate = _slope([(s["t"], s["store"]) for s in half])
     end = samples[-1]
     report_figure(f"soak: {edits} edits, {PEERS} peers for {minutes:g} min (seed 1); sidecar RSS "
           f"{samples[0]['rss']:.0f} → {end['rss']:.0f} MiB ({rss_rate:+.2f} MiB/min over the "
-          f"second half); store {end['store']:.2f} MiB ({store_rate:+.3f} MiB/min), .ipynb "
-          f"{end['ipynb']:.3f} MiB")
+          f"second half; a bare replica of the document {replica_rate:+.2f}); store "
+          f"{end['store']:.2f} MiB ({store_rate:+.3f} MiB/min), .ipynb {end['ipynb']:.3f} MiB")
     assert edits > PEERS * seconds / EDIT_PERIOD * 0.5
     assert rss_rate < 10, f"sidecar memory keeps growing: {rss_rate:.1f} MiB/min"
+    if request.config.getoption("--soak"):
+        assert rss_rate - replica_rate <= OWN_GROWTH_LIMIT, (
+            f"the sidecar grows {rss_rate:.2f} MiB/min, {rss_rate - replica_rate:.2f} faster "
+            f"than a bare replica of its document ({replica_rate:.2f})")
     assert store_rate < 0.5, f"the store keeps growing: {store_rate:.2f} MiB/min"
     assert max(s["store"] for s in half) < 2 + 4 * max(s["ipynb"] for s in half)

@@ -105,7 +105,7 @@ def test_an_older_schema_is_migrated_keeping_its_documents(
 
 def test_an_older_schema_without_a_migration_is_refused_not_misread(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "s.db").close()
-    _set_version(tmp_path / "s.db", SCHEMA_VERSION - 1)
+    _set_version(tmp_path / "s.db", 0)  # no migration from 0 exists (1 → 2 does)
     with pytest.raises(StoreError, match="no migration"):
         SQLiteStore(tmp_path / "s.db")
 

@@ -1,0 +1,391 @@
+"""Notebook history in the store: earlier versions of each document, who made them, in a budget.
+
+Every group commit is a row holding the Y update since the previous row, its time, its kind
+and its authors, so the chain of rows replays to every version exactly (Y needs every update,
+in order). A commit that changes cells (or the notebook's metadata) is a *version*; one that
+changes only the ``state`` map (kernel status, the queue) is a hidden row (kind ``state``),
+never listed, merged into its neighbours by thinning. Full states (*checkpoints*) are written
+by :meth:`History.maintain` so that rebuilding any version replays a bounded number of bytes.
+
+``maintain`` also applies the policy (:class:`Policy`): every commit is kept in the recent
+window, then one version per minute for a day, one per hour for a month, one per day after;
+pinned versions (created, explicit saves, kernel restarts, restores, purges) are always kept.
+Past the byte budget, the oldest versions keep their sources and drop their outputs (their rows
+become output-less JSON, marked ``outputs_dropped``); past it still, the oldest go.
+
+Blocking, like :class:`~kernel_collab.store.sqlite.SQLiteStore`, whose connection it shares.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_ydoc import YNotebook
+from pycrdt import Doc, Map, merge_updates
+
+from ..protocol import STATE_KEY, TRUST_KEY
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS history (
+    document_id TEXT NOT NULL REFERENCES documents(document_id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    authors TEXT NOT NULL DEFAULT '[]',
+    label TEXT NOT NULL DEFAULT '',
+    data BLOB,  -- the Y update since the previous row (NULL once flattened)
+    flat BLOB,  -- zlib JSON of the notebook without outputs, once flattened
+    PRIMARY KEY (document_id, version)
+);
+CREATE TABLE IF NOT EXISTS history_checkpoints (
+    document_id TEXT NOT NULL REFERENCES documents(document_id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    state BLOB NOT NULL,  -- zlib Y state after that version
+    PRIMARY KEY (document_id, version)
+)
+"""
+
+EMPTY = b"\x00\x00"
+STATE = "state"
+"""Kind of a hidden row: a commit that changed only the state map."""
+Transaction = Callable[[], AbstractContextManager[None]]
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+
+
+class HistoryError(LookupError):
+    """No such version (or it was purged); the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How history is thinned and bounded (defaults documented in docs/architecture.md)."""
+
+    recent: float = 10 * MINUTE
+    """Every commit younger than this is a version."""
+    max_bytes: int = 64 * 1024 * 1024
+    """Bytes of history (rows and checkpoints) per document before outputs are dropped."""
+    checkpoint_bytes: int = 256 * 1024
+    """Update bytes replayed at most (beyond the largest state) before a new checkpoint."""
+
+
+@dataclass(slots=True)
+class Version:
+    """One version, as listed."""
+
+    version: int
+    first_at: float
+    at: float
+    kind: str
+    pinned: bool
+    authors: list[dict[str, Any]]
+    label: str
+    outputs_dropped: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"version": self.version, "first_at": self.first_at, "at": self.at,
+                "kind": self.kind, "pinned": self.pinned, "authors": self.authors,
+                "label": self.label, "outputs_dropped": self.outputs_dropped}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A version rebuilt: the notebook and the cells whose outputs were trusted then."""
+
+    version: int
+    notebook: dict[str, Any]
+    trusted: dict[str, str] = field(default_factory=dict)
+    outputs_dropped: bool = False
+
+
+def merge_authors(*groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Authors of several rows, each once, in first-seen order."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for group in groups:
+        for author in group:
+            key = (str(author.get("kind")), str(author.get("username") or author.get("name")))
+            seen.setdefault(key, author)
+    return list(seen.values())
+
+
+class History:
+    """The history rows of every document of one store."""
+
+    def __init__(self, db: sqlite3.Connection, transaction: Transaction,
+                 policy: Policy | None = None):  # fmt: skip
+        self._db = db
+        self._transaction = transaction
+        self.policy = policy or Policy()
+
+    # -- writing (inside the caller's transaction) ------------------------------------------
+
+    def begin(self, document_id: str, state: bytes, kind: str, label: str, at: float) -> None:
+        """Start a document's history at ``state`` (version 0, pinned, checkpointed)."""
+        self._db.execute(
+            "INSERT INTO history (document_id, version, first_at, at, kind, pinned, label, data)"
+            " VALUES (?, 0, ?, ?, ?, 1, ?, ?)", (document_id, at, at, kind, label, EMPTY))
+        self._db.execute("INSERT INTO history_checkpoints VALUES (?, 0, ?)",
+                         (document_id, zlib.compress(state, 1)))  # fmt: skip
+
+    def has(self, document_id: str) -> bool:
+        """Whether the document's history has begun."""
+        row = self._db.execute("SELECT 1 FROM history WHERE document_id=? LIMIT 1",
+                               (document_id,)).fetchone()  # fmt: skip
+        return row is not None
+
+    def record(self, document_id: str, update: bytes, *, cells: bool,
+               authors: list[dict[str, Any]], kind: str = "edit", label: str = "",
+               pinned: bool = False, at: float | None = None) -> int:  # fmt: skip
+        """Record one group commit as the next row (a hidden ``state`` row if it changed no
+        cell and is not pinned); returns its number."""
+        at = time.time() if at is None else at
+        last = self._db.execute("SELECT MAX(version) FROM history WHERE document_id=?",
+                                (document_id,)).fetchone()[0]  # fmt: skip
+        if last is None:
+            raise HistoryError(f"document {document_id} has no history to record into")
+        if not cells and not pinned:
+            kind, authors = STATE, []
+        self._db.execute(
+            "INSERT INTO history (document_id, version, first_at, at, kind, pinned, authors,"
+            " label, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (document_id, last + 1, at, at, kind, int(pinned),
+             json.dumps(authors, separators=(",", ":")), label, update))  # fmt: skip
+        return int(last) + 1
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def versions(self, document_id: str) -> list[Version]:
+        """Every version kept, oldest first."""
+        rows = self._db.execute(
+            "SELECT version, first_at, at, kind, pinned, authors, label, data IS NULL"
+            " FROM history WHERE document_id=? AND kind!=? ORDER BY version",
+            (document_id, STATE))  # fmt: skip
+        return [Version(v, f, a, k, bool(p), json.loads(w), lab, bool(d))
+                for v, f, a, k, p, w, lab, d in rows]  # fmt: skip
+
+    def snapshot(self, document_id: str, version: int) -> Snapshot:
+        """Rebuild one version."""
+        row = self._db.execute(
+            "SELECT flat FROM history WHERE document_id=? AND version=? AND kind!=?",
+            (document_id, version, STATE)).fetchone()  # fmt: skip
+        if row is None:
+            raise HistoryError(f"version {version} is not in the history (purged or thinned)")
+        if row[0] is not None:
+            flat = json.loads(zlib.decompress(row[0]))
+            return Snapshot(version, flat["notebook"], flat.get("trusted", {}), True)
+        doc = self._replay(document_id, version)
+        return Snapshot(version, YNotebook(doc).get(), _trusted(doc))
+
+    def _replay(self, document_id: str, version: int) -> Doc[Any]:
+        base = self._db.execute(
+            "SELECT version, state FROM history_checkpoints WHERE document_id=? AND version<=?"
+            " ORDER BY version DESC LIMIT 1", (document_id, version)).fetchone()  # fmt: skip
+        if base is None:
+            raise HistoryError(f"version {version} cannot be rebuilt: no checkpoint before it")
+        updates = [r[0] for r in self._db.execute(
+            "SELECT data FROM history WHERE document_id=? AND version>? AND version<=?"
+            " ORDER BY version", (document_id, base[0], version))]  # fmt: skip
+        if any(u is None for u in updates):
+            raise HistoryError(f"version {version} cannot be rebuilt: its chain was flattened")
+        doc: Doc[Any] = Doc()
+        doc.apply_update(zlib.decompress(base[1]))
+        if updates:
+            doc.apply_update(merge_updates(*updates) if len(updates) > 1 else updates[0])
+        return doc
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def maintain(self, document_id: str, now: float | None = None) -> list[str]:
+        """Checkpoint, thin and hold the budget (call outside a transaction: it makes its
+        own). Returns what it did, for the log."""
+        now = time.time() if now is None else now
+        done = []
+        with self._transaction():
+            merged = self._thin(document_id, now)
+            if merged:
+                done.append(f"thinned {merged} versions")
+            self._checkpoint(document_id)
+        with self._transaction():
+            flattened, dropped = self._hold_budget(document_id, now)
+        if flattened:
+            done.append(f"dropped the outputs of {flattened} old versions (history budget)")
+        if dropped:
+            done.append(f"dropped {dropped} oldest versions (history budget)")
+        return done
+
+    def _bucket(self, at: float, now: float) -> tuple[str, int]:
+        age = now - at
+        if age < DAY:
+            return "m", int(at // MINUTE)
+        if age < 30 * DAY:
+            return "h", int(at // HOUR)
+        return "d", int(at // DAY)
+
+    def _thin(self, document_id: str, now: float) -> int:
+        rows = self._db.execute(
+            "SELECT version, first_at, at, pinned, authors, kind FROM history WHERE document_id=?"
+            " AND data IS NOT NULL AND at<? ORDER BY version",
+            (document_id, now - self.policy.recent)).fetchall()  # fmt: skip
+        groups: list[list[tuple[Any, ...]]] = []
+        for row in rows:
+            last = groups[-1][-1] if groups else None
+            joins = (last is not None and not row[3] and not last[3] and row[0] == last[0] + 1
+                     and self._bucket(row[2], now) == self._bucket(last[2], now))  # fmt: skip
+            if joins:
+                groups[-1].append(row)
+            else:
+                groups.append([row])
+        merged = 0
+        for group in (g for g in groups if len(g) > 1):
+            versions = [r[0] for r in group]
+            datas = [r[0] for r in self._db.execute(
+                f"SELECT data FROM history WHERE document_id=? AND version IN "
+                f"({','.join('?' * len(versions))}) ORDER BY version",
+                (document_id, *versions))]  # fmt: skip
+            authors = merge_authors(*(json.loads(r[4]) for r in group))
+            kind = STATE if all(r[5] == STATE for r in group) else "edit"
+            keep = versions[-1]
+            self._db.execute(
+                "UPDATE history SET data=?, first_at=?, authors=?, kind=?, label=''"
+                " WHERE document_id=? AND version=?",
+                (merge_updates(*datas), group[0][1], json.dumps(authors, separators=(",", ":")),
+                 kind, document_id, keep))  # fmt: skip
+            self._delete(document_id, versions[:-1])
+            merged += len(versions) - 1
+        return merged
+
+    def _delete(self, document_id: str, versions: list[int]) -> None:
+        for table in ("history", "history_checkpoints"):
+            self._db.executemany(f"DELETE FROM {table} WHERE document_id=? AND version=?",
+                                 ((document_id, v) for v in versions))  # fmt: skip
+
+    def _checkpoint(self, document_id: str) -> None:
+        """A checkpoint at the newest version but one, once the bytes to replay since the
+        last checkpoint pass both ``checkpoint_bytes`` and that checkpoint's own size (so
+        checkpoints cost at most about what the updates do)."""
+        last_cp = self._db.execute(
+            "SELECT version, length(state) FROM history_checkpoints WHERE document_id=?"
+            " ORDER BY version DESC LIMIT 1", (document_id,)).fetchone()  # fmt: skip
+        if last_cp is None:
+            return
+        rows = self._db.execute(
+            "SELECT version, length(data) FROM history WHERE document_id=? AND version>?"
+            " AND data IS NOT NULL ORDER BY version",
+            (document_id, last_cp[0])).fetchall()  # fmt: skip
+        if not rows:
+            return
+        target = rows[-1][0]
+        pending = sum(n for _, n in rows)
+        if pending < max(self.policy.checkpoint_bytes, last_cp[1]):
+            return
+        state = self._replay(document_id, target).get_update()
+        self._db.execute("INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, ?)",
+                         (document_id, target, zlib.compress(state, 1)))  # fmt: skip
+
+    def size(self, document_id: str) -> int:
+        """Bytes the document's history takes (rows and checkpoints)."""
+        rows = self._db.execute(
+            "SELECT COALESCE(SUM(length(data)), 0) + COALESCE(SUM(length(flat)), 0) FROM history"
+            " WHERE document_id=?", (document_id,)).fetchone()[0]  # fmt: skip
+        cps = self._db.execute(
+            "SELECT COALESCE(SUM(length(state)), 0) FROM history_checkpoints WHERE"
+            " document_id=?", (document_id,)).fetchone()[0]  # fmt: skip
+        return int(rows) + int(cps)
+
+    def _hold_budget(self, document_id: str, now: float, batch: int = 50) -> tuple[int, int]:
+        """Flatten the oldest versions (sources kept, outputs dropped), then drop the oldest
+        flattened ones, until the history is within ``max_bytes``."""
+        flattened = dropped = 0
+        while self.size(document_id) > self.policy.max_bytes and flattened < batch:
+            row = self._db.execute(
+                "SELECT version FROM history WHERE document_id=? AND data IS NOT NULL AND at<?"
+                " ORDER BY version LIMIT 1",
+                (document_id, now - self.policy.recent)).fetchone()  # fmt: skip
+            if row is None:
+                break
+            self._flatten(document_id, row[0])
+            flattened += 1
+        while self.size(document_id) > self.policy.max_bytes:
+            row = self._db.execute(
+                "SELECT version FROM history WHERE document_id=? AND flat IS NOT NULL"
+                " ORDER BY version LIMIT 1", (document_id,)).fetchone()  # fmt: skip
+            if row is None:
+                break
+            self._delete(document_id, [row[0]])
+            dropped += 1
+        return flattened, dropped
+
+    def _flatten(self, document_id: str, version: int) -> None:
+        doc = self._replay(document_id, version)
+        notebook = YNotebook(doc).get()
+        for cell in notebook["cells"]:
+            if "outputs" in cell:
+                cell["outputs"] = []
+        flat = {"notebook": notebook, "trusted": {}}
+        self._db.execute(
+            "UPDATE history SET data=NULL, flat=? WHERE document_id=? AND version=?",
+            (zlib.compress(json.dumps(flat).encode(), 6), document_id, version))  # fmt: skip
+        # The next version replays from this one's state: keep that, and nothing older.
+        self._db.execute("INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, ?)",
+                         (document_id, version, zlib.compress(doc.get_update(), 1)))  # fmt: skip
+        self._db.execute("DELETE FROM history_checkpoints WHERE document_id=? AND version<?",
+                         (document_id, version))  # fmt: skip
+
+    # -- purge -------------------------------------------------------------------------------
+
+    def purge_before(self, document_id: str, version: int) -> int:
+        """Drop every version before ``version`` (whose state becomes the first checkpoint,
+        without the content deleted before it). Inside the caller's transaction."""
+        if version <= 0:
+            return 0
+        snapshot_doc = self._replay(document_id, version)
+        self._db.execute("INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, ?)",
+                         (document_id, version, zlib.compress(snapshot_doc.get_update(), 1)))
+        gone = [r[0] for r in self._db.execute(
+            "SELECT version FROM history WHERE document_id=? AND version<?",
+            (document_id, version))]  # fmt: skip
+        self._delete(document_id, gone)
+        self._db.execute("DELETE FROM history_checkpoints WHERE document_id=? AND version<?",
+                         (document_id, version))  # fmt: skip
+        return len(gone)
+
+    def purge_one(self, document_id: str, version: int) -> int:
+        """Drop one version: its change is folded into the next version, re-encoded from
+        the state before it so that content added and removed between them is gone."""
+        rows = self._db.execute(
+            "SELECT version FROM history WHERE document_id=? AND version>=? ORDER BY version"
+            " LIMIT 2", (document_id, version)).fetchall()  # fmt: skip
+        if not rows or rows[0][0] != version:
+            raise HistoryError(f"version {version} is not in the history")
+        if len(rows) < 2:
+            raise HistoryError(f"version {version} is the newest: it is the notebook as it is")
+        before = self._db.execute(
+            "SELECT MAX(version) FROM history WHERE document_id=? AND version<?",
+            (document_id, version)).fetchone()[0]  # fmt: skip
+        if before is None:
+            return self.purge_before(document_id, rows[1][0])
+        following = rows[1][0]
+        old = self._replay(document_id, before)
+        new = self._replay(document_id, following)
+        self._db.execute("UPDATE history SET data=? WHERE document_id=? AND version=?",
+                         (new.get_update(old.get_state()), document_id, following))
+        self._delete(document_id, [version])
+        return 1
+
+
+def _trusted(doc: Doc[Any]) -> dict[str, str]:
+    state = doc.get("state", type=Map)
+    ours = state.get(STATE_KEY)
+    record = ours.get(TRUST_KEY) if isinstance(ours, Map) else None
+    if isinstance(record, Map):
+        return {str(k): str(v) for k, v in record.items()}
+    return {}

@@ -1,0 +1,77 @@
+"""What the sidecar keeps must not grow with edits or with peers who come and go."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import weakref
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc, Text
+
+from kernel_collab import protocol
+from kernel_collab.notebook_core.cells import shared_notebook
+from kernel_collab.sidecar.awareness import AwarenessRelay
+from kernel_collab.sidecar.docstore import DocumentStore
+from kernel_collab.sidecar.peer import Peer
+from kernel_collab.sidecar.room import Room
+
+LOG = logging.getLogger(__name__)
+
+
+def test_a_shared_notebook_keeps_no_document_undo_history() -> None:
+    """jupyter_ydoc's document-wide undo manager would keep every edit (and what it deleted)."""
+    notebook = shared_notebook()
+    notebook.set({"cells": [{"cell_type": "code", "source": "x", "metadata": {}, "outputs": [],
+                             "execution_count": None, "id": "a"}],
+                  "metadata": {}, "nbformat": 4, "nbformat_minor": 5})  # fmt: skip
+    other: Doc[Any] = Doc()
+    other.apply_update(notebook.ydoc.get_update())
+    updates: list[bytes] = []
+    other.observe(lambda event: updates.append(event.update))
+    remote = shared_notebook(other).ycells[0]["source"]
+    assert isinstance(remote, Text)
+    for i in range(200):
+        remote += f" {i}"  # a peer's edits: applied without an origin
+        if len(remote) > 40:
+            del remote[0:10]
+    for update in updates:
+        notebook.ydoc.apply_update(update)
+    local = notebook.ycells[0]["source"]
+    for i in range(50):  # the sidecar's own edits, with and without an origin
+        with notebook.ydoc.transaction(origin="kernel_collab:peer" if i % 2 else None):
+            local += "!"
+    assert str(local) == str(remote) + "!" * 50
+    assert len(notebook.undo_manager.undo_stack) == 0
+
+
+class _Sink:
+    async def send(self, message: bytes) -> None:
+        """Nothing is read back."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Nothing to close."""
+
+
+def test_peers_who_left_are_forgotten_with_their_client_ids(tmp_path: Path) -> None:
+    room = Room(shared_notebook(), DocumentStore(tmp_path / "store.db"))
+    relay = AwarenessRelay(room)
+    gone: list[weakref.ref[Peer]] = []
+    for client_id in range(1, 201):  # a page load each: a new client id each time
+        peer = Peer(_Sink(), name=f"page {client_id}", queue_size=100, log=LOG,
+                    identity={"username": "ann", "permissions": {"write": True}})  # fmt: skip
+        room.join(peer)
+        state = json.dumps({"user": {"name": "ann"}, "cursors": []})
+        relay.receive(peer, protocol.encode_awareness([(client_id, 1, state)]))
+        assert client_id in relay.awareness.states
+        room.leave(peer)
+        peer.close(1000, "left")
+        gone.append(weakref.ref(peer))
+        del peer
+    gc.collect()
+    assert [ref for ref in gone if ref() is not None] == []
+    own = relay.awareness.client_id
+    assert set(relay.awareness.states) <= {own}
+    assert set(relay.awareness.meta) <= {own}
