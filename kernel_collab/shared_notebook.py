@@ -169,15 +169,17 @@ class CellList(Sequence[Cell]):
     @overload
     def __getitem__(self, index: slice) -> list[Cell]: ...
     def __getitem__(self, index: int | slice) -> Cell | list[Cell]:
-        ids = [str(c.get("id")) for c in self._notebook._ynb.ycells]
+        ycells = self._notebook._ynb.ycells
         if isinstance(index, slice):
-            return [Cell(self._notebook, i) for i in ids[index]]
-        try:
-            return Cell(self._notebook, ids[index])
-        except IndexError:
-            raise IndexError(
-                f"cell index {index} out of range: the notebook has {len(ids)} cells"
-            ) from None
+            return [Cell(self._notebook, str(c.get("id"))) for c in list(ycells)[index]]
+        count = len(ycells)
+        if not -count <= index < count:
+            raise IndexError(f"cell index {index} out of range: the notebook has {count} cells")
+        return Cell(self._notebook, str(ycells[index].get("id")))
+
+    def __iter__(self) -> Iterator[Cell]:
+        """The cells as they are now (one pass over the document, not one per cell)."""
+        return iter([Cell(self._notebook, str(c.get("id"))) for c in self._notebook._ynb.ycells])
 
     def __repr__(self) -> str:
         return repr(list(self))

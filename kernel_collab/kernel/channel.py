@@ -68,10 +68,13 @@ def check(message: bytes) -> None:
 
 
 def coalesce(messages: list[bytes]) -> list[bytes]:
-    """Merge each run of consecutive document updates into one update."""
+    """Merge each run of consecutive document updates into one update, and keep only the last
+    awareness update (the replica's one client: its latest state supersedes the others)."""
+    awareness = [i for i, m in enumerate(messages) if m[:1] == bytes([YMessageType.AWARENESS])]
+    stale = set(awareness[:-1])
     out: list[bytes] = []
     run: list[bytes] = []
-    for message in [*messages, b""]:
+    for message in [*(m for i, m in enumerate(messages) if i not in stale), b""]:
         if message and _is_update(message):
             run.append(protocol.decode(message).payload)
             continue

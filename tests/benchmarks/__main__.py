@@ -20,14 +20,19 @@ import anyio
 
 from . import plots, report
 from .browser import browser_workload
-from .kernel import kernel_workloads
+from .kernel import kernel_remote_workloads, kernel_workloads, remote_preflight
 from .proxy import proxy_workload
 from .systems import JupyterCollaboration, Sidecar, System
 from .workloads import FULL, QUICK, WORKLOADS, Context, Recorder, write_notebooks
 
 RUNS = {**WORKLOADS, "proxy": proxy_workload, "browser": browser_workload}
-ALL = [*RUNS, "kernel"]
-"""Every workload; ``kernel`` runs kernel_collab alone, against a plain kernel client."""
+KERNEL_RUNS = {"kernel": kernel_workloads, "kernel-remote": kernel_remote_workloads}
+"""Workloads of kernel_collab alone, against a floor: a plain kernel client, or (the in-kernel
+API rows) a peer of the same sidecar. ``kernel-remote``: the in-kernel API rows with the
+kernel on another host (a network namespace with its own sshd: needs root and ``ip netns``,
+and fails saying so without them)."""
+ALL = [*RUNS, *KERNEL_RUNS]
+"""Every workload."""
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="fewer samples and no browser workload (< 3 min on 2 cores)")
+                   help="fewer samples and no browser workload (about 4 min on 2 cores)")
     p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv",
                    help="venv with jupyter-collaboration (made by run.sh)")
     p.add_argument("--only", default=None,
@@ -67,6 +72,11 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
     if unknown:
         print(f"unknown workloads: {sorted(unknown)}", file=sys.stderr)
         return 2
+    if "kernel-remote" in only and args.ours == "kernel_collab":
+        problem = remote_preflight()
+        if problem is not None:
+            print(f"kernel-remote cannot run here: {problem}", file=sys.stderr)
+            return 2
     ours: System
     if args.ours == "kernel_collab":
         ours = Sidecar(scratch)
@@ -80,15 +90,15 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
     started = time.monotonic()
     timings: dict[str, dict[str, float]] = {}
     for i, name in enumerate(only):
-        if name == "kernel":
+        if name in KERNEL_RUNS:
             if not isinstance(ours, Sidecar):
-                print("kernel: skipped (it runs kernel_collab only)", file=sys.stderr)
+                print(f"{name}: skipped (it runs kernel_collab only)", file=sys.stderr)
                 continue
             t = time.monotonic()
-            print(f"[{time.monotonic() - started:6.1f}s] kernel: {ours.name} and a plain "
-                  "kernel client …", file=sys.stderr, flush=True)
-            await kernel_workloads(ours, ctx, recs[ours.name], floor)
-            timings["kernel"] = {ours.name: round(time.monotonic() - t, 2)}
+            print(f"[{time.monotonic() - started:6.1f}s] {name}: {ours.name} and its floor …",
+                  file=sys.stderr, flush=True)
+            await KERNEL_RUNS[name](ours, ctx, recs[ours.name], floor)
+            timings[name] = {ours.name: round(time.monotonic() - t, 2)}
             continue
         order = [ours, theirs] if i % 2 == 0 else [theirs, ours]  # alternate who goes first
         for system in order:
@@ -122,7 +132,8 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
         "rows": rows,
         "notes": notes,
         "info": {name: rec.info for name, rec in recs.items()},
-        "floor": {"what": "plain jupyter_client kernel client, plain python3 kernel",
+        "floor": {"what": "plain jupyter_client kernel client, plain python3 kernel; for the "
+                  "in-kernel API rows, a peer of the same sidecar making the same change",
                   "info": floor.info},
         "plots": [str(p) for p in pngs],
     })

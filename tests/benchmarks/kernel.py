@@ -19,12 +19,17 @@ Measures (keys under ``kernel.``): lines/s from ``print`` into the document as a
 (flushed and buffered) and how long after the kernel finished the loop the peer had every
 line; print → peer latency from ``time.time()`` stamps (same machine clock); queue
 throughput of trivial cells asked by 3 peers, and run request → ``execution_state``
-"running" at another peer.
+"running" at another peer; the in-kernel API (``kernel_collab.notebook()``, synced over the
+kernel's comm): an edit in the kernel → a peer, and 1,000 cells appended → a peer has them
+all, against the same change made by a peer of the same sidecar (their floor), here and
+(``kernel-remote``) with the kernel on another host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,12 +42,22 @@ from urllib.parse import quote
 import anyio
 import httpx
 import nbformat
+import pytest
 import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from pycrdt import Map, Text
 
+from kernel_collab.notebook_core.cells import new_cell_id, set_text
 from tests.jupyter_server_process import JupyterServer, running_server
+from tests.remote_host import (
+    KERNEL_NAME,
+    SSHD,
+    RemoteHost,
+    remote_host,
+    remote_server_env,
+    write_ssh_kernelspec,
+)
 
 from .peers import Peer, PeerError, join
 from .systems import System
@@ -89,12 +104,17 @@ def expected_lines(lines: int) -> str:
     return "".join(f"{i}\n" for i in range(lines))
 
 
-def write_notebook(path: Path, cells: dict[str, str]) -> Path:
-    """A notebook with one code cell per ``{cell_id: source}``, in order."""
+COLLAB_KERNEL = "python3-collab"
+"""The collaborative kernelspec (a kernel on this machine)."""
+
+
+def write_notebook(path: Path, cells: dict[str, str], kernel: str = COLLAB_KERNEL) -> Path:
+    """A notebook with one code cell per ``{cell_id: source}``, in order, on ``kernel``."""
     nb = nbformat.v4.new_notebook()
     for cell_id, source in cells.items():
         nb.cells.append(nbformat.v4.new_code_cell(source, id=cell_id))
-    nb.metadata["kernelspec"] = {"name": "python3-collab", "display_name": "Python 3"}
+    display = "Python 3" if kernel == COLLAB_KERNEL else kernel
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": display}
     nbformat.write(nb, path)
     return path
 
@@ -211,13 +231,15 @@ class KernelSetup:
 
 
 @contextlib.asynccontextmanager
-async def collab_server(base: Path) -> AsyncIterator[JupyterServer]:
+async def collab_server(base: Path,
+                        env: dict[str, str] | None = None) -> AsyncIterator[JupyterServer]:
     """``tests.jupyter_server_process.running_server`` (kernel_collab's extension enabled) on a
-    fresh root under ``base``; its blocking start and stop run in a worker thread."""
+    fresh root under ``base`` (``env`` added to its environment); its blocking start and stop
+    run in a worker thread."""
     root, runtime = base / "root", base / "runtime"
     root.mkdir(parents=True)
     runtime.mkdir(parents=True)
-    cm: AbstractContextManager[JupyterServer] = running_server(root, runtime)
+    cm: AbstractContextManager[JupyterServer] = running_server(root, runtime, env=env)
     server = await anyio.to_thread.run_sync(cm.__enter__)
     try:
         yield server
@@ -235,18 +257,19 @@ async def jupyter_server(ctx: Context) -> AsyncIterator[KernelSetup]:
 
 @contextlib.asynccontextmanager
 async def collab_session(
-    setup: KernelSetup, notebook: Path, peers: int
+    setup: KernelSetup, notebook: Path, peers: int, kernel: str = COLLAB_KERNEL
 ) -> AsyncIterator[list[Peer]]:
-    """A notebook session with the collaborative kernel, ``peers`` synced peers of its
-    sidecar, the kernel idle and warmed up (one trivial cell run). Ends the session."""
+    """A notebook session with a collaborative kernel (kernelspec ``kernel``), ``peers``
+    synced peers of its sidecar, the kernel idle and warmed up (one trivial cell run). Ends
+    the session."""
     server = setup.server
     rel = notebook.relative_to(server.root).as_posix()
     try:
-        session = await server.start_session(rel)
+        session = await server.start_session(rel, kernel=kernel)
     except httpx.HTTPError as exc:
-        raise setup.fail(f"POST /api/sessions for {rel} (kernel python3-collab)", exc) from exc
+        raise setup.fail(f"POST /api/sessions for {rel} (kernel {kernel})", exc) from exc
     try:
-        if session["kernel"]["name"] != "python3-collab":
+        if session["kernel"]["name"] != kernel:
             raise setup.fail(f"session started kernel {session['kernel']['name']!r}")
         try:
             record = server.sidecar(notebook)
@@ -488,29 +511,38 @@ def api_edit_code(samples: int) -> str:
 
 
 def api_append_code(cells: int, end_file: Path) -> str:
-    """Code in the kernel appending ``cells`` cells in one transaction, then writing the time
-    its transaction ended to ``end_file`` (the sync is on its own thread)."""
+    """Code in the kernel appending ``cells`` cells in one transaction, then writing to
+    ``end_file`` the times its transaction started and ended (the sync is on its own thread:
+    the update leaves once the transaction ends)."""
     return (
         "import kernel_collab, time, pathlib\nnb = kernel_collab.notebook()\n"
         "t0 = time.time()\nwith nb.transaction():\n"
         f"    for i in range({cells}):\n        nb.append_cell(f'y = {{i}}')\n"
-        f"pathlib.Path({str(end_file)!r}).write_text(repr(t0))\n"
+        f"t1 = time.time()\npathlib.Path({str(end_file)!r}).write_text(f'{{t0!r}} {{t1!r}}')\n"
     )
 
 
-async def api_edit_ours(setup: KernelSetup, peer: Peer, samples: int) -> list[float]:
-    """Kernel-side edit → peer latency: each stamp the kernel writes, as the peer sees it."""
-    target = cell_index(peer, "api-target")
+def watch_stamps(setup: KernelSetup, peer: Peer, cell_id: str) -> tuple[StampReader,
+                                                                        Callable[[float], None]]:
+    """A reader of the ``time.time()`` stamps written into a cell's source, and the listener
+    feeding it (to add to ``peer.listeners``): one latency per new stamp the peer sees."""
+    index = cell_index(peer, cell_id)
     reader = StampReader(setup)
-    last = ""
+    last = str(peer.notebook.ycells[index]["source"])
 
     def on_update(now: float) -> None:
         nonlocal last
-        value = str(peer.notebook.ycells[target]["source"])
+        value = str(peer.notebook.ycells[index]["source"])
         if value != last and value.replace(".", "", 1).isdigit():
             reader.feed(value + "\n", now)
         last = value
 
+    return reader, on_update
+
+
+async def api_edit_ours(setup: KernelSetup, peer: Peer, samples: int) -> list[float]:
+    """Kernel-side edit → peer latency: each stamp the kernel writes, as the peer sees it."""
+    reader, on_update = watch_stamps(setup, peer, "api-target")
     peer.listeners.append(on_update)
     try:
         await run_and_wait(peer, "api-edit", "api-edit: kernel-side edits")
@@ -521,13 +553,129 @@ async def api_edit_ours(setup: KernelSetup, peer: Peer, samples: int) -> list[fl
     return reader.latencies[STAMP_WARMUP:]
 
 
-async def api_append_ours(setup: KernelSetup, peer: Peer, cells: int, end_file: Path) -> float:
+async def api_edit_floor(setup: KernelSetup, watcher: Peer, writer: Peer,
+                         samples: int) -> list[float]:
+    """The same edits (the source set to ``time.time()`` every ``STAMP_PERIOD``, a minimal
+    text edit) made by another peer of the same sidecar instead of the kernel."""
+    reader, on_update = watch_stamps(setup, watcher, "api-target")
+    source = writer.cell_source(cell_index(writer, "api-target"))
+    watcher.listeners.append(on_update)
+    stamp = ""
+    try:
+        for _ in range(samples + STAMP_WARMUP):
+            stamp = repr(time.time())
+
+            def edit(value: str = stamp) -> None:
+                set_text(source, value)
+
+            await writer.ws.send(writer.change(edit))
+            await anyio.sleep(STAMP_PERIOD)
+        index = cell_index(watcher, "api-target")
+        await wait_for(watcher, lambda: str(watcher.notebook.ycells[index]["source"]) == stamp,
+                       "api-edit floor: the last edit at the other peer")
+    finally:
+        watcher.listeners.remove(on_update)
+    if len(reader.latencies) < samples * 0.9:
+        raise KernelBenchError(f"api-edit floor: {len(reader.latencies)} of {samples} edits seen")
+    return reader.latencies[STAMP_WARMUP:]
+
+
+@dataclass
+class AppendResult:
+    """1,000 cells appended in the kernel: from the transaction's start to the peer having
+    them all, and how much of that the kernel's transaction itself took."""
+
+    total: float
+    transaction: float
+
+
+async def api_append_ours(setup: KernelSetup, peer: Peer, cells: int,
+                          end_file: Path) -> AppendResult:
     """Seconds from the kernel's first append to the peer having all ``cells`` new cells."""
     before = len(peer.notebook.ycells)
     waiter = peer.expect(lambda: len(peer.notebook.ycells) >= before + cells)
     await run_and_wait(peer, "api-append", "api-append: 1,000 cells from the kernel")
     arrived = await peer.wait(waiter, TIMEOUT)
-    return setup.wall(arrived) - read_end(end_file)
+    t0, t1 = read_times(end_file)
+    return AppendResult(setup.wall(arrived) - t0, t1 - t0)
+
+
+def read_times(path: Path) -> tuple[float, float]:
+    """The kernel's transaction start and end ``time.time()``, written by the append cell."""
+    try:
+        t0, t1 = (float(x) for x in path.read_text().split())
+    except (OSError, ValueError) as exc:
+        raise KernelBenchError(f"api-append: no start/end times in {path}: {exc}") from exc
+    return t0, t1
+
+
+async def api_append_floor(watcher: Peer, writer: Peer, cells: int) -> float:
+    """The same cells (as ``append_cell`` makes them) appended in one transaction by another
+    peer of the same sidecar: from the transaction's start to ``watcher`` having them all."""
+    before = len(watcher.notebook.ycells)
+    waiter = watcher.expect(lambda: len(watcher.notebook.ycells) >= before + cells)
+    ynb = writer.notebook
+
+    def append() -> None:
+        for i in range(cells):
+            ynb.ycells.append(ynb.create_ycell({
+                "id": new_cell_id(), "cell_type": "code", "source": f"y = {i}", "metadata": {},
+                "outputs": [], "execution_count": None}))
+
+    t0 = time.perf_counter()
+    await writer.ws.send(writer.change(append))
+    try:
+        return await watcher.wait(waiter, TIMEOUT) - t0
+    except PeerError as exc:
+        raise KernelBenchError(f"api-append floor: {exc}") from exc
+
+
+def api_notebook(path: Path, samples: int, end_file: Path, kernel: str = COLLAB_KERNEL) -> Path:
+    """The notebook of the in-kernel API rows: its kernel says where it runs (cell
+    ``where``), edits a cell's source (``api-edit``) and appends cells (``api-append``)."""
+    return write_notebook(path, {
+        "warm": "x = 0",
+        "where": "import os\nprint(os.getpid(), os.readlink('/proc/self/ns/net'))",
+        "api-target": "0",
+        "api-edit": api_edit_code(samples + STAMP_WARMUP),
+        "api-append": api_append_code(API_APPEND_CELLS, end_file),
+    }, kernel)
+
+
+async def where(peer: Peer) -> tuple[int, str]:
+    """Run cell ``where``: the kernel's pid and network namespace."""
+    await run_and_wait(peer, "where", "where: the kernel's pid and network namespace")
+    text = stdout_text(peer, cell_index(peer, "where"))
+    try:
+        pid, netns = str(text).split()
+        return int(pid), netns
+    except ValueError:
+        raise KernelBenchError(f"where: unexpected output {str(text)!r}") from None
+
+
+async def api_rows(setup: KernelSetup, notebook: Path, end_file: Path, prefix: str,
+                   ours: Recorder, floor: Recorder, kernel: str = COLLAB_KERNEL,
+                   check: Callable[[int, str], None] | None = None) -> None:
+    """The in-kernel API rows (``{prefix}.api_edit``, ``{prefix}.api_append``) in a session
+    of ``notebook`` with two peers, and their floor: the same edits and appends made by one
+    peer, seen by the other, through the same sidecar. ``check(pid, netns)`` may refuse the
+    kernel (not where it should run)."""
+    samples = setup.ctx.plan.running_samples
+    async with collab_session(setup, notebook, 2, kernel) as (watcher, writer):
+        pid, netns = await where(watcher)
+        if check is not None:
+            check(pid, netns)
+        for x in await api_edit_ours(setup, watcher, samples):
+            ours.add(f"{prefix}.api_edit", x)
+        for x in await api_edit_floor(setup, watcher, writer, samples):
+            floor.add(f"{prefix}.api_edit", x)
+        # The floor first: ours then appends to the larger document (never to its advantage).
+        floor.add(f"{prefix}.api_append", await api_append_floor(watcher, writer,
+                                                                 API_APPEND_CELLS))
+        res = await api_append_ours(setup, watcher, API_APPEND_CELLS, end_file)
+        ours.add(f"{prefix}.api_append", res.total)
+        ours.note(f"{prefix}.api_append", f"the kernel's transaction (1,000 append_cell) took "
+                  f"{res.transaction:.2f} s of the {res.total:.2f} s")
 
 
 async def client_round_trips(setup: KernelSetup, rel: str, samples: int) -> list[float]:
@@ -691,11 +839,9 @@ async def kernel_workloads(system: System, ctx: Context, ours: Recorder, floor: 
         for r in range(plan.stamp_repeats):
             cells[f"stamps-{r}"] = stamps_code(plan.stamp_samples + STAMP_WARMUP)
         api_samples = plan.running_samples
-        cells["api-target"] = "0"
-        cells["api-edit"] = api_edit_code(api_samples + STAMP_WARMUP)
         cells["api-trivial"] = "x = 1"
-        cells["api-append"] = api_append_code(API_APPEND_CELLS, ends / "api-append")
         kernel_nb = write_notebook(root / "kernel.ipynb", cells)
+        api_nb = api_notebook(root / "api.ipynb", api_samples, ends / "api-append")
         queue_nb = write_notebook(root / "queue.ipynb", {
             "warm": "x = 0", **{f"q{i}": "x = 1" for i in range(plan.queue_cells)},
             "probe": "x = 1",
@@ -717,12 +863,11 @@ async def kernel_workloads(system: System, ctx: Context, ours: Recorder, floor: 
                     for x in await stamps_ours(setup, peer, f"stamps-{r}", plan.stamp_samples
                                                + STAMP_WARMUP):
                         ours.add("kernel.print_latency", x)
-                for x in await api_edit_ours(setup, peer, api_samples):
-                    ours.add("kernel.api_edit", x)
                 for x in await client_round_trips(setup, "kernel.ipynb", api_samples):
                     ours.add("kernel.client_run", x)
-                ours.add("kernel.api_append", await api_append_ours(
-                    setup, peer, API_APPEND_CELLS, ends / "api-append"))
+
+        async def ours_api() -> None:
+            await api_rows(setup, api_nb, ends / "api-append", "kernel", ours, floor)
 
         async def floor_output() -> None:
             async with plain_kernel(setup) as client:
@@ -766,7 +911,7 @@ async def kernel_workloads(system: System, ctx: Context, ours: Recorder, floor: 
                               "reached the other peer already ended (start and end in one "
                               "update): timed to the newer last_run")
 
-        for step in (ours_output, floor_output, ours_queue):
+        for step in (ours_output, floor_output, ours_api, ours_queue):
             t = time.perf_counter()
             await step()
             print(f"         kernel: {step.__name__.replace('_', ' ')} done in "
@@ -776,6 +921,104 @@ async def kernel_workloads(system: System, ctx: Context, ours: Recorder, floor: 
             "lines_flushed": plan.lines_flushed, "lines_buffered": plan.lines_buffered,
             "stamp_samples": plan.stamp_samples, "stamp_period_s": STAMP_PERIOD,
             "queue_cells": plan.queue_cells, "queue_peers": QUEUE_PEERS,
+        }
+
+
+# -- the same API rows, the kernel on another host ---------------------------------------------
+
+
+REMOTE_PREFIX = "kernel.remote"
+"""Keys of the rows for a kernel on another host (``tests/remote_host.py``)."""
+
+
+def remote_preflight() -> str | None:
+    """Why ``kernel-remote`` cannot run here (None: it can try), checked before any workload
+    runs so a run that cannot make the other host fails at once."""
+    import importlib.util
+    import shutil
+
+    if os.geteuid() != 0:
+        return ("it makes a network namespace with its own sshd as the other host, which needs "
+                "root (run as root, or leave kernel-remote out of --only)")
+    missing = [tool for tool in ("ip", "ssh-keygen", SSHD) if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} missing (scripts/setup-remote installs openssh-server)"
+    if importlib.util.find_spec("gateway_provisioners") is None:
+        return "gateway-provisioners is not installed in this venv (it is in the test extras)"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def other_host(folder: Path) -> AsyncIterator[RemoteHost]:
+    """``tests.remote_host.remote_host`` (a network namespace with its own sshd), made and
+    removed in a worker thread; failing to make it is a :class:`KernelBenchError` saying why
+    (it needs root, ``ip netns`` and ``/usr/sbin/sshd``)."""
+    cm = remote_host(folder)
+    try:
+        host = await anyio.to_thread.run_sync(cm.__enter__)
+    except pytest.fail.Exception as exc:
+        raise KernelBenchError(f"kernel-remote: cannot make the other host: {exc}") from None
+    try:
+        yield host
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
+
+
+def same_kernel_collab(kernel_json: Path) -> None:
+    """Make the kernel on the other host import the kernel_collab this process imports (the
+    server, its sidecars and local kernels inherit our ``PYTHONPATH``; only the kernelspec's
+    ``env`` crosses SSH)."""
+    import kernel_collab
+
+    spec = json.loads(kernel_json.read_text())
+    spec["env"]["PYTHONPATH"] = str(Path(kernel_collab.__file__).resolve().parent.parent)
+    kernel_json.write_text(json.dumps(spec, indent=1))
+
+
+async def kernel_remote_workloads(system: System, ctx: Context, ours: Recorder,
+                                  floor: Recorder) -> None:
+    """The in-kernel API rows again, for a collaborative kernel on another host: a network
+    namespace with its own address and sshd, the kernel launched there over SSH by
+    gateway-provisioners' ``DistributedProvisioner`` wrapped by ``kernel-collab`` (as
+    ``tests/integration/test_remote_kernel.py``); the Jupyter server, the sidecar and the
+    peers stay on this machine. The kernel is checked to run on the other host."""
+    if system.shared_server:
+        raise KernelBenchError("the kernel workloads run kernel_collab only")
+    base = ctx.scratch / "kernel-remote"
+    t = time.perf_counter()
+    async with other_host(base / "host") as host:
+        try:
+            specs = write_ssh_kernelspec(base / "jupyter_path", host)
+        except pytest.fail.Exception as exc:
+            raise KernelBenchError(f"kernel-remote: {exc}") from None
+        same_kernel_collab(specs / "kernels" / KERNEL_NAME / "kernel.json")
+        logs = base / "kernel-logs"
+        logs.mkdir()
+        async with collab_server(base, remote_server_env(host, specs, logs)) as server:
+            setup = KernelSetup(server, ctx)
+            ends = server.root / "ends"
+            ends.mkdir()
+            nb = api_notebook(server.root / "api-remote.ipynb", ctx.plan.running_samples,
+                              ends / "api-append", KERNEL_NAME)
+            here = os.readlink("/proc/self/ns/net")
+
+            def check(pid: int, netns: str) -> None:
+                if netns == here or pid not in host.pids():
+                    raise KernelBenchError(f"kernel-remote: the kernel (pid {pid}, {netns}) "
+                                           f"does not run on the other host {host.address}")
+
+            try:
+                await api_rows(setup, nb, ends / "api-append", REMOTE_PREFIX, ours, floor,
+                               KERNEL_NAME, check)
+            except KernelBenchError as exc:
+                kernel_logs = "\n".join(f"  {p.name}:\n{p.read_text(errors='replace')[-3000:]}"
+                                        for p in sorted(logs.glob("*.log")))
+                raise KernelBenchError(f"{exc}\n  the remote kernel's log:\n{kernel_logs}"
+                                       ) from exc
+        ours.info["kernel_remote"] = {
+            "host": host.address, "netns": host.netns, "kernelspec": KERNEL_NAME,
+            "seconds": round(time.perf_counter() - t, 1),
         }
 
 

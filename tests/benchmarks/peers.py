@@ -219,6 +219,23 @@ class Peer:
         clock = decode_state_vector(self.doc.get_state())[self.client_id]
         return create_update_message(updates[0]), clock
 
+    def change(self, fn: Callable[[], object]) -> bytes:
+        """Make any local change (``fn`` edits :attr:`notebook`) in one transaction; return
+        the update message to send (as :meth:`edit`, for changes other than an insert)."""
+        if self._mirror is None:
+            self._mirror = Doc()
+            self._mirror.apply_update(self.doc.get_update())
+        self._local = True
+        try:
+            with self.doc.transaction():
+                fn()
+        finally:
+            self._local = False
+        updates, self._outbox = self._outbox, []
+        if len(updates) != 1:
+            raise PeerError(f"{self.name}: a change produced {len(updates)} updates")
+        return create_update_message(updates[0])
+
     def request_message(
         self, obj: dict[str, Any], *, want_reply: bool = False
     ) -> tuple[bytes, str]:

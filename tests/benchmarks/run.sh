@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command: kernel_collab's sidecar vs jupyter-collaboration, same workloads, same run.
-#   tests/benchmarks/run.sh --quick    # < 3 min on 2 cores (no browser workload)
+#   tests/benchmarks/run.sh --quick    # about 4 min on 2 cores (no browser workload)
 #   tests/benchmarks/run.sh            # full, < 20 min
 # Other options go to `python -m tests.benchmarks` (see --help). Exits non-zero without a table
 # if either system does not start or a workload does not complete.
@@ -32,9 +32,11 @@ if [ ! -x "$PEER/bin/jupyter-server" ] || [ "$(cat "$PEER/.bench-stamp" 2>/dev/n
     echo "$stamp" > "$PEER/.bench-stamp"
 fi
 
-# 2. Our package in the project venv, its lab extension built, and Debian's chromium for the
-#    browser workloads: the same set-up as scripts/test.
-(cd "$ROOT" && source scripts/setup-env && source scripts/setup-browser) >&2
+# 2. Our package in the project venv, its lab extension built, Debian's chromium for the
+#    browser workloads and openssh-server's sshd for kernel-remote (the other host's): the same
+#    set-up as scripts/test.
+(cd "$ROOT" && source scripts/setup-env && source scripts/setup-browser \
+    && source scripts/setup-remote) >&2
 
 # 3. Benchmark-only packages (matplotlib for the plots, Playwright for the browser) in .venv; they are not the project's
 #    dependencies and stay out of pyproject.toml.
