@@ -36,6 +36,10 @@ if TYPE_CHECKING:  # imported at the first attach: a room without a kernel goes 
 KERNEL_AUTHOR = {"kind": "kernel", "name": "kernel"}
 """Who writes outputs, in the notebook's history."""
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+DIGEST_HISTORY_SIZE = 4096
+"""Signatures of the kernel's messages remembered to refuse a replayed one. jupyter_client's
+default, 65,536, is about 9 MiB of small strings once reached (an hour of a cell printing 20
+lines a second), each kept alive where it landed in Python's heap."""
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
 
 
@@ -135,6 +139,7 @@ class KernelBridge(LoggingConfigurable):
             key=client.session.key,
             signature_scheme=connection_info.get("signature_scheme", "hmac-sha256"),
             username="kernel_collab",
+            digest_history_size=DIGEST_HISTORY_SIZE,
         )
         client.start_channels(iopub=False, hb=False, stdin=True)
         self.client = client

@@ -20,12 +20,7 @@ import {
 } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Contents, Kernel } from '@jupyterlab/services';
-import {
-  SidePanel,
-  ToolbarButton,
-  historyIcon,
-  usersIcon
-} from '@jupyterlab/ui-components';
+import { SidePanel, historyIcon, usersIcon } from '@jupyterlab/ui-components';
 import { Token } from '@lumino/coreutils';
 import { AccordionPanel, Widget } from '@lumino/widgets';
 import type * as Y from 'yjs';
@@ -214,6 +209,13 @@ const panels: JupyterFrontEndPlugin<void> = {
         }
       }
     });
+    // Not a toolbar button: the notebook toolbar's own items (the execution indicator) would
+    // be pushed into its overflow menu. Right-click a collaborative notebook, or the palette.
+    app.contextMenu.addItem({
+      command: SHOW_HISTORY,
+      selector: '.kc-collaborative .jp-Notebook',
+      rank: 100
+    });
     // Outside the JupyterLab versions the patches were written for,
     // collaborative outputs stay untrusted (cell models start untrusted: the
     // sidecar keeps metadata.trusted out).
@@ -251,17 +253,6 @@ const panels: JupyterFrontEndPlugin<void> = {
         decoratePanel(panel, provider, () => {
           void app.commands.execute(SHOW_COLLABORATORS);
         });
-        panel.toolbar.insertAfter(
-          'kc-collaborators',
-          'kc-history',
-          new ToolbarButton({
-            icon: historyIcon,
-            label: 'History',
-            className: 'kc-history-button',
-            tooltip: 'History: earlier versions of this notebook',
-            onClick: () => openHistory(panel)
-          })
-        );
         timelineChanged();
         if (patched) {
           const unfollow = followTrust(panel, provider);

@@ -46,4 +46,5 @@ if ! "$VENV/bin/python" -c 'import matplotlib, playwright' 2>/dev/null; then
 fi
 
 cd "$ROOT"
-exec env PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tests.benchmarks "$@"
+env PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tests.benchmarks "$@"
+"$VENV/bin/python" -m tests.benchmarks.history $([[ " $* " == *" --quick "* ]] && echo --quick)

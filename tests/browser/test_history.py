@@ -69,7 +69,9 @@ def history(person: UserPage) -> Locator:
 
 def open_history(person: UserPage) -> None:
     """Click the History button in the notebook's toolbar, as a person does."""
-    person.page.locator(".jp-NotebookPanel-toolbar .kc-history-button").click()
+    # Right-click the notebook: "Notebook History".
+    person.page.locator(".jp-NotebookPanel .jp-Notebook").first.click(button="right")
+    person.page.locator(".lm-Menu-item", has_text="Notebook History").click()
     expect(history(person)).to_be_visible()
 
 

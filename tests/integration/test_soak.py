@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -52,7 +53,16 @@ def _rss_mib(pid: int) -> float:
 
 
 def _store_mib(root: Path) -> float:
-    return sum(p.stat().st_size for p in root.glob(".kernel_collab.db*")) / 2**20
+    """The store's files, less the pages history takes (it has its own budget: every commit
+    of the last ten minutes is a version)."""
+    files = sum(p.stat().st_size for p in root.glob(".kernel_collab.db*"))
+    db = sqlite3.connect(f"file:{root / '.kernel_collab.db'}?mode=ro", uri=True)
+    try:
+        history: int = db.execute("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name LIKE "
+                             "'%history%'").fetchone()[0]  # fmt: skip
+    finally:
+        db.close()
+    return (files - history) / 2**20
 
 
 @contextlib.asynccontextmanager

@@ -9,11 +9,14 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import anyio
+import pytest
 from pycrdt import Doc, Text
 
 from kernel_collab import protocol
 from kernel_collab.notebook_core.cells import shared_notebook
 from kernel_collab.sidecar.awareness import AwarenessRelay
+from kernel_collab.sidecar.bridge import DIGEST_HISTORY_SIZE, KernelBridge
 from kernel_collab.sidecar.docstore import DocumentStore
 from kernel_collab.sidecar.peer import Peer
 from kernel_collab.sidecar.room import Room
@@ -75,3 +78,24 @@ def test_peers_who_left_are_forgotten_with_their_client_ids(tmp_path: Path) -> N
     own = relay.awareness.client_id
     assert set(relay.awareness.states) <= {own}
     assert set(relay.awareness.meta) <= {own}
+
+
+@pytest.mark.anyio
+async def test_the_kernel_s_message_signatures_are_remembered_within_a_bound(
+    tmp_path: Path,
+) -> None:
+    """jupyter_client remembers every signature it checked (to refuse replays) up to 65,536."""
+    bridge = KernelBridge(Room(shared_notebook(), DocumentStore(tmp_path / "store.db")))
+    info = {"ip": "127.0.0.1", "transport": "tcp", "shell_port": 9, "iopub_port": 9,
+            "stdin_port": 9, "control_port": 9, "hb_port": 9, "key": "k",
+            "signature_scheme": "hmac-sha256"}  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        await tg.start(bridge.run)
+        bridge.attach("kernel", info)  # nothing listens there: only the session is used
+        assert bridge.client is not None
+        session = bridge.client.session
+        for i in range(2 * DIGEST_HISTORY_SIZE):
+            frames = session.serialize(session.msg("stream", {"name": "stdout", "text": f"{i}"}))
+            session.deserialize(session.feed_identities(frames)[1])
+        assert len(session.digest_history) <= DIGEST_HISTORY_SIZE
+        tg.cancel_scope.cancel()
