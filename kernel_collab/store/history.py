@@ -73,7 +73,7 @@ class Policy:
     """Every commit younger than this is a version."""
     max_bytes: int = 64 * 1024 * 1024
     """Bytes of history (rows and checkpoints) per document before outputs are dropped."""
-    checkpoint_bytes: int = 256 * 1024
+    checkpoint_bytes: int = 1024 * 1024
     """Update bytes replayed at most (beyond the largest state) before a new checkpoint."""
 
 
