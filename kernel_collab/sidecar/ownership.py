@@ -92,9 +92,7 @@ class FieldGuard:
         """Run record (``metadata.kernel_collab``) the sidecar last wrote, by cell id."""
         for ycell in notebook.ycells:
             self._learn(ycell)
-        scopes = [notebook.ycells, notebook.ystate, notebook.ydoc.get("meta", type=Map)]
-        self._undo = UndoManager(scopes=scopes, capture_timeout_millis=0)
-        self._undo.include_origin(PEER_ORIGIN)
+        self._scopes = [notebook.ycells, notebook.ystate, notebook.ydoc.get("meta", type=Map)]
         self._subs = [
             notebook.ycells.observe_deep(self._on_cells),
             notebook.ystate.observe_deep(self._on_state),
@@ -228,6 +226,12 @@ class FieldGuard:
         refused and undone, if it was."""
         self.trust.refresh()  # digests of cells this update may move must be current
         self._seen = seen = _Seen()
+        # One undo manager per update: a long-lived one (cleared after each update) kept state
+        # across the sidecar's own repairs that left the document encoding blocks whose parent
+        # is a plain value (pycrdt 0.14.13), so every peer joining afterwards failed to load
+        # it, and the sidecar could crash. A new one costs about 4 µs.
+        undo = UndoManager(scopes=self._scopes, capture_timeout_millis=0)
+        undo.include_origin(PEER_ORIGIN)
         try:
             with self.notebook.ydoc.transaction(origin=PEER_ORIGIN):
                 self.notebook.ydoc.apply_update(update)
@@ -240,10 +244,8 @@ class FieldGuard:
                 seen.refused.append("outputs are written by the kernel only (clearing is allowed)")
                 break
         if seen.refused:
-            self._undo.undo()
-            self._undo.clear()
+            undo.undo()
             return _Seen(), seen.refused[0]
-        self._undo.clear()
         if seen.restore or seen.trusted_meta:
             with self.notebook.ydoc.transaction():
                 self._put_back(seen)
