@@ -1,26 +1,74 @@
 """A blocking wrapper for scripts: the same API, each call run on a private event loop.
 
 pycrdt documents belong to one thread, so every attribute access and call is carried out on
-the loop's thread through an anyio blocking portal, and objects that view the document
-(cells, metadata, run handles) come back wrapped the same way.
+the loop's thread (:class:`LoopCaller`), and objects that view the document (cells,
+metadata, run handles) come back wrapped the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import inspect
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ..shared_notebook import Cell, CellList, MetadataView, Notebook, RunHandle
 from .connection import InputCallback, connect
 
+T = TypeVar("T")
+
 _VIEWS = (Notebook, Cell, CellList, MetadataView, RunHandle)
 
 
-def _wrap(value: Any, portal: BlockingPortal) -> Any:
+class LoopCaller:
+    """Runs calls on a portal's event loop thread and waits for their result. A plain call is
+    one ``call_soon_threadsafe`` (half the cost of the portal's task per call, which an edit
+    from kernel code pays each time); coroutines go through the portal."""
+
+    def __init__(self, portal: BlockingPortal):
+        self.portal = portal
+        self._loop, self._thread, self._context = portal.call(_loop_thread_context)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the loop's thread."""
+        if threading.get_ident() == self._thread:
+            raise RuntimeError("a blocking call from the event loop's own thread would deadlock")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except Exception as exc:  # noqa: BLE001 - the waiting thread raises it
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run, context=self._context)
+        return future.result()
+
+    def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Await ``fn()`` on the loop."""
+        return self.portal.call(fn)
+
+
+async def _loop_thread_context() -> tuple[asyncio.AbstractEventLoop, int, contextvars.Context]:
+    """The loop, its thread, and a context for plain callbacks in which anyio finds its
+    backend (with sniffio installed it looks for a current task, which a callback lacks)."""
+    context = contextvars.copy_context()
+    try:
+        import sniffio  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        context.run(sniffio.current_async_library_cvar.set, "asyncio")
+    return asyncio.get_running_loop(), threading.get_ident(), context
+
+
+def _wrap(value: Any, portal: LoopCaller) -> Any:
     if isinstance(value, _VIEWS):
         return Blocking(value, portal)
     if isinstance(value, list) and value and isinstance(value[0], _VIEWS):
@@ -31,23 +79,19 @@ def _wrap(value: Any, portal: BlockingPortal) -> Any:
 class Blocking:
     """A view of a notebook object whose every use runs on the portal's thread."""
 
-    def __init__(self, target: Any, portal: BlockingPortal):
+    def __init__(self, target: Any, portal: LoopCaller):
         object.__setattr__(self, "_target", target)
         object.__setattr__(self, "_portal", portal)
 
     def __getattr__(self, name: str) -> Any:
-        portal: BlockingPortal = self._portal
+        portal: LoopCaller = self._portal
         if name == "transaction" and isinstance(self._target, Notebook):
             return lambda: _held_edits(self._target, portal)
-        value = portal.call(_get, self._target, name)
+        value = portal.call(getattr, self._target, name)
         if inspect.iscoroutinefunction(value):
-            return lambda *a, **k: _wrap(
-                portal.call(lambda: value(*_unwrap(a), **k)), portal
-            )
+            return lambda *a, **k: _wrap(portal.run(lambda: value(*_unwrap(a), **k)), portal)
         if callable(value) and not isinstance(value, _VIEWS):
-            return lambda *a, **k: _wrap(
-                portal.call(lambda: _sync_call(value, _unwrap(a), k)), portal
-            )
+            return lambda *a, **k: _wrap(portal.call(lambda: value(*_unwrap(a), **k)), portal)
         return _wrap(value, portal)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -70,31 +114,18 @@ class Blocking:
 
 
 @contextlib.contextmanager
-def _held_edits(notebook: Notebook, portal: BlockingPortal) -> Iterator[None]:
+def _held_edits(notebook: Notebook, portal: LoopCaller) -> Iterator[None]:
     """A transaction across several blocking calls: others receive the edits as one update."""
     transport = notebook._transport
-    portal.call(_call, transport.hold)  # type: ignore[attr-defined]
+    portal.call(transport.hold)  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        portal.call(_call, transport.release)  # type: ignore[attr-defined]
-
-
-async def _call(fn: Any) -> Any:
-    return fn()
+        portal.call(transport.release)  # type: ignore[attr-defined]
 
 
 def _unwrap(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(a._target if isinstance(a, Blocking) else a for a in args)
-
-
-async def _get(target: Any, name: str) -> Any:
-    return getattr(target, name)
-
-
-async def _sync_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = fn(*args, **kwargs)
-    return result
 
 
 @contextlib.contextmanager
@@ -106,4 +137,4 @@ def connect_blocking(server_url: str, path: str, *, token: str | None = None,
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(
         connect(server_url, path, token=token, name=name, on_input=on_input)
     ) as notebook:
-        yield Blocking(notebook, portal)
+        yield Blocking(notebook, LoopCaller(portal))

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.from_thread import start_blocking_portal
 
-from ..client.blocking import Blocking
+from ..client.blocking import Blocking, LoopCaller
 from ..client.connection import ClientNotebook, SyncTransport
 from ..notebook_core.cells import shared_notebook
 from ..shared_notebook import Cell, RunHandle
@@ -58,7 +58,7 @@ class KernelNotebook(Blocking):
         """Queue a cell on the shared queue; returns a handle (see :class:`KernelRunHandle`)."""
         target = cell._target if isinstance(cell, Blocking) else cell
         self._portal.call(setattr, self._target, "calling_cell_id", _calling_cell_id())
-        handle = self._portal.call(self._target.run_async, target)
+        handle = self._portal.run(lambda: self._target.run_async(target))
         return KernelRunHandle(handle, self._portal)
 
 
@@ -74,7 +74,7 @@ class KernelRunHandle(Blocking):
                 "Let this cell finish, or wait from another thread."
             )
         handle: RunHandle = self._target
-        return list(self._portal.call(handle.wait))
+        return list(self._portal.run(handle.wait))
 
 
 def _calling_cell_id() -> str | None:
@@ -128,7 +128,7 @@ def _connect() -> KernelNotebook:
         stack.close()
         raise
     atexit.register(stack.close)
-    notebook = KernelNotebook(target, portal)
+    notebook = KernelNotebook(target, LoopCaller(portal))
     object.__setattr__(notebook, "stack", stack)
     return notebook
 

@@ -200,6 +200,11 @@ class Room(LoggingConfigurable):
             peer.send(message)
         self._committed.set()
         self._committed = anyio.Event()
+        try:
+            await self.store.fold_wal()
+        except (sqlite3.Error, OSError) as exc:  # the next commits still go to the WAL
+            self.log.error("store %s: folding the WAL of document %s failed: %s",
+                           self.store.db_path, self.store.document_id, exc)  # fmt: skip
         if not self._unstored and self.store.wants_compaction():
             try:
                 await self.store.compact(self.doc.get_update())

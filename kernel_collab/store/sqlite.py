@@ -13,6 +13,7 @@ used by one task at a time (the sidecar serialises calls).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -124,8 +125,9 @@ class SQLiteStore:
             # Deleted rows are overwritten, not just freed: what a purge or a compaction
             # removes (a pasted secret someone deleted) leaves the file.
             self._db.execute("PRAGMA secure_delete=ON")
-            # Keep the WAL small: checkpoint every 64 pages, truncate it back to 64 KiB after.
-            self._db.execute("PRAGMA wal_autocheckpoint=64")
+            # No checkpoint inside a commit (the sidecar commits small updates on its event
+            # loop): the owner calls checkpoint() once wal_bytes() grows; truncated to 64 KiB.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute("PRAGMA journal_size_limit=65536")
             self._open_schema()
             self.history = History(self._db, self._transaction, history)
@@ -267,6 +269,17 @@ class SQLiteStore:
         done = self.history.maintain(document_id)
         self.checkpoint()
         return done
+
+    def wal_bytes(self) -> int:
+        """The size of the write-ahead log (0 when there is none)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint_wal(self) -> None:
+        """Fold the WAL into the database (the next commits then reuse it from its start)."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def checkpoint(self) -> None:
         """Give free pages back and fold the WAL into the database, truncating it."""

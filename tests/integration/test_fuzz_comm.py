@@ -262,7 +262,7 @@ def timed_sync(nb):
         with anyio.fail_after({SYNC_TIMEOUT}):
             await nb._target.sync()
     try:
-        nb._portal.call(sync)
+        nb._portal.run(sync)
         return {{"closed": False}}
     except ConnectionError as e:
         return {{"closed": True, "reason": str(e)}}
