@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import inspect
 import threading
+import types
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -87,7 +88,11 @@ class Blocking:
         portal: LoopCaller = self._portal
         if name == "transaction" and isinstance(self._target, Notebook):
             return lambda: _held_edits(self._target, portal)
-        value = portal.call(getattr, self._target, name)
+        method = inspect.getattr_static(type(self._target), name, None)
+        if inspect.isfunction(method):  # a plain method: bound here, one hop to call it
+            value = types.MethodType(method, self._target)
+        else:
+            value = portal.call(getattr, self._target, name)
         if inspect.iscoroutinefunction(value):
             return lambda *a, **k: _wrap(portal.run(lambda: value(*_unwrap(a), **k)), portal)
         if callable(value) and not isinstance(value, _VIEWS):
