@@ -194,6 +194,7 @@ class KernelComm:
         """Join the room, pump both ways until the comm closes, leave."""
         log, room = self.link.log, self.room
         room.join(self.peer)
+        room.no_echo.add(self.peer)  # its batches are acknowledged by number
         log.info("kernel %s: its replica joined over comm %s (%d peers)", self.kernel_id,
                  self.comm_id[:8], len(room.peers))  # fmt: skip
         try:

@@ -74,6 +74,11 @@ class Room(LoggingConfigurable):
         self.updates: PeerUpdates | None = None
         """How peers' updates are applied (``None``: as they are; set by the service)."""
         self._pending: list[bytes] = []
+        self._pending_from: list[Peer | None] = []
+        """The peer each pending update is exactly the update of (None: anything else)."""
+        self.no_echo: set[Peer] = set()
+        """Peers that acknowledge otherwise (the kernel's comm, by batch number): a commit
+        made only of their own updates is not relayed back to them."""
         self._applied_seq = 0
         self._committed_seq = 0
         self._has_pending = anyio.Event()
@@ -132,6 +137,7 @@ class Room(LoggingConfigurable):
         self._event = (kind, label)
         if not self._pending:
             self._pending.append(EMPTY_UPDATE)  # committed even if nothing else changes
+            self._pending_from.append(None)
             self._applied_seq += 1
             self._has_pending.set()
 
@@ -149,6 +155,7 @@ class Room(LoggingConfigurable):
         if update == EMPTY_UPDATE:
             return
         self._pending.append(update)
+        self._pending_from.append(None)
         self._applied_seq += 1
         self._has_pending.set()
 
@@ -167,6 +174,7 @@ class Room(LoggingConfigurable):
 
     async def _commit_and_relay(self) -> None:
         batch, self._pending = self._pending, []
+        sources, self._pending_from = set(self._pending_from), []
         seq = self._applied_seq
         if not batch:
             return
@@ -196,8 +204,10 @@ class Room(LoggingConfigurable):
         self.committed_updates += len(batch)
         self._committed_seq = seq
         message = create_update_message(merged)
+        only = next(iter(sources)) if len(sources) == 1 else None
         for peer in list(self.peers):
-            peer.send(message)
+            if peer is not only or peer not in self.no_echo:
+                peer.send(message)
         self._committed.set()
         self._committed = anyio.Event()
         try:
@@ -232,6 +242,7 @@ class Room(LoggingConfigurable):
     def leave(self, peer: Peer) -> None:
         """Remove a peer."""
         self.peers.discard(peer)
+        self.no_echo.discard(peer)
         self.left.emit(peer)
 
     @property
@@ -249,6 +260,7 @@ class Room(LoggingConfigurable):
                     return  # a reader's answer to our sync: what it has locally stays there
                 peer.close(CLOSE_REFUSED, "read-only: your edits were refused; reload")
                 return
+            start = len(self._pending)
             try:
                 with self.acting(peer.author):
                     if self.updates is None:
@@ -257,6 +269,8 @@ class Room(LoggingConfigurable):
                         self.updates.apply(peer, message.payload)
             except ValueError as exc:
                 raise protocol.ProtocolError(f"invalid Y update: {exc}") from exc
+            if len(self._pending) == start + 1:  # the update alone: no repair, no undo
+                self._pending_from[start] = peer
         elif message.kind == protocol.Kind.SYNC_STEP1:
             try:
                 update = self.doc.get_update(message.payload)
