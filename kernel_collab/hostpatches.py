@@ -41,13 +41,13 @@ def _version(module: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", value)[:2])
 
 
-def _outside(module: str, span: tuple[tuple[int, int], tuple[int, int]]) -> str | None:
+def _outside(module: str, span: tuple[tuple[int, int], tuple[int, int]]) -> list[str]:
     low, high = span
     version = _version(module)
     if low <= version < high:
-        return None
-    return (f"{module} {'.'.join(map(str, version))} is outside the versions this patch was "
-            f"written for (>={low[0]}.{low[1]},<{high[0]})")  # fmt: skip
+        return []
+    return [f"{module} {'.'.join(map(str, version))} is outside the versions this patch was "
+            f"written for (>={low[0]}.{low[1]},<{high[0]})"]  # fmt: skip
 
 
 def _async_method(owner: Any, name: str) -> bool:
@@ -57,19 +57,11 @@ def _async_method(owner: Any, name: str) -> bool:
 
 def problems() -> list[str]:
     """Why any patch would not apply to the installed hosts (empty: every patch applies)."""
-    found = []
-    handlers = importlib.import_module("jupyter_server.services.kernels.handlers")
     sessions = importlib.import_module("jupyter_server.services.sessions.sessionmanager")
-    reason = _outside("jupyter_server", JUPYTER_SERVER)
-    if reason is not None:
-        found.append(reason)
-    if not _async_method(getattr(handlers, "KernelActionHandler", None), "post"):
-        found.append("jupyter_server's KernelActionHandler.post is gone or no longer async")
+    found = _kernel_action_problems()
     if not callable(getattr(sessions.SessionManager, "get_kernel_env", None)):
         found.append("jupyter_server's SessionManager.get_kernel_env is gone")
-    reason = _outside("jupyter_client", JUPYTER_CLIENT)
-    if reason is not None:
-        found.append(reason)
+    found += _outside("jupyter_client", JUPYTER_CLIENT)
     manager = importlib.import_module("jupyter_client.multikernelmanager")
     if not _async_method(manager.MultiKernelManager, "_add_kernel_when_ready"):
         found.append("jupyter_client's MultiKernelManager._add_kernel_when_ready is gone")
@@ -78,9 +70,7 @@ def problems() -> list[str]:
         ydoc = importlib.import_module("jupyter_server_ydoc.handlers")
     except ImportError:
         return found  # jupyter-collaboration is optional
-    reason = _outside("jupyter_server_ydoc", JUPYTER_SERVER_YDOC)
-    if reason is not None:
-        found.append(reason)
+    found += _outside("jupyter_server_ydoc", JUPYTER_SERVER_YDOC)
     for owner, name in (("DocSessionHandler", "put"), ("YDocWebSocketHandler", "prepare")):
         if not _async_method(getattr(ydoc, owner, None), name):
             found.append(f"jupyter_server_ydoc's {owner}.{name} is gone or no longer async")
@@ -93,6 +83,14 @@ def problems() -> list[str]:
 # --- jupyter_server ---------------------------------------------------------------------------
 
 
+def _kernel_action_problems() -> list[str]:
+    handlers = importlib.import_module("jupyter_server.services.kernels.handlers")
+    found = _outside("jupyter_server", JUPYTER_SERVER)
+    if not _async_method(getattr(handlers, "KernelActionHandler", None), "post"):
+        found.append("jupyter_server's KernelActionHandler.post is gone or no longer async")
+    return found
+
+
 def guard_stock_kernel_actions(
     act: Callable[[Any, str, str], Awaitable[None]], is_ours: Callable[[Any, str], bool]
 ) -> bool:
@@ -100,17 +98,14 @@ def guard_stock_kernel_actions(
     ``kernels:write``. For a collaborative kernel (``is_ours(handler, kernel_id)``), first
     ``act(handler, kernel_id, action)``: it checks ``kernels:execute`` (raising 403) and records
     who did it. Other kernels keep the stock behaviour. Returns whether the guard is in place."""
-    handlers = importlib.import_module("jupyter_server.services.kernels.handlers")
-    reason = _outside("jupyter_server", JUPYTER_SERVER)
-    cls = getattr(handlers, "KernelActionHandler", None)
-    if reason is None and not _async_method(cls, "post"):
-        reason = "jupyter_server's KernelActionHandler.post is gone or no longer async"
-    if reason is not None:
+    found = _kernel_action_problems()
+    if found:
         log.warning("kernel_collab: %s: POST /api/kernels/{id}/interrupt and /restart keep "
                     "jupyter_server's own check (kernels:write) for collaborative kernels, and "
-                    "are recorded as done by 'unknown'", reason)  # fmt: skip
+                    "are recorded as done by 'unknown'", found[0])  # fmt: skip
         return False
-    original: Any = cls.post  # type: ignore[union-attr]
+    cls = importlib.import_module("jupyter_server.services.kernels.handlers").KernelActionHandler
+    original: Any = cls.post
     if getattr(original, "_kernel_collab_guard", False):
         return True
 
@@ -122,7 +117,7 @@ def guard_stock_kernel_actions(
         await original(self, kernel_id, action)
 
     post._kernel_collab_guard = True  # type: ignore[attr-defined]
-    cls.post = post  # type: ignore[union-attr]
+    cls.post = post
     return True
 
 
@@ -169,10 +164,10 @@ def forget_failed_kernel_starts(manager: Any) -> None:
     """jupyter_client 8.10 keeps a kernel whose start failed in ``_pending_kernels`` forever,
     so the server's shutdown fails on it (404) and hangs. The collaborative provisioner refuses
     some starts on purpose (a second kernel for a notebook), so drop such ghosts."""
-    reason = _outside("jupyter_client", JUPYTER_CLIENT)
-    if reason is not None or not hasattr(manager, "_add_kernel_when_ready"):
+    found = _outside("jupyter_client", JUPYTER_CLIENT)
+    if found or not hasattr(manager, "_add_kernel_when_ready"):
         log.warning("kernel_collab: %s: a kernel start refused by the provisioner may stay "
-                    "pending in the kernel manager", reason or "no _add_kernel_when_ready")
+                    "pending in the kernel manager", (found or ["no _add_kernel_when_ready"])[0])
         return
     original = manager._add_kernel_when_ready
 
@@ -188,9 +183,8 @@ def forget_failed_kernel_starts(manager: Any) -> None:
 
 
 def _ipykernel_problems() -> list[str]:
-    reason = _outside("ipykernel", IPYKERNEL)
     kernelbase = importlib.import_module("ipykernel.kernelbase")
-    found = [reason] if reason is not None else []
+    found = _outside("ipykernel", IPYKERNEL)
     if not _async_method(kernelbase.Kernel, "shell_channel_thread_main"):
         found.append("ipykernel's Kernel.shell_channel_thread_main is gone or no longer async")
     if not isinstance(getattr(kernelbase.Kernel, "kernel_info", None), property):
@@ -214,11 +208,9 @@ def _advertise(kernel_class: type) -> None:
 
 def take_sync_messages(kernel: Any, take: Callable[[list[Any]], bool]) -> str | None:
     """Give ``take(frames)`` each shell message first, on ipykernel's shell channel thread, before
-    ipykernel routes it; a message it takes (returns True) is never dispatched. The sidecar's
-    sync messages need this: ipykernel's dispatch publishes busy/idle around every message
-    (browsers' status indicators flicker, the culler sees activity), resets the parent that
-    output from user threads falls back to, and waits for the running cell unless on a
-    subshell. Returns why it could not (then the in-kernel API is unavailable), or None."""
+    ipykernel routes it; a message it takes (returns True) is never dispatched (why the sidecar's
+    sync messages need this: docs/architecture.md, "The kernel's comm"). Returns why it could not
+    (then the in-kernel API is unavailable), or None."""
     problems = _ipykernel_problems()
     if problems:
         return "; ".join(problems)
@@ -260,10 +252,10 @@ def guard_jupyter_collaboration(refuse: Callable[[str], Awaitable[None]], file_p
         handlers = importlib.import_module("jupyter_server_ydoc.handlers")
     except ImportError:
         return False
-    reason = _outside("jupyter_server_ydoc", JUPYTER_SERVER_YDOC)
-    if reason is not None:
+    found = _outside("jupyter_server_ydoc", JUPYTER_SERVER_YDOC)
+    if found:
         log.warning("kernel_collab: %s: jupyter-collaboration may open a second room on a "
-                    "notebook a sidecar owns", reason)  # fmt: skip
+                    "notebook a sidecar owns", found[0])  # fmt: skip
         return False
     session_handler = handlers.DocSessionHandler
     socket_handler = handlers.YDocWebSocketHandler

@@ -1,12 +1,7 @@
-"""Everything two processes of kernel_collab must agree on, in one place.
-
-Every side imports this module (the sidecar, the server extension, the provisioner, the
-Python client, the kernel side, the store's command line); no side imports another side's
-internals. It holds the wire (y-websocket's sync and awareness messages, plus kernel_collab's
-request/reply message), the close codes, the headers, the environment variables, the sidecar's
-ready line, the runtime records, and the names of kernel_collab's fields in the document.
-Pure: no sockets, no files but :func:`write_private_json`.
-"""
+"""Everything two processes of kernel_collab must agree on (the wire, close codes, headers,
+environment, ready line, runtime records, kernel_collab's fields in the document), in one place:
+every side imports it, no side imports another's internals. No sockets, no files but
+:func:`write_private_json`."""
 
 from __future__ import annotations
 
@@ -20,11 +15,9 @@ from typing import Any, Final
 from pycrdt import YMessageType, YSyncMessageType, write_message, write_var_uint
 
 # --- the wire ---------------------------------------------------------------------------------
-# A message is ``varuint type`` then a payload. Type 0 is Y sync (step 1, step 2, update),
-# type 1 is awareness (both as y-websocket and pycrdt speak them; pycrdt encodes them). Type
-# 100 is kernel_collab's: a request (peer → sidecar), its reply (sidecar → peer, ``reply_to``
-# the request's ``id``) or a notice (sidecar → peer, no ``reply_to``), one UTF-8 JSON object.
-# This module decodes strictly, because pycrdt's decoder tolerates truncated input.
+# ``varuint type`` then a payload: 0 Y sync, 1 awareness (pycrdt encodes both), 100 a request,
+# reply or notice (one UTF-8 JSON object). Decoded strictly: pycrdt's decoder tolerates
+# truncated input.
 
 REQUEST: Final = 100
 """kernel_collab's request/reply message type."""
@@ -62,16 +55,12 @@ CELL_MESSAGE: Final = "kernel_collab_cell"
 """iopub message the kernel extension sends when a run of another client names its cell."""
 
 # --- the kernel's comm (the in-kernel API's replica, on the kernel's own channels) -------------
-# The kernel asks with a JOIN_MESSAGE on iopub (other frontends ignore unknown types); the
-# sidecar opens a comm with COMM_TARGET whose open data answers the join's ``nonce``. Each
-# comm message's ``buffers`` are messages of the wire above; its ``data`` is an envelope:
-#   kernel → sidecar (iopub, which drops under bursts): ``{"v", "seq"}``, and ``"probe": true``
-#     (nothing new: "have you seen ``seq``?") or ``"resync": n`` (this replaces ``n``…``seq-1``);
-#   sidecar → kernel (shell, which does not drop): ``{"v", "ack"}``, ``"resend_from": n`` with a
-#     sync step 1 in ``buffers`` (a gap: answer with a sync step 2 and the unacknowledged
-#     requests), or ``"close": code, "reason": …`` (the close codes above).
-# The sidecar's shell messages carry SYNC_MARK in their metadata: the kernel extension takes
-# them off the shell channel thread before ipykernel dispatches anything.
+# The kernel asks with a JOIN_MESSAGE on iopub; the sidecar opens a COMM_TARGET comm answering
+# its ``nonce``. A comm message's ``buffers`` are wire messages, its ``data`` an
+# :class:`Envelope`: ``seq``/``probe``/``resync`` from the kernel (iopub, which drops under
+# bursts), ``ack``/``resend_from``/``close`` from the sidecar (shell, which does not; its
+# messages carry SYNC_MARK, taken off the shell thread before ipykernel dispatches anything).
+# The exchange: docs/architecture.md, "The kernel's comm".
 COMM_TARGET: Final = "kernel_collab"
 JOIN_MESSAGE: Final = "kernel_collab_join"
 """iopub message (``{"v", "nonce"}``) by which the kernel asks its sidecar for the comm."""
@@ -211,6 +200,7 @@ def decode(data: bytes) -> Message:
     if not isinstance(data, bytes):
         raise ProtocolError("text frames are not part of the protocol")
     mtype, pos = read_var_uint(data, 0)
+    request: dict[str, Any] | None = None
     if mtype == YMessageType.SYNC:
         sub, pos = read_var_uint(data, pos)
         kind = _SYNC_KINDS.get(sub)  # type: ignore[call-overload]
@@ -221,6 +211,7 @@ def decode(data: bytes) -> Message:
         kind = Kind.AWARENESS
         payload, pos = read_var_bytes(data, pos)
     elif mtype == REQUEST:
+        kind = Kind.REQUEST
         payload, pos = read_var_bytes(data, pos)
         try:
             request = json.loads(payload.decode("utf-8"))
@@ -228,14 +219,11 @@ def decode(data: bytes) -> Message:
             raise ProtocolError(f"request is not UTF-8 JSON: {exc}") from exc
         if not isinstance(request, dict):
             raise ProtocolError("request must be a JSON object")
-        if pos != len(data):
-            raise ProtocolError("trailing bytes after message")
-        return Message(Kind.REQUEST, payload, request)
     else:
         raise ProtocolError(f"unknown message type {mtype}")
     if pos != len(data):
         raise ProtocolError("trailing bytes after message")
-    return Message(kind, payload)
+    return Message(kind, payload, request)
 
 
 def encode_sync_step2(update: bytes) -> bytes:

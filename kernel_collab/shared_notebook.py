@@ -1,11 +1,7 @@
-"""The notebook API shared by code in the kernel and scripts outside it.
-
-A :class:`Notebook` is a view of a shared jupyter_ydoc document: ``cells`` reads like a list,
-a :class:`Cell`'s ``source`` and ``metadata`` can be set, and every change is a Y edit that
-everyone sees. Running goes through the kernel's shared queue (:meth:`Notebook.run`). How
-edits and requests travel (a WebSocket for the client, comms in the kernel) is the
-:class:`Transport`'s business. (Not ``kernel_collab/notebook.py``: importing that submodule
-would replace the package's ``kernel_collab.notebook()`` function with the module.)
+"""The notebook API shared by code in the kernel and scripts outside it: a :class:`Notebook` is
+a view of a shared jupyter_ydoc document whose every change is a Y edit everyone sees; runs go
+through the kernel's shared queue; how edits travel is the :class:`Transport`'s business. (Not
+``notebook.py``: importing that submodule would replace the ``kernel_collab.notebook()`` function.)
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """A script or agent as a collaborator: the notebook API over the Jupyter server's WebSocket.
 
-``connect`` opens the notebook's room (starting its collaborative kernel if none runs), joins
-the document through the server's authenticated sync route, and yields a
-:class:`~kernel_collab.shared_notebook.Notebook`. Edits are sent as they are made; ``sync()``
-returns once the sidecar has stored them; if the connection drops, the API raises
-:class:`ConnectionError` and tells which edits were not acknowledged. The same
-:class:`SyncTransport` carries the kernel's replica over its comm (``kernel/channel.py``).
+``connect`` opens the notebook's room (starting its kernel if none runs) and joins it as a
+named collaborator. Edits are sent as they are made; if the connection drops, the API raises
+:class:`ConnectionError` saying how many edits were not sent. The same :class:`SyncTransport`
+carries the kernel's replica over its comm (``kernel/channel.py``).
 """
 
 from __future__ import annotations
@@ -39,8 +37,7 @@ from ..notebook_core.cells import shared_notebook
 from ..shared_notebook import Notebook
 
 PRESENCE_RENEWAL = 15.0
-"""Seconds between two renewals of a client's awareness state (y-protocols' browsers drop a
-peer they have not heard of for 30 s, and renew their own every 15 s)."""
+"""Seconds between two renewals of a client's awareness state (see :meth:`_renew_presence`)."""
 
 InputCallback = Callable[[str, bool], "str | Awaitable[str]"]
 """``on_input(prompt, password)`` answers ``input()``/``getpass()`` in runs this client asked."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import difflib
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
+from itertools import accumulate
 from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
@@ -19,17 +20,14 @@ NO_DOCUMENT_UNDO: Final = "kernel_collab:no-document-undo"
 
 
 def shared_notebook(doc: Doc[Any] | None = None) -> YNotebook:
-    """A ``YNotebook`` whose document-wide undo history stays empty.
-
-    jupyter_ydoc gives every ``YNotebook`` an undo manager over its cells that records every
-    transaction, anyone's, and keeps what they deleted alive for undo: a replica living for
-    hours grows by about 0.5 KB per edit. Nothing here undoes document-wide (JupyterLab's own
-    shared models turn it off too), so it is left tracking an origin no transaction has.
-    """
+    """A ``YNotebook`` whose document-wide undo history stays empty: jupyter_ydoc's undo manager
+    records every transaction and keeps what they deleted (a replica living for hours grew about
+    0.5 KB per edit); nothing here undoes document-wide (nor do JupyterLab's shared models)."""
     notebook = YNotebook(doc)
     notebook.undo_manager.include_origin(NO_DOCUMENT_UNDO)
     notebook.undo_manager.clear()
     return notebook
+
 
 _positions: weakref.WeakKeyDictionary[YNotebook, dict[str, int]] = weakref.WeakKeyDictionary()
 """Last known index of each cell id, per notebook: a scan of a 1,000-cell notebook for every
@@ -99,18 +97,19 @@ def set_text(ytext: Text, new: str) -> bool:
     position = 0
     for tag, i1, i2, j1, j2 in text_opcodes(old, new):
         if tag == "equal":
-            position += _nbytes(old[i1:i2])
+            position += nbytes(old[i1:i2])
             continue
         if i2 > i1:
-            del ytext[position : position + _nbytes(old[i1:i2])]
+            del ytext[position : position + nbytes(old[i1:i2])]
         if j2 > j1:
             ytext.insert(position, new[j1:j2])
-            position += _nbytes(new[j1:j2])
+            position += nbytes(new[j1:j2])
     return True
 
 
-def _nbytes(text: str) -> int:
-    return len(text.encode("utf-8"))
+def nbytes(text: str) -> int:
+    """Length in UTF-8 bytes (pycrdt's unit for Text positions and lengths)."""
+    return len(text.encode())
 
 
 Opcode = tuple[str, int, int, int, int]
@@ -120,7 +119,8 @@ def text_opcodes(old: str, new: str) -> Iterator[Opcode]:
     """difflib-style opcodes (in ``str`` indices) turning ``old`` into ``new``: common prefix
     and suffix, then a line diff whose small changed blocks are refined by character."""
     prefix = common_prefix(old, new)
-    suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
+    suffix = _longest(min(len(old), len(new)) - prefix,
+                      lambda n: old[len(old) - n :] == new[len(new) - n :])  # fmt: skip
     if prefix:
         yield "equal", 0, prefix, 0, prefix
     yield from _middle_opcodes(
@@ -132,22 +132,15 @@ def text_opcodes(old: str, new: str) -> Iterator[Opcode]:
 
 def common_prefix(a: str, b: str) -> int:
     """Length of the common prefix, by binary search over C-speed slice comparisons."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        mid = (low + high + 1) // 2
-        if a[:mid] == b[:mid]:
-            low = mid
-        else:
-            high = mid - 1
-    return low
+    return _longest(min(len(a), len(b)), lambda n: a[:n] == b[:n])
 
 
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    """Length of the common suffix, at most ``limit``."""
+def _longest(limit: int, same: Callable[[int], bool]) -> int:
+    """The largest ``n <= limit`` for which ``same(n)`` holds (it holds for all smaller)."""
     low, high = 0, limit
     while low < high:
         mid = (low + high + 1) // 2
-        if a[len(a) - mid :] == b[len(b) - mid :]:
+        if same(mid):
             low = mid
         else:
             high = mid - 1
@@ -156,7 +149,8 @@ def _common_suffix(a: str, b: str, limit: int) -> int:
 
 def _middle_opcodes(old: str, new: str, offset: int) -> Iterator[Opcode]:
     old_lines, new_lines = old.splitlines(True), new.splitlines(True)
-    old_at, new_at = _starts(old_lines), _starts(new_lines)
+    old_at = list(accumulate(map(len, old_lines), initial=0))  # line starts, then the end
+    new_at = list(accumulate(map(len, new_lines), initial=0))
     matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         a1, a2, b1, b2 = old_at[i1], old_at[i2], new_at[j1], new_at[j2]
@@ -166,11 +160,3 @@ def _middle_opcodes(old: str, new: str, offset: int) -> Iterator[Opcode]:
                 yield op, offset + a1 + c1, offset + a1 + c2, offset + b1 + d1, offset + b1 + d2
         else:
             yield tag, offset + a1, offset + a2, offset + b1, offset + b2
-
-
-def _starts(lines: Sequence[str]) -> list[int]:
-    """Character offset of each line start, plus the total length."""
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-    return starts

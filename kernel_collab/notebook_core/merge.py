@@ -1,31 +1,11 @@
 """Three-way merge of a notebook: ``base`` (the file as last read or written by the sidecar),
 ``disk`` (the file now) and ``live`` (the shared document now). Pure: no I/O.
 
-Rules, per cell matched by id (a field changed by one side only takes that side's value;
-both sides making the same change is no conflict):
-
-- ``source``: both changed differently → line-based diff3 (``merge3``). If the texts clash,
-  the disk's text wins, a :class:`Conflict` is reported and the live text is kept in the
-  cell's ``metadata["kernel_collab"]["merge_conflict"] = {"live_source": ...}``.
-- ``metadata``: merged per top-level key; disk wins a both-changed key.
-- ``outputs`` + ``execution_count`` (one unit): live wins when both changed, because the
-  live outputs come from the running kernel.
-- ``cell_type``, ``attachments`` and any other field: disk wins when both changed.
-- Cells without ids or with ids unknown to base (an nbformat 4.4 file, a tool that rewrote
-  ids) are matched to unmatched base cells by exact source at the same index, then exact
-  source anywhere, then same position (between the base cells of the nearest matched
-  neighbours, else the same index) + same cell_type + difflib ratio >= 0.6 (by line, else
-  by character); they take the base (= live) id. A base without ids (an old file as read)
-  is matched to the live cells the same way.
-- Added on disk → inserted after its disk predecessor. Added live → kept. Deleted on one
-  side and unchanged on the other → deleted. Deleted on disk but changed live → kept
-  (live edits are never silently lost). Deleted live but changed on disk → disk's version
-  re-inserted (the safe rule: nothing edited anywhere is lost).
-- Order: only disk reordered → disk order, live-only cells after their live predecessor.
-  Otherwise (only live reordered, neither, or both) → live order, disk-only cells after
-  their disk predecessor.
-- Notebook ``metadata``: per top-level key, disk wins a both-changed key. ``nbformat`` and
-  ``nbformat_minor``: disk's.
+The rules are those of docs/architecture.md ("The file on disk"); the finer points: cells
+matched by content take the base (= live) id; "same position" is between the base cells of the
+nearest matched neighbours, else the same index; similarity is by line, else by character; a
+base without ids (an old file as read) is matched to the live cells the same way; when only the
+disk reordered, live-only cells go after their live predecessor.
 
 Merged cells always carry ids (the live ones), also for nbformat < 4.5, so the result can be
 applied to the shared document; whoever writes the file strips them for old formats. Nested
@@ -56,10 +36,6 @@ _WINDOW: Final = 8
 
 _CHAR_RATIO_LIMIT: Final = 4000
 """Above this many characters (both cells), similarity is measured by line only."""
-
-CONFLICT_KEY: Final = METADATA_KEY
-"""Cell metadata key under which a merge conflict's live text is kept (kernel_collab's own)."""
-
 
 class _Missing(Enum):
     MISSING = "missing"
@@ -188,8 +164,8 @@ def _dict(value: Any) -> dict[str, Any]:
 def _cells(notebook: Notebook) -> tuple[list[str | None], list[Cell]]:
     """The cells' given ids (None if absent) and the cells normalised, without ids."""
     raw = notebook.get("cells") or []
-    given = [cell.get("id") if isinstance(cell.get("id"), str) else None for cell in raw]
-    return [g or None for g in given], [_normalise(cell) for cell in raw]
+    given = [cell.get("id") or None for cell in raw]
+    return [g if isinstance(g, str) else None for g in given], [_normalise(c) for c in raw]
 
 
 def _normalise(cell: Mapping[str, Any]) -> Cell:
@@ -418,10 +394,8 @@ def _merge_dict(
 
 def _merge_text(base: str, disk: str, live: str) -> tuple[str, bool]:
     """diff3 by lines; on a clash return the disk's text and True."""
-    if disk == live or live == base:
-        return disk, False
-    if disk == base:
-        return live, False
+    if base in (disk, live) or disk == live:
+        return _pick(base, disk, live), False
     lines = (base.splitlines(True), disk.splitlines(True), live.splitlines(True))
     parts: list[str] = []
     for region in merge3.Merge3(*lines).merge_regions():
@@ -433,9 +407,9 @@ def _merge_text(base: str, disk: str, live: str) -> tuple[str, bool]:
 
 
 def _with_conflict(metadata: dict[str, Any], live_source: str) -> dict[str, Any]:
-    own = _dict(metadata.get(CONFLICT_KEY))
+    own = _dict(metadata.get(METADATA_KEY))
     own["merge_conflict"] = {"live_source": live_source}
-    return {**metadata, CONFLICT_KEY: own}
+    return {**metadata, METADATA_KEY: own}
 
 
 def _fit_cell_type(cell: Cell) -> Cell:
@@ -541,14 +515,14 @@ def mark_file_run_records(live: Notebook, merged: Notebook) -> Notebook:
     before = _by_id(live)
     cells = []
     for cell in merged.get("cells", []):
-        own = (cell.get("metadata") or {}).get(CONFLICT_KEY)
+        own = (cell.get("metadata") or {}).get(METADATA_KEY)
         last = own.get("last_run") if isinstance(own, dict) else None
         live_cell = before.get(cell.get("id") or "") or {}
-        live_own = (live_cell.get("metadata") or {}).get(CONFLICT_KEY)
+        live_own = (live_cell.get("metadata") or {}).get(METADATA_KEY)
         if isinstance(own, dict) and isinstance(last, dict) and not last.get("from_file") and (
             own != live_own
         ):
             own = {**own, "last_run": {**last, "from_file": True}}
-            cell = {**cell, "metadata": {**(cell.get("metadata") or {}), CONFLICT_KEY: own}}
+            cell = {**cell, "metadata": {**(cell.get("metadata") or {}), METADATA_KEY: own}}
         cells.append(cell)
     return {**merged, "cells": cells}

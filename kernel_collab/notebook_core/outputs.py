@@ -42,8 +42,6 @@ def utf8(text: str) -> str:
     return text
 
 
-
-
 def message_content(content: object) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise MalformedOutput(f"content is a {type(content).__name__}, not a dict")

@@ -1,9 +1,6 @@
-"""The notebook schema peers must keep: checked on the cells a peer's update touched.
-
-Y has no retraction, so a cell a peer broke (a cell that is not a map, a source that is not
-text, an unknown cell type, outputs that are not a list...) is repaired right after the update
-is applied, in the same group commit, and the peer is closed so that it reloads. Pure functions:
-the room decides when to call them.
+"""The notebook schema peers must keep, checked on the cells a peer's update touched. Y has no
+retraction, so a broken cell is repaired right after the update, in the same group commit, and
+the peer closed so that it reloads. Pure: the room decides when to call these.
 """
 
 from __future__ import annotations

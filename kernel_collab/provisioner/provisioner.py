@@ -69,11 +69,10 @@ class CollabProvisioner(KernelProvisionerBase):
         self.sidecar: SidecarHandle | None = None
         self._reported_exit: int | None = None
 
-    # -- Popen-like delegation ---------------------------------------------------------------
+    # -- Popen-like delegation (and the timing methods at the end): the inner provisioner's ---
 
     @property
     def has_process(self) -> bool:
-        """Whether the inner provisioner manages a kernel."""
         return bool(self.inner.has_process)
 
     async def poll(self) -> int | None:
@@ -89,30 +88,22 @@ class CollabProvisioner(KernelProvisionerBase):
             and self.sidecar.alive
         ):
             self._reported_exit = status  # tell the document once per death
-            try:
-                await self.sidecar.request({"type": "detach_kernel", "reason": "dead"})
-            except SidecarError as exc:
-                self.log.warning("kernel_collab: %s", exc)
+            await self._detach(self.sidecar, "dead")
         return status
 
     async def wait(self) -> int | None:
-        """Wait for the kernel to exit."""
         return await self.inner.wait()
 
     async def send_signal(self, signum: int) -> None:
-        """Signal the kernel."""
         await self.inner.send_signal(signum)
 
     async def kill(self, restart: bool = False) -> None:
-        """Kill the kernel."""
         await self.inner.kill(restart=restart)
 
     async def terminate(self, restart: bool = False) -> None:
-        """Terminate the kernel."""
         await self.inner.terminate(restart=restart)
 
     async def shutdown_requested(self, restart: bool = False) -> None:
-        """Pass the shutdown notice on."""
         await self.inner.shutdown_requested(restart=restart)
 
     # -- launch ------------------------------------------------------------------------------
@@ -139,7 +130,6 @@ class CollabProvisioner(KernelProvisionerBase):
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        """Launch the kernel through the inner provisioner."""
         info = await self.inner.launch_kernel(cmd, **kwargs)
         self.connection_info = info
         return info
@@ -189,11 +179,8 @@ class CollabProvisioner(KernelProvisionerBase):
             return
         self.log.warning(
             "kernel_collab: sidecar for %s (kernel %s) died with %s; starting a new one "
-            "from the store",
-            self.notebook,
-            self.kernel_id,
-            sidecar.process.returncode,
-        )
+            "from the store", self.notebook, self.kernel_id, sidecar.process.returncode,
+        )  # fmt: skip
         REGISTRY.forget(sidecar)
         self.notebook = sidecar.notebook  # it may have been renamed since launch
         try:
@@ -205,14 +192,16 @@ class CollabProvisioner(KernelProvisionerBase):
         """Tell the sidecar the kernel is restarting or gone, then clean the kernel up."""
         sidecar = self.sidecar
         if sidecar is not None and sidecar.alive:
-            reason = "restart" if restart else "shutdown"
-            try:
-                await sidecar.request({"type": "detach_kernel", "reason": reason})
-            except SidecarError as exc:
-                self.log.warning("kernel_collab: %s", exc)
+            await self._detach(sidecar, "restart" if restart else "shutdown")
             if not restart:
                 sidecar.kernel_ids.discard(str(self.kernel_id))
         await self.inner.cleanup(restart=restart)
+
+    async def _detach(self, sidecar: SidecarHandle, reason: str) -> None:
+        try:
+            await sidecar.request({"type": "detach_kernel", "reason": reason})
+        except SidecarError as exc:
+            self.log.warning("kernel_collab: %s", exc)
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         """Persistable info: the inner provisioner's plus the notebook path."""
@@ -227,14 +216,11 @@ class CollabProvisioner(KernelProvisionerBase):
         self.notebook = Path(notebook) if notebook else None
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
-        """The inner provisioner's."""
         return float(self.inner.get_shutdown_wait_time(recommended))
 
     def get_stable_start_time(self, recommended: float = 10.0) -> float:
-        """The inner provisioner's."""
         return float(self.inner.get_stable_start_time(recommended))
 
     def resolve_path(self, path: str) -> str | None:
-        """The inner provisioner's."""
         resolved: str | None = self.inner.resolve_path(path)
         return resolved

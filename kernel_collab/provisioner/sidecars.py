@@ -1,10 +1,8 @@
 """Sidecar processes as seen from the Jupyter server: start, find, supervise, talk to them.
 
-One :class:`SidecarHandle` per notebook path lives in the server process (``REGISTRY``), so a
-kernel started again for a notebook whose room is still open re-attaches to the same sidecar.
-The sidecar's stdin is a pipe held here: when the server dies, the pipe closes and the sidecar
-saves and exits. A runtime file (mode 0600, in Jupyter's runtime dir) records each sidecar's
-port, tokens and pid for the server extension and for operators.
+One :class:`SidecarHandle` per notebook path (``REGISTRY``), so a kernel started again for an
+open room re-attaches to its sidecar. The sidecar's stdin is a pipe held here (it saves and
+exits when the server dies); a private runtime file records its port, tokens and pid.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -52,9 +51,8 @@ class SidecarHandle:
         """Whether the process is still running."""
         return self.process.returncode is None
 
-    async def exchange(
-        self, obj: dict[str, Any], headers: dict[str, str] | None = None, timeout: float = 30
-    ) -> dict[str, Any]:
+    async def exchange(self, obj: dict[str, Any], headers: dict[str, str] | None = None,
+                       timeout: float = 30) -> dict[str, Any]:  # fmt: skip
         """Send one request on a connection with the admin token (and ``headers``, e.g. the
         identity of the person it is for) and return the reply, whatever it says."""
         try:
@@ -76,9 +74,9 @@ class SidecarHandle:
             raise SidecarError(f"sidecar for {self.notebook} unreachable: {exc}") from exc
         raise SidecarError(f"sidecar for {self.notebook} closed before replying")
 
-    async def request(self, obj: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Send one admin request and return its reply (raising :class:`SidecarError`)."""
-        reply = await self.exchange(obj, timeout=timeout)
+        reply = await self.exchange(obj)
         if not reply.get("ok"):
             raise SidecarError(
                 f"sidecar for {self.notebook} refused {obj.get('type')}: {reply.get('error')}"
@@ -111,6 +109,10 @@ class SidecarRegistry:
     def lock(self, notebook: Path) -> anyio.Lock:
         """The lock serialising room creation for a notebook."""
         return self.locks.setdefault(notebook, anyio.Lock())
+
+    def live(self) -> Iterator[SidecarHandle]:
+        """The sidecars still running (each checked when it is reached)."""
+        return (handle for handle in list(self.handles.values()) if handle.alive)
 
     def get(self, notebook: Path) -> SidecarHandle | None:
         """The live sidecar for a notebook, if any."""

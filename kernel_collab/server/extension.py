@@ -115,18 +115,16 @@ async def _on_contents_event(
     if action == "rename" and isinstance(path, str):
         source = rooms.absolute(str(data.get("source_path", "")).strip("/"))
         target = rooms.absolute(path.strip("/"))
-        for handle in list(REGISTRY.handles.values()):
-            if not handle.alive:
-                continue
-            if handle.notebook == source or handle.notebook.is_relative_to(source):
+        for handle in REGISTRY.live():
+            if handle.notebook.is_relative_to(source):  # the notebook, or a folder of it
                 new = target / handle.notebook.relative_to(source)
                 REGISTRY.moved(handle, new)
                 await _tell(handle, {"type": "rename", "absolute": str(new),
                                      "path": new.relative_to(rooms.root).as_posix()})
     elif action == "delete" and isinstance(path, str):
         gone = rooms.absolute(path.strip("/"))
-        for handle in list(REGISTRY.handles.values()):
-            if handle.alive and (handle.notebook == gone or handle.notebook.is_relative_to(gone)):
+        for handle in REGISTRY.live():
+            if handle.notebook.is_relative_to(gone):
                 await _tell(handle, {"type": "deleted"})
 
 

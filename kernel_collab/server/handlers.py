@@ -1,19 +1,7 @@
-"""HTTP and WebSocket routes of the server extension.
-
-- ``PUT /api/kernel-collab/rooms/{path}``: ensure the room → ``{document_id, path, kernel_id,
-  session_id}``; ``GET`` the same plus peers, queue and status (404 when there is none).
-- ``POST /api/kernel-collab/rooms/{path}/{interrupt|restart}``: done by a named person.
-- ``GET /api/kernel-collab/rooms/{path}/history``, ``…/history/{N}``, ``…/history/{N}/diff``;
-  ``POST …/history/{N}/restore`` and ``…/history/purge``: the notebook's versions, asked of
-  its sidecar on the person's behalf (the diff is computed here, with nbdime).
-- WebSocket ``/api/kernel-collab/sync/{document_id}``: y-websocket sync and awareness,
-  proxied to the sidecar on loopback, stamped with the person's identity and permissions
-  (and ``client_name``: ``?name=`` of a script joining as that person).
-- ``POST /api/kernels/{kernel_id}/execute`` with ``{"cell_id", "document_id"}``: queue a cell.
-- jupyter_server's own ``POST /api/kernels/{kernel_id}/interrupt|restart``, for a collaborative
-  kernel: :func:`collaborative_kernel_action` first (wrapped in by ``extension.py``).
-
-Reading needs ``contents:read``, editing ``contents:write``, running ``kernels:execute``.
+"""HTTP and WebSocket routes of the server extension (what each takes and returns:
+docs/reference.md). Reading needs ``contents:read``, editing ``contents:write``, running
+``kernels:execute``; jupyter_server's own interrupt and restart of a collaborative kernel go
+through :func:`collaborative_kernel_action` first (wrapped in by ``extension.py``).
 """
 
 from __future__ import annotations
@@ -69,14 +57,18 @@ class _Base(APIHandler):
         if not await allowed(self, action, resource):
             raise web.HTTPError(403, f"you need {resource}:{action} for this")
 
-    async def identity(self) -> dict[str, Any]:
-        """The current user as the sidecar sees them, with their permissions."""
-        return await identity_for(self)
+    def room(self, path: str) -> tuple[str, SidecarHandle]:
+        """The notebook's API path and its room's sidecar (404 when no room is open)."""
+        api_path = self.rooms.api_path(path)
+        handle = self.rooms.handle_for_path(api_path)
+        if handle is None:
+            raise web.HTTPError(404, f"no collaborative room is open for {api_path}")
+        return api_path, handle
 
     async def ask(self, handle: SidecarHandle, request: dict[str, Any]) -> dict[str, Any]:
         """A request to the sidecar on the current user's behalf (503 if it is unreachable)."""
         try:
-            return await ask_as(handle, await self.identity(), request)
+            return await ask_as(handle, await identity_for(self), request)
         except SidecarError as exc:
             raise web.HTTPError(503, str(exc)) from exc
 
@@ -97,7 +89,7 @@ class _Base(APIHandler):
             "queue": info.get("queue", []),
             "running": info.get("running"),
             "peers": info.get("peers", []),
-            "permissions": (await self.identity())["permissions"],
+            "permissions": (await identity_for(self))["permissions"],
         }
 
 
@@ -108,10 +100,7 @@ class RoomHandler(_Base):
     async def get(self, path: str) -> None:
         """The room of a notebook (404 when none is open)."""
         await self.require("read", "contents")
-        api_path = self.rooms.api_path(path)
-        handle = self.rooms.handle_for_path(api_path)
-        if handle is None:
-            raise web.HTTPError(404, f"no collaborative room is open for {api_path}")
+        api_path, handle = self.room(path)
         session = await self.rooms.session_for(api_path)
         self.finish(json.dumps(await self.room_model(handle, api_path, session)))
 
@@ -131,8 +120,7 @@ class ModeHandler(_Base):
 
     @web.authenticated
     async def get(self, path: str) -> None:
-        """``{collaborative, reason, kernel_name?, room?}``, decided as a browser opens the
-        notebook (``room``: what ``GET rooms/{path}`` returns, when the room is open)."""
+        """How the notebook opens, decided as a browser opens it (with the room, if open)."""
         await self.require("read", "contents")
         api_path = self.rooms.api_path(path)
         mode = await self.rooms.mode(api_path)
@@ -210,11 +198,7 @@ class _HistoryBase(_Base):
         """The sidecar's reply to ``request`` (403 unless the user may ``action`` contents;
         404 when no room is open; a refusal as :func:`refusal_status` says)."""
         await self.require(action, "contents")
-        api_path = self.rooms.api_path(path)
-        handle = self.rooms.handle_for_path(api_path)
-        if handle is None:
-            raise web.HTTPError(404, f"no collaborative room is open for {api_path}")
-        reply = await self.ask(handle, request)
+        reply = await self.ask(self.room(path)[1], request)
         if not reply.get("ok"):
             error = str(reply.get("error"))
             raise web.HTTPError(refusal_status(error), error)
@@ -239,8 +223,6 @@ class HistoryHandler(_HistoryBase):
 
     @web.authenticated
     async def get(self, path: str) -> None:
-        """``{versions: [{version, first_at, at, kind, pinned, authors, label,
-        outputs_dropped}]}``."""
         reply = await self.history_request(path, {"type": "history"})
         self.finish(json.dumps({"versions": reply.get("versions", [])}))
 
@@ -250,7 +232,6 @@ class HistoryVersionHandler(_HistoryBase):
 
     @web.authenticated
     async def get(self, path: str, version: str) -> None:
-        """``{version, notebook, trusted, outputs_dropped}``."""
         self.finish(json.dumps(await self.version(path, int(version))))
 
 
@@ -259,9 +240,7 @@ class HistoryDiffHandler(_HistoryBase):
 
     @web.authenticated
     async def get(self, path: str, version: str) -> None:
-        """``{version, against, outputs_dropped, cells: [{id, status, source_changed,
-        outputs_changed, old_index, new_index, source_diff?}]}``: from version N to the
-        current document (the newest version) or to version M."""
+        """From version N to the current document (the newest version) or to version M."""
         against = self.get_argument("against", "current")
         if against == "current":
             other = await self.latest(path)
@@ -283,7 +262,6 @@ class HistoryRestoreHandler(_HistoryBase):
 
     @web.authenticated
     async def post(self, path: str, version: str) -> None:
-        """``{version}``: the new version the restore made."""
         reply = await self.history_request(
             path, {"type": "restore", "version": int(version)}, action="write")
         self.finish(json.dumps({"version": reply.get("version")}))
@@ -295,7 +273,6 @@ class HistoryPurgeHandler(_HistoryBase):
 
     @web.authenticated
     async def post(self, path: str) -> None:
-        """``{removed}``: how many versions were deleted."""
         await self.require("write", "contents")
         body = self.get_json_body()
         body = body if isinstance(body, dict) else {}
@@ -383,24 +360,21 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self._relay = asyncio.ensure_future(self._relay_down(self.upstream))
 
     async def _relay_down(self, upstream: ClientConnection) -> None:
-        try:
-            await self._relay_messages(upstream)
-        finally:
-            await upstream.close()
-
-    async def _relay_messages(self, upstream: ClientConnection) -> None:
         code, reason = CLOSE_TRY_AGAIN, "the notebook's sidecar went away; reconnect"
         try:
-            async for data in upstream:
-                self.write_message(data, binary=isinstance(data, bytes))
-        except ConnectionClosed:
-            pass
-        except WebSocketClosedError:
-            return
-        upstream_code = upstream.close_code or 0
-        if upstream_code in (1002, 1009) or upstream_code >= 4000:  # the peer's own fault
-            code, reason = upstream_code, upstream.close_reason or reason
-        self.close(code, reason)
+            try:
+                async for data in upstream:
+                    self.write_message(data, binary=isinstance(data, bytes))
+            except ConnectionClosed:
+                pass
+            except WebSocketClosedError:
+                return
+            upstream_code = upstream.close_code or 0
+            if upstream_code in (1002, 1009) or upstream_code >= 4000:  # the peer's own fault
+                code, reason = upstream_code, upstream.close_reason or reason
+            self.close(code, reason)
+        finally:
+            await upstream.close()
 
     async def on_message(self, message: str | bytes) -> None:
         """Forward a browser message to the sidecar, in order."""

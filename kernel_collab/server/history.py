@@ -84,18 +84,16 @@ def _by_id(pairs: list[_Pair], old: list[Any], new: list[Any]) -> list[_Pair]:
             split += [_Pair(pair.old, None), _Pair(None, pair.new)]
         else:
             split.append(pair)
-    removed: dict[str, _Pair] = {}
+    removed: dict[str | None, _Pair] = {}
     for pair in split:
         if pair.new is None and pair.old is not None:
-            cell_id = _cell_id(old[pair.old])
-            if cell_id is not None:
-                removed.setdefault(cell_id, pair)
+            removed.setdefault(_cell_id(old[pair.old]), pair)
+    removed.pop(None, None)  # a cell without an id is never one moved
     joined: list[_Pair] = []
     gone: set[int] = set()
     for pair in split:
         if pair.old is None and pair.new is not None:
-            cell_id = _cell_id(new[pair.new])
-            match = removed.pop(cell_id, None) if cell_id is not None else None
+            match = removed.pop(_cell_id(new[pair.new]), None)
             if match is not None:
                 gone.add(id(match))
                 joined.append(_Pair(match.old, pair.new, moved=True))

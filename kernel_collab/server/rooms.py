@@ -1,9 +1,6 @@
 """Rooms keyed by notebook: finding a notebook's sidecar, or starting its collaborative session.
-
-The provisioner's registry (``kernel_collab.provisioner.sidecars.REGISTRY``) is the source of
-truth for which sidecar serves which notebook; this module adds what the server knows:
-sessions, kernels, paths under the server root, and who is asking.
-"""
+The provisioner's ``REGISTRY`` says which sidecar serves which notebook; this adds what the
+server knows: sessions, kernels, paths under the server root, and who is asking."""
 
 from __future__ import annotations
 
@@ -22,7 +19,6 @@ from ..protocol import IDENTITY_HEADER
 from ..provisioner.sidecars import REGISTRY, SidecarHandle
 
 PROVISIONER = "kernel-collab"
-
 
 MAX_IDENTITY_FIELD = 256
 """Characters kept of each field of an identity (a name of any length can join; the whole
@@ -89,17 +85,11 @@ class RoomManager:
 
     def handle_for_document(self, document_id: str) -> SidecarHandle | None:
         """The live sidecar serving a document id, if any."""
-        for handle in list(REGISTRY.handles.values()):
-            if handle.alive and handle.document_id == document_id:
-                return handle
-        return None
+        return next((h for h in REGISTRY.live() if h.document_id == document_id), None)
 
     def handle_for_kernel(self, kernel_id: str) -> SidecarHandle | None:
         """The live sidecar a kernel is attached to, if any."""
-        for handle in list(REGISTRY.handles.values()):
-            if handle.alive and kernel_id in handle.kernel_ids:
-                return handle
-        return None
+        return next((h for h in REGISTRY.live() if kernel_id in h.kernel_ids), None)
 
     async def session_for(self, api_path: str) -> dict[str, Any] | None:
         """The server's session on a notebook path, if one exists."""

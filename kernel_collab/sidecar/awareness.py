@@ -1,10 +1,6 @@
-"""Awareness (who is here, their carets), held to the server's word about who each peer is.
-
-A peer's awareness entry is relayed to the others with its ``user`` replaced by the identity
-the server authenticated (and the peer's role); a client id claimed by one connection cannot
-be used by another; a state over ``max_awareness_bytes`` is neither applied nor relayed, and
-its sender gets a notice. When a peer leaves, its entries are removed for everyone.
-"""
+"""Awareness (who is here, their carets), held to the server's word about who each peer is:
+``user`` is replaced (:func:`awareness_user`), a client id belongs to the connection that
+claimed it, oversized states are refused, and a peer's entries leave with it."""
 
 from __future__ import annotations
 
@@ -19,7 +15,6 @@ from .. import protocol
 from .peer import Peer
 from .room import Room
 
-_USER_KEYS = ("username", "name", "display_name", "initials", "color")
 _AVATAR_PREFIXES = ("https://", "http://", "/")
 
 
@@ -131,12 +126,10 @@ def awareness_user(peer: Peer, claimed: Any) -> dict[str, Any]:
     role (``run``, ``edit`` or ``read``). Nothing the peer claimed survives, except the name an
     anonymous peer (a holder of the sidecar's own token: the kernel's API, a local script)
     gives itself; an avatar is kept only as an http(s) or same-site URL."""
-    identity = peer.identity
-    user = {k: identity[k] for k in _USER_KEYS if isinstance(identity.get(k), str)}
-    avatar = identity.get("avatar_url")
-    if isinstance(avatar, str) and avatar.lower().startswith(_AVATAR_PREFIXES):
-        user["avatar_url"] = avatar
-    if identity.get("anonymous"):
+    user = {k: v for k, v in peer.public_identity.items() if isinstance(v, str)}
+    if not user.get("avatar_url", "").lower().startswith(_AVATAR_PREFIXES):
+        user.pop("avatar_url", None)
+    if peer.identity.get("anonymous"):
         # Every anonymous peer has the username "anonymous": not a key to tell them apart.
         user.pop("username", None)
         name = claimed.get("name") if isinstance(claimed, dict) else None

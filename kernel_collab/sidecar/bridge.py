@@ -1,9 +1,8 @@
 """The kernel bridge: the sidecar as a client of the kernel, the only writer of outputs.
 
-It reads iopub in its own loop on a socket with no receive high-water mark (nothing is
-dropped under bursts), drains whatever has arrived into one document transaction, and routes
-each message to the cell whose run produced it. Kernel status in the document follows only
-the main shell's ``execute_request``s, so comm or subshell traffic cannot make it flicker.
+iopub is read in its own loop on a socket with no receive high-water mark (nothing dropped under
+bursts) and drained into one transaction at a time. Kernel status follows only the main shell's
+``execute_request``s, so comm or subshell traffic cannot make it flicker.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from traitlets.config import LoggingConfigurable
 from ..notebook_core.cells import find_cell
 from ..protocol import CELL_MESSAGE, KERNEL_FEATURE
 from .events import Listeners
-from .outputs import HANDLED, OutputWriter
+from .outputs import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_STREAM_BYTES, HANDLED, OutputWriter
 from .room import Room
 from .run_record import record_end, record_start
 from .widgets import OutputWidgets
@@ -77,11 +76,11 @@ class KernelBridge(LoggingConfigurable):
     """Connects to a kernel and writes what it says into the document."""
 
     max_output_bytes = Int(
-        5 * 1024 * 1024,
+        DEFAULT_MAX_OUTPUT_BYTES,
         help="A single rich output larger than this is replaced by a visible note.",
     ).tag(config=True)
     max_stream_bytes = Int(
-        10 * 1024 * 1024,
+        DEFAULT_MAX_STREAM_BYTES,
         help="A stream output is cut (with a visible note) past this many bytes.",
     ).tag(config=True)
 
@@ -164,9 +163,7 @@ class KernelBridge(LoggingConfigurable):
     def interrupt(self) -> None:
         """Interrupt the kernel with a control-channel ``interrupt_request``."""
         if self.client is not None:
-            self.client.control_channel.send(
-                self.client.session.msg("interrupt_request", {})
-            )
+            self.client.control_channel.send(self.client.session.msg("interrupt_request", {}))
 
     def detach(self, reason: str) -> None:
         """Stop talking to the kernel (restart, shutdown, death); unfinished runs end."""
@@ -413,8 +410,7 @@ class KernelBridge(LoggingConfigurable):
 
 def _iso(date: Any) -> str:
     """A message header's date as JupyterLab records it (ISO 8601, UTC as ``Z``)."""
-    if isinstance(date, datetime):
-        return date.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(date, str) and date:
         return date
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    moment = date if isinstance(date, datetime) else datetime.now(UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,11 +1,7 @@
-"""Kernel lifecycle requests from the provisioner, and when the sidecar should stop.
-
-Admin requests (only on connections made with the admin token):
-``attach_kernel {kernel_id, connection_info}`` after every (re)launch,
-``detach_kernel {reason: "restart" | "shutdown" | "dead", by?}`` before a restart, at shutdown,
-or when the kernel died. After a shutdown the room stays open with no kernel until the last
-person leaves; then the sidecar saves and exits. With ``--watch-stdin`` the sidecar also
-saves and exits when its stdin closes (the Jupyter server that started it has died).
+"""Kernel lifecycle requests from the provisioner (admin only: ``attach_kernel`` after every
+launch; ``detach_kernel`` before a restart, at shutdown or after a death), and when the sidecar
+stops: after a shutdown, once the last person leaves; with ``--watch-stdin``, when its stdin
+closes (the server that started it died). It saves, then exits.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The kernel's one execution queue, kept in the document and written only by the sidecar.
 
-Peers ask to run a cell by id (request ``{"type": "execute", "cell_id": ...}``); the queue
-sends the kernel one cell at a time, so an error or an interrupt never leaves requests queued
-inside the kernel to be aborted. Each cell's last run is recorded in its metadata under
-``kernel_collab.last_run``: who, start, end, status, and the source that ran (taken when the
-cell starts). An error stops the rest of the queue, the entries recorded as cancelled with the
-reason, unless the cell is tagged ``raises-exception``.
+Cells run one at a time, so an error or an interrupt never leaves requests queued inside the
+kernel to be aborted; an error cancels the rest (unless the cell is tagged
+``raises-exception``), recording why. Each run is recorded in ``metadata.kernel_collab.last_run``.
 """
 
 from __future__ import annotations
@@ -141,9 +138,8 @@ class ExecutionQueue(LoggingConfigurable):
             present = {c.get("id") for c in self.room.notebook.ycells}
             kept = [e for e in self.entries if e.cell_id in present]
             if len(kept) != len(self.entries):
-                for entry in self.entries:
-                    if entry.cell_id not in present:
-                        self._record_timing.pop(entry.cell_id, None)
+                for gone in {e.cell_id for e in self.entries} - present:
+                    self._record_timing.pop(gone, None)
                 self.entries = kept
                 self._publish()
 
@@ -186,10 +182,7 @@ class ExecutionQueue(LoggingConfigurable):
 
     def _raises_exception(self, cell_id: str) -> bool:
         ycell = find_cell(self.room.notebook, cell_id)
-        if ycell is None:
-            return False
-        tags = ycell["metadata"].get("tags") or []
-        return "raises-exception" in tags
+        return ycell is not None and "raises-exception" in (ycell["metadata"].get("tags") or [])
 
     def _publish(self, *, soon: bool = False) -> None:
         """Write the queue into the document: now, or (new requests) at most every

@@ -1,27 +1,24 @@
-"""Kernel iopub messages written into cells' outputs in the shared notebook.
+"""Kernel iopub messages written into cells' outputs, as JupyterLab's output area (4.2+) shows them.
 
-The document ends up as JupyterLab's output area (4.2+) would show it: consecutive stream
-text of one name goes to one output whose ``text`` is a Y text, edited only at its end; the
-last line of a stream behaves like a terminal line (``\\r`` moves the cursor to its start and
-later text overwrites, ``\\b`` moves it back one and, at the end of the line, erases as
-JupyterLab does; ``\\n`` ends the line wherever the cursor is);
-``clear_output(wait=True)`` clears when the cell's next output arrives; display ids are
-tracked across cells for ``update_display_data``. Every stored output is a valid nbformat v4
-output: a malformed message becomes an ``error`` output (ename ``kernel_collab``), a rich
-output over ``max_output_bytes`` is replaced by a visible note, and a cell's stream text is
-cut past ``max_stream_bytes`` with a visible note that keeps counting what is dropped.
+Stream text of one name goes to one output whose ``text`` is a Y text edited only at its end;
+its last line is a terminal line (``\\r``, ``\\b`` and ``\\n`` as in JupyterLab: see
+:func:`_overwrite`). ``clear_output(wait=True)`` clears at the cell's next output; display ids
+are tracked across cells. Every stored output is valid nbformat: a malformed message becomes an
+``error`` output (ename ``kernel_collab``), a rich output over ``max_output_bytes`` a visible
+note, and stream text past ``max_stream_bytes`` is cut with a note counting what is dropped.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, Map, Text
 
-from ..notebook_core.cells import common_prefix, find_cell
+from ..notebook_core.cells import common_prefix, find_cell, nbytes
 from ..notebook_core.outputs import (
     MalformedOutput,
     Output,
@@ -40,31 +37,19 @@ DEFAULT_MAX_STREAM_BYTES: Final = 10 * 1024 * 1024
 ERROR_NAME: Final = "kernel_collab"
 """The ``ename`` of the error output that stands for a malformed message."""
 
-HANDLED: Final = frozenset(
-    {
-        "stream",
-        "display_data",
-        "execute_result",
-        "error",
-        "clear_output",
-        "update_display_data",
-        "execute_input",
-    }
-)
+HANDLED: Final = frozenset({"stream", "display_data", "execute_result", "error", "clear_output",
+                            "update_display_data", "execute_input"})  # fmt: skip
 """The iopub message types :meth:`OutputWriter.handle` acts on."""
 
 _CONTROL: Final = re.compile("([\r\n\b])")
-
 
 
 # --- the terminal line ------------------------------------------------------------------
 
 
 class _Line:
-    """The unfinished last line of a stream and the cursor in it: the only part that changes.
-
-    Kept as pieces so that appending to a long line costs only the new text.
-    """
+    """The unfinished last line of a stream and the cursor in it: the only part that changes
+    (kept as pieces, so that appending to a long line costs only the new text)."""
 
     __slots__ = ("_parts", "chars", "cursor", "nbytes")
     _parts: list[str]
@@ -78,7 +63,7 @@ class _Line:
     def _reset(self, text: str, cursor: int) -> None:
         self._parts = [text] if text else []
         self.chars = len(text)
-        self.nbytes = _nbytes(text)
+        self.nbytes = nbytes(text)
         self.cursor = cursor
 
     def feed(self, chunk: str) -> tuple[int, str]:
@@ -92,7 +77,7 @@ class _Line:
             elif chunk:
                 self._parts.append(chunk)
                 self.chars += len(chunk)
-                self.nbytes += _nbytes(chunk)
+                self.nbytes += nbytes(chunk)
                 self.cursor = self.chars
             return kept, chunk
         old = "".join(self._parts)
@@ -100,7 +85,7 @@ class _Line:
         new = done + line
         keep = common_prefix(old, new)
         self._reset(line, cursor)
-        return _nbytes(old[:keep]), new[keep:]
+        return nbytes(old[:keep]), new[keep:]
 
 
 def _overwrite(line: str, cursor: int, chunk: str) -> tuple[str, str, int]:
@@ -120,10 +105,6 @@ def _overwrite(line: str, cursor: int, chunk: str) -> tuple[str, str, int]:
             line = line[:cursor] + piece + line[cursor + len(piece) :]
             cursor += len(piece)
     return "".join(done), line, cursor
-
-
-def _nbytes(text: str) -> int:
-    return len(text.encode())
 
 
 # --- per-cell bookkeeping ---------------------------------------------------------------
@@ -199,16 +180,13 @@ class OutputWriter:
         return count
 
     def clear(self, cell_id: str) -> bool:
-        """Start of a run: empty the cell's outputs and forget their display ids and state.
-
-        Returns whether the cell exists (as a code cell).
-        """
+        """Start of a run: empty the cell's outputs, forget their display ids and state; return
+        whether the cell exists (as a code cell)."""
         with self._doc.transaction():
             self.forget_cell(cell_id)
-            found = self._find(cell_id)
-            if found is None:
+            outputs = self._outputs(cell_id)
+            if outputs is None:
                 return False
-            outputs = found[1]
             if len(outputs):
                 outputs.clear()
             return True
@@ -220,11 +198,9 @@ class OutputWriter:
             self._unregister(cell_id, state)
 
     def handle(self, cell_id: str, msg_type: str, content: dict[str, Any]) -> bool:
-        """Apply one iopub message of a run of ``cell_id``, in one transaction.
-
-        Returns False when the type is not handled or the cell is gone (or not a code cell);
-        ``update_display_data`` updates its targets in any cell whether or not this one exists.
-        """
+        """Apply one iopub message of a run of ``cell_id``, in one transaction; False when the
+        type is not handled or the cell is gone (``update_display_data`` updates its targets
+        in any cell whether or not this one exists)."""
         if msg_type not in HANDLED:
             return False
         with self._doc.transaction():
@@ -240,11 +216,10 @@ class OutputWriter:
         if msg_type == "update_display_data":
             self._update_display(message_content(content))
             return True
-        found = self._find(cell_id)
-        if found is None:
+        outputs = self._outputs(cell_id)
+        if outputs is None:
             self.forget_cell(cell_id)
             return False
-        _ycell, outputs = found
         content = message_content(content)
         state = self._state(cell_id)
         if msg_type == "stream":
@@ -268,8 +243,8 @@ class OutputWriter:
 
     def _report(self, cell_id: str, msg_type: str, reason: str) -> bool:
         """Write a malformed message as an error output in its cell."""
-        found = self._find(cell_id)
-        if found is None:
+        outputs = self._outputs(cell_id)
+        if outputs is None:
             return False
         evalue = f"malformed {msg_type} message from the kernel: {reason}"
         output = {
@@ -278,16 +253,16 @@ class OutputWriter:
             "evalue": evalue,
             "traceback": [f"{ERROR_NAME}: {evalue}"],
         }
-        self._append(cell_id, self._state(cell_id), found[1], output)
+        self._append(cell_id, self._state(cell_id), outputs, output)
         return True
 
     # -- cells ------------------------------------------------------------------------------
 
-    def _find(self, cell_id: str) -> tuple[Map[Any], Array[Any]] | None:
-        """The cell and its outputs."""
+    def _outputs(self, cell_id: str) -> Array[Any] | None:
+        """The cell's outputs (None: no such code cell)."""
         ycell = find_cell(self._notebook, cell_id)
         outputs = ycell.get("outputs") if ycell is not None else None
-        return (ycell, outputs) if ycell is not None and isinstance(outputs, Array) else None
+        return outputs if isinstance(outputs, Array) else None
 
     def _state(self, cell_id: str) -> _CellState:
         state = self._cells.get(cell_id)
@@ -328,24 +303,27 @@ class OutputWriter:
         if display_id is None:
             raise MalformedOutput("transient.display_id is missing")
         output = self._capped(rich_output("display_data", content))
-        targets = [(c, out) for c, out in self._displays.get(display_id, ()) if _alive(out)]
+        targets = self._keep_targets(display_id, lambda _cell_id, youtput: _alive(youtput))
         for target_id, youtput in targets:
             self.touched.add(target_id)
             youtput["data"] = output["data"]
             youtput["metadata"] = output["metadata"]
+
+    def _unregister(self, cell_id: str, state: _CellState) -> None:
+        for display_id in state.display_ids:
+            self._keep_targets(display_id, lambda target_id, _youtput: target_id != cell_id)
+        state.display_ids.clear()
+
+    def _keep_targets(
+        self, display_id: str, keep: Callable[[str, Map[Any]], bool]
+    ) -> list[tuple[str, Map[Any]]]:
+        """Keep the display's targets for which ``keep`` holds (forget it if none); return them."""
+        targets = [t for t in self._displays.get(display_id, ()) if keep(*t)]
         if targets:
             self._displays[display_id] = targets
         else:
             self._displays.pop(display_id, None)
-
-    def _unregister(self, cell_id: str, state: _CellState) -> None:
-        for display_id in state.display_ids:
-            targets = [t for t in self._displays.get(display_id, ()) if t[0] != cell_id]
-            if targets:
-                self._displays[display_id] = targets
-            else:
-                self._displays.pop(display_id, None)
-        state.display_ids.clear()
+        return targets
 
     def _capped(self, output: Output) -> Output:
         """``output``, or a visible note in its place when its JSON is over the limit."""
@@ -365,7 +343,7 @@ class OutputWriter:
             self._clear_outputs(cell_id, state, outputs)
         cut = state.cut
         if cut is not None and _alive(cut.output):
-            self._count_dropped(cut, _nbytes(text))
+            self._count_dropped(cut, nbytes(text))
             return
         if cut is not None:  # the note went with its output (cleared by a peer): start over
             state.cut = state.last = None
@@ -387,12 +365,9 @@ class OutputWriter:
         ):
             return last if last.name == name else None
         state.last = None
-        if count == 0:
-            return None
-        youtput = outputs[count - 1]
-        if not isinstance(youtput, Map):
-            return None
-        if youtput.get("output_type") != "stream" or youtput.get("name") != name:
+        youtput = outputs[count - 1] if count else None
+        if (not isinstance(youtput, Map) or youtput.get("output_type") != "stream"
+                or youtput.get("name") != name):  # fmt: skip
             return None
         return self._adopt(state, outputs, youtput, count - 1)
 
@@ -461,10 +436,10 @@ def _fit(text: str, room: int, *, at_line_start: bool) -> tuple[str, int, int]:
     if len(encoded) <= room:
         return text, len(encoded), 0
     head = encoded[: max(room, 0)].decode("utf-8", "ignore")
-    dropped = len(encoded) - _nbytes(head)
+    dropped = len(encoded) - nbytes(head)
     if not (head.endswith("\n") if head else at_line_start):
         head += "\n"  # the note starts on a line of its own
-    return head, _nbytes(head), dropped
+    return head, nbytes(head), dropped
 
 
 def _stream_bytes(outputs: Array[Any]) -> int:
@@ -473,5 +448,5 @@ def _stream_bytes(outputs: Array[Any]) -> int:
     for youtput in outputs:
         if isinstance(youtput, Map) and youtput.get("output_type") == "stream":
             text = youtput.get("text")
-            total += len(text) if isinstance(text, Text) else _nbytes(str(text or ""))
+            total += len(text) if isinstance(text, Text) else nbytes(str(text or ""))
     return total

@@ -1,22 +1,8 @@
-"""Who writes what: the fields of the document that only the sidecar writes, held against peers.
-
-Outputs, ``execution_count``, ``execution_state``, ``metadata.kernel_collab`` (run records),
-``metadata.execution`` (timing), ``metadata.trusted`` and the state map's ``kernel_collab``,
-``hash``, ``path`` and ``document_id`` are the sidecar's. A peer's update is applied, then held
-against these rules before anything is stored or relayed (same group commit):
-
-- What JupyterLab itself does passes: clearing a cell's outputs, nulling its count and deleting
-  ``metadata.execution`` ("Clear Outputs"), re-setting a metadata key to the value it has (the
-  metadata editor), moving, pasting and undoing whole cells with their outputs (the inserted
-  cell keeps its outputs, vouched for only if they are the ones the sidecar vouched for under
-  that id, and its run record only if it is the one the sidecar wrote), ``state.dirty``.
-- Writes JupyterLab makes on its own but that are not a peer's to make are reverted silently:
-  ``metadata.trusted``, ``execution_state`` (to ``running`` while the kernel runs the cell,
-  else ``idle``), a count other than null.
-- Anything else on these fields (adding to or changing an existing cell's outputs, writing a
-  run record, timing, or the state's fields) is refused: the whole update is undone, change by
-  change, with Y's undo (never by deleting and re-inserting a cell, which would drop others'
-  concurrent edits to it), and the peer is closed with 4403 and the reason.
+"""Who writes what: the fields of the document that only the sidecar writes, held against peers
+(the rules: docs/architecture.md, "Who owns which field of the document"). A peer's update is
+applied, then held against them in the same group commit, before anything is stored or relayed:
+what JupyterLab itself does passes, what it writes on its own but is not a peer's to write is
+reverted silently, anything else is undone whole with Y's undo and the peer closed with 4403.
 """
 
 from __future__ import annotations
@@ -176,7 +162,7 @@ class FieldGuard:
                 for key, change in _keys(event).items():
                     if key in OWNED_STATE and not _same(_old(change), _new(change)):
                         seen.refused.append(f"state.{key} is written by the sidecar only")
-            elif path and path[0] in OWNED_STATE:
+            elif path[0] in OWNED_STATE:
                 seen.refused.append(f"state.{path[0]} is written by the sidecar only")
 
     # -- applying a peer's update ------------------------------------------------------------
@@ -314,6 +300,5 @@ def _drop_trusted_meta(ycell: Any) -> None:
 
 def _keys(event: Any) -> dict[str, dict[str, Any]]:
     """A map event's changed keys (``{}`` for other events)."""
-    keys: dict[str, dict[str, Any]] = getattr(event, "keys", {}) if isinstance(
-        event, MapEvent) else {}  # fmt: skip
-    return keys
+    keys: dict[str, dict[str, Any]] = getattr(event, "keys", {})  # untyped in pycrdt
+    return keys if isinstance(event, MapEvent) else {}

@@ -1,10 +1,6 @@
-"""One connected peer: its identity, its awareness client ids, and an ordered, bounded send queue.
-
-Messages to a peer are queued without waiting (the room never blocks on a slow peer) and
-written by the peer's own sender task, in order. A peer whose queue fills up is disconnected
-with a reason; when it reconnects, Y sync's state vectors bring it up to date, so nothing is
-dropped silently.
-"""
+"""One connected peer: its identity, its awareness client ids, and an ordered, bounded send queue
+(the room never blocks on a slow peer; one that falls too far behind is disconnected, and Y sync
+brings it up to date when it reconnects: nothing is dropped silently)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def redact_url(url: str) -> str:
 
 def request_token(request: Request) -> str | None:
     """The token of a handshake: ``?token=`` or an ``Authorization: token …`` header."""
-    query = parse_qs(urlsplit(request.path).query)
+    query = _query(request)
     if "token" in query:
         return query["token"][0]
     auth = request.headers.get("Authorization", "")
@@ -47,6 +47,14 @@ def request_token(request: Request) -> str | None:
     if scheme.lower() in ("token", "bearer") and value:
         return value.strip()
     return None
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(request.path).query)
+
+
+def _matches(given: str | None, token: str) -> bool:
+    return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 class SyncServer:
@@ -72,12 +80,7 @@ class SyncServer:
         self.port = 0
 
     def _is_admin(self, request: Request) -> bool:
-        given = request_token(request)
-        return bool(
-            self._admin_token
-            and given is not None
-            and hmac.compare_digest(given.encode(), self._admin_token.encode())
-        )
+        return _matches(request_token(request), self._admin_token)
 
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
         """Each handshake: 403 if it comes from a web page, 401 without a valid token (logged
@@ -97,9 +100,7 @@ class SyncServer:
                 "connections from web pages are refused: connect through the Jupyter server\n",
             )
         given = request_token(request)
-        if given is None or not (
-            hmac.compare_digest(given.encode(), self._token.encode()) or self._is_admin(request)
-        ):
+        if not (_matches(given, self._token) or _matches(given, self._admin_token)):
             self._log.warning(
                 "refused a connection from %s to %s: %s token",
                 connection.remote_address,
@@ -140,7 +141,7 @@ class SyncServer:
             admin=admin,
             log=self._log,
         )
-        epoch = parse_qs(urlsplit(request.path).query).get("epoch", [None])[0]
+        epoch = _query(request).get("epoch", [None])[0]
         current = self.room.status.get("epoch")
         if epoch is not None and epoch != current:
             # The peer's copy comes from another incarnation of this document (store reset,
@@ -180,12 +181,8 @@ class SyncServer:
 
 
 def _identity(request: Request, trusted: bool) -> dict[str, Any]:
-    """Who a connection speaks for: set by trusted connections, anonymous otherwise.
-
-    An identity is ``{"username", "name", "display_name", "initials", "color", ...,
-    "permissions": {"write": bool, "execute": bool}}``; direct peers with the sidecar's token
-    may write and execute (they hold the kernel's own secret).
-    """
+    """Who a connection speaks for: set by trusted connections; anonymous otherwise, and then
+    it may write and execute (it holds the kernel's own secret)."""
     if trusted:
         raw = request.headers.get(IDENTITY_HEADER)
         if raw:
@@ -198,8 +195,7 @@ def _identity(request: Request, trusted: bool) -> dict[str, Any]:
                 return value
         return {"username": "kernel_collab", "name": "kernel_collab",
                 "permissions": {"write": True, "execute": True}}  # fmt: skip
-    query = parse_qs(urlsplit(request.path).query)
-    name = query.get("name", ["Anonymous"])[0][:64]
+    name = _query(request).get("name", ["Anonymous"])[0][:64]
     return {"username": "anonymous", "name": name, "display_name": name, "anonymous": True,
             "permissions": {"write": True, "execute": True}}  # fmt: skip
 

@@ -1,12 +1,7 @@
-"""``input()`` and ``getpass()`` go to the person whose run asked, and only to them.
-
-The kernel sends ``input_request`` to the sidecar (the client whose request runs). The prompt
-is sent as a directed message (type 100, ``input_request``) to that person's connections only:
-never stored, never in the document or awareness, so a password passes through nothing
-persisted or shown to anyone else. The document says only that the cell waits for input from
-that person. If they are not connected for ``handover_timeout`` seconds, the prompt passes to
-another connected person allowed to run (never a password prompt), or the kernel is
-interrupted with a message saying why: it is never stuck forever.
+"""``input()`` and ``getpass()`` go to the person whose run asked, and only to them: a directed
+message to their connections, never stored nor shown to anyone else (the document says only
+that the cell waits). If they stay away ``handover_timeout`` seconds, the prompt passes to
+another runner (never a password prompt) or the kernel is interrupted, saying why.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
-"""Output trust by origin: the sidecar vouches for outputs, nobody else does.
-
-An output renders trusted (HTML and scripts run) only when the sidecar vouches for it: made by
-this room's kernel after its run started, present in the file the room first loaded when
-that file's signature checks out, or trusted by a person who may run code ("Trust
-Notebook"). The record is ``state.kernel_collab.trusted``, a map from cell id to the digest of
-the outputs vouched for (``RUNNING`` while the kernel is still writing them); it is part of
-the document, so it is stored, restored and synced like the rest. Peers may not write it.
-Whoever views the notebook renders a cell trusted only if it is in the record and they may run
-code; ``metadata.trusted`` in the document means nothing and the sidecar keeps it absent.
-
-A cell a peer inserts with outputs (a move, a paste, an undo) keeps its record only if its
-outputs are the ones vouched for under its id. Outside changes merged from disk are not
-vouched for. Jupyter's notary is used only to read a file's signature at first load and to
-sign the file when every output in it is vouched for (blocking: call from a worker thread).
+"""Output trust by origin: the sidecar vouches for outputs, nobody else does (the rules:
+docs/architecture.md, "Trust record"). The record is ``state.kernel_collab.trusted``, cell id →
+digest of the outputs vouched for (``RUNNING`` while the kernel writes them), stored and synced
+with the document. Jupyter's notary only reads a file's signature at first load and signs the
+file when every output in it is vouched for (blocking: call from a worker thread).
 """
 
 from __future__ import annotations
@@ -20,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import closing
 from typing import Any
 
 import nbformat
@@ -212,12 +203,8 @@ class TrustLedger:
     def fully_trusted(self) -> bool:
         """Whether every code cell with outputs is vouched for (then the file may be signed)."""
         record = self.record
-        for ycell in self._notebook.ycells:
-            if ycell.get("cell_type") != "code" or not len(ycell.get("outputs") or ()):
-                continue
-            if ycell.get("id") not in record:
-                return False
-        return True
+        return all(ycell.get("id") in record for ycell in self._notebook.ycells
+                   if ycell.get("cell_type") == "code" and len(ycell.get("outputs") or ()))
 
     def prune(self) -> None:
         """Forget records of cells that no longer exist (kept meanwhile for undo of a delete)."""
@@ -236,22 +223,16 @@ def is_signed(nb: dict[str, Any]) -> bool:
         return False
     from nbformat.sign import NotebookNotary  # loaded when first needed (0.5 MiB)
 
-    notary = NotebookNotary()
-    try:
+    with closing(NotebookNotary()) as notary:
         return bool(notary.check_signature(nbformat.from_dict(nb)))
-    finally:
-        notary.close()
 
 
 def sign(nb: dict[str, Any]) -> None:
     """Record the notebook as trusted, so it reopens trusted."""
     from nbformat.sign import NotebookNotary
 
-    notary = NotebookNotary()
-    try:
+    with closing(NotebookNotary()) as notary:
         notary.sign(nbformat.from_dict(nb))
-    finally:
-        notary.close()
 
 
 def outputs_by_id(nb: dict[str, Any]) -> dict[str, str]:

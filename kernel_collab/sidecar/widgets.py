@@ -1,11 +1,9 @@
 """ipywidgets ``Output`` capture, done by the sidecar as a widget frontend would.
 
 While code runs ``with out: ...``, the kernel sets the Output widget's ``msg_id`` to the running
-request; outputs of that request belong to the widget, not to the cell. The sidecar follows
-the widgets' comm traffic on iopub, keeps such outputs out of the cell, and stores them in the
-widget's ``outputs`` state in the kernel (a ``comm_msg`` update), so a person who opens the
-notebook later sees them when their browser loads the widget's state — with or without a
-browser open when the output was made.
+request, whose outputs then belong to the widget, not to the cell. The sidecar follows the
+widgets' comms on iopub and stores such outputs in the widget's state in the kernel (a
+``comm_msg`` update), so whoever opens the notebook later sees them, browser open or not.
 """
 
 from __future__ import annotations
@@ -65,11 +63,7 @@ class OutputWidgets:
         """The Output widget capturing a request's outputs, if any (the innermost: last)."""
         if not parent_msg_id:
             return None
-        found = None
-        for widget in self.widgets.values():
-            if widget.msg_id == parent_msg_id:
-                found = widget
-        return found
+        return next((w for w in reversed(self.widgets.values()) if w.msg_id == parent_msg_id), None)
 
     def capture(self, widget: OutputWidget, msg_type: str, content: dict[str, Any]) -> None:
         """Add one output message to a widget (as JupyterLab's output model would)."""
