@@ -95,15 +95,16 @@ def set_text(ytext: Text, new: str) -> bool:
     if old == new:
         return False
     position = 0
-    for tag, i1, i2, j1, j2 in text_opcodes(old, new):
-        if tag == "equal":
-            position += nbytes(old[i1:i2])
-            continue
-        if i2 > i1:
-            del ytext[position : position + nbytes(old[i1:i2])]
-        if j2 > j1:
-            ytext.insert(position, new[j1:j2])
-            position += nbytes(new[j1:j2])
+    with ytext.doc.transaction():  # one update: others never see the text half-edited
+        for tag, i1, i2, j1, j2 in text_opcodes(old, new):
+            if tag == "equal":
+                position += nbytes(old[i1:i2])
+                continue
+            if i2 > i1:
+                del ytext[position : position + nbytes(old[i1:i2])]
+            if j2 > j1:
+                ytext.insert(position, new[j1:j2])
+                position += nbytes(new[j1:j2])
     return True
 
 
