@@ -1,11 +1,8 @@
-"""Every place kernel_collab changes the behaviour of a host package, in one module.
-
-Each patch names the host versions it was written for. Outside them, or when what it wraps is
-gone, it logs a warning saying what keeps the stock behaviour, and changes nothing;
-:func:`problems` lists those cases (``tests/unit/test_hostpatches.py`` fails on any, so a host
-upgrade that moves what we wrap is noticed the day it lands). Host packages are imported
-inside each function: importing this module costs nothing. The lab extension's patches of
-JupyterLab live in ``labextension/src/hostpatches.ts``.
+"""Every place kernel_collab changes the behaviour of a host package, in one module (the lab
+extension's patches of JupyterLab: ``labextension/src/hostpatches.ts``). Each patch names the
+host versions it was written for; outside them, or when what it wraps is gone, it logs what
+keeps the stock behaviour and changes nothing; :func:`problems` lists those cases (a unit test
+fails on any). Host packages are imported inside each function: importing this costs nothing.
 """
 
 from __future__ import annotations

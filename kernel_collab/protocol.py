@@ -15,9 +15,8 @@ from typing import Any, Final
 from pycrdt import YMessageType, YSyncMessageType, write_message, write_var_uint
 
 # --- the wire ---------------------------------------------------------------------------------
-# ``varuint type`` then a payload: 0 Y sync, 1 awareness (pycrdt encodes both), 100 a request,
-# reply or notice (one UTF-8 JSON object). Decoded strictly: pycrdt's decoder tolerates
-# truncated input.
+# docs/architecture.md, "Messages". Decoded strictly: pycrdt's decoder tolerates truncated
+# input.
 
 REQUEST: Final = 100
 """kernel_collab's request/reply message type."""
@@ -55,12 +54,8 @@ CELL_MESSAGE: Final = "kernel_collab_cell"
 """iopub message the kernel extension sends when a run of another client names its cell."""
 
 # --- the kernel's comm (the in-kernel API's replica, on the kernel's own channels) -------------
-# The kernel asks with a JOIN_MESSAGE on iopub; the sidecar opens a COMM_TARGET comm answering
-# its ``nonce``. A comm message's ``buffers`` are wire messages, its ``data`` an
-# :class:`Envelope`: ``seq``/``probe``/``resync`` from the kernel (iopub, which drops under
-# bursts), ``ack``/``resend_from``/``close`` from the sidecar (shell, which does not; its
-# messages carry SYNC_MARK, taken off the shell thread before ipykernel dispatches anything).
-# The exchange: docs/architecture.md, "The kernel's comm".
+# A comm message's ``buffers`` are wire messages, its ``data`` an :class:`Envelope` (the
+# exchange: docs/architecture.md, "The kernel's comm").
 COMM_TARGET: Final = "kernel_collab"
 JOIN_MESSAGE: Final = "kernel_collab_join"
 """iopub message (``{"v", "nonce"}``) by which the kernel asks its sidecar for the comm."""
@@ -91,11 +86,8 @@ def parse_ready_line(line: str) -> str | None:
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a runtime record atomically, readable by its user only (0600): records hold tokens.
-
-    Sidecar records (``sidecar-<hash>.json``: notebook, root, url, token, admin_token, pid)
-    live in Jupyter's runtime dir, under ``kernel_collab/`` (mode 0700).
-    """
+    """Write a runtime record atomically, readable by its user only (0600): records hold tokens
+    (docs/architecture.md, "Environment, ready line, runtime records")."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -143,7 +135,7 @@ def encode_envelope(**fields: Any) -> dict[str, Any]:
 
 
 class Kind(IntEnum):
-    """What a decoded message is."""
+    """What a decoded message is (the sync kinds numbered as y-protocols' sync messages)."""
 
     SYNC_STEP1 = 0
     SYNC_STEP2 = 1
@@ -188,13 +180,6 @@ def read_var_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end
 
 
-_SYNC_KINDS = {
-    YSyncMessageType.SYNC_STEP1: Kind.SYNC_STEP1,
-    YSyncMessageType.SYNC_STEP2: Kind.SYNC_STEP2,
-    YSyncMessageType.SYNC_UPDATE: Kind.SYNC_UPDATE,
-}
-
-
 def decode(data: bytes) -> Message:
     """Decode one WebSocket message, raising :class:`ProtocolError` on anything malformed."""
     if not isinstance(data, bytes):
@@ -203,9 +188,9 @@ def decode(data: bytes) -> Message:
     request: dict[str, Any] | None = None
     if mtype == YMessageType.SYNC:
         sub, pos = read_var_uint(data, pos)
-        kind = _SYNC_KINDS.get(sub)  # type: ignore[call-overload]
-        if kind is None:
+        if sub > Kind.SYNC_UPDATE:
             raise ProtocolError(f"unknown sync message type {sub}")
+        kind = Kind(sub)
         payload, pos = read_var_bytes(data, pos)
     elif mtype == YMessageType.AWARENESS:
         kind = Kind.AWARENESS

@@ -1,8 +1,6 @@
-"""The notebook API shared by code in the kernel and scripts outside it: a :class:`Notebook` is
-a view of a shared jupyter_ydoc document whose every change is a Y edit everyone sees; runs go
-through the kernel's shared queue; how edits travel is the :class:`Transport`'s business. (Not
-``notebook.py``: importing that submodule would replace the ``kernel_collab.notebook()`` function.)
-"""
+"""The notebook API shared by code in the kernel and scripts outside it; how edits travel is the
+:class:`Transport`'s business. (Not ``notebook.py``: importing that submodule would replace the
+``kernel_collab.notebook()`` function.)"""
 
 from __future__ import annotations
 
@@ -24,15 +22,12 @@ class Transport(Protocol):
 
     async def request(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send a kernel_collab request and return the reply (raising on ``ok: false``)."""
-        ...
 
     def touched(self, cell_id: str) -> None:
         """Note the cell last touched (shown to others as this collaborator's position)."""
-        ...
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds, re-checking it as the document changes."""
-        ...
 
 
 class Cell:
@@ -235,15 +230,14 @@ class Notebook:
         return index
 
     def _cell(self, cell: Cell | int | str) -> Cell:
-        if isinstance(cell, Cell):
-            self._index(cell.id)
-            return cell
         if isinstance(cell, int):
             return self.cells[cell]
         if isinstance(cell, str):
-            self._index(cell)
-            return Cell(self, cell)
-        raise TypeError(f"expected a Cell, an index or a cell id, not {type(cell).__name__}")
+            cell = Cell(self, cell)
+        if not isinstance(cell, Cell):
+            raise TypeError(f"expected a Cell, an index or a cell id, not {type(cell).__name__}")
+        self._index(cell.id)  # KeyError if it is gone
+        return cell
 
     # -- reading -----------------------------------------------------------------------------
 

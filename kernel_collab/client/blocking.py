@@ -1,9 +1,6 @@
-"""A blocking wrapper for scripts: the same API, each call run on a private event loop.
-
-pycrdt documents belong to one thread, so every attribute access and call is carried out on
-the loop's thread (:class:`LoopCaller`), and objects that view the document (cells,
-metadata, run handles) come back wrapped the same way.
-"""
+"""A blocking wrapper for scripts: the same API, every use carried to a private event loop's
+thread (:class:`LoopCaller`: pycrdt documents belong to one thread), views of the document
+wrapped the same way."""
 
 from __future__ import annotations
 

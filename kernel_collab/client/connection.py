@@ -1,10 +1,6 @@
-"""A script or agent as a collaborator: the notebook API over the Jupyter server's WebSocket.
-
-``connect`` opens the notebook's room (starting its kernel if none runs) and joins it as a
-named collaborator. Edits are sent as they are made; if the connection drops, the API raises
-:class:`ConnectionError` saying how many edits were not sent. The same :class:`SyncTransport`
-carries the kernel's replica over its comm (``kernel/channel.py``).
-"""
+"""A script or agent as a collaborator: the notebook API over the Jupyter server's WebSocket. A
+dropped connection makes the API raise :class:`ConnectionError` saying how many edits were not
+sent. The same :class:`SyncTransport` carries the kernel's replica over its comm."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import contextlib
 import inspect
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -132,10 +128,8 @@ class SyncTransport:
         return reply
 
     def touched(self, cell_id: str) -> None:
-        """Show others which cell this client touched last. The sidecar replaces ``user`` with
-        who the server says this is (an anonymous connection keeps ``user.name``), so the
-        client's own name travels in ``kernel_collab.client_name``. ``seq`` counts the touches,
-        so touching the same cell again is a change others see (browsers highlight it)."""
+        """Show others which cell this client touched last (the fields: docs/architecture.md,
+        "In JupyterLab", **Presence**; ``user`` is replaced by the sidecar)."""
         self._touches += 1
         self._present({"cell_id": cell_id, "client_name": self.name, "seq": self._touches})
 
@@ -149,8 +143,8 @@ class SyncTransport:
         self._queue(create_awareness_message(update))
 
     async def _renew_presence(self) -> None:
-        """Re-send this client's awareness state every ``PRESENCE_RENEWAL`` seconds, as
-        y-protocols' clients do: a browser drops a peer it has not heard of for 30 s."""
+        """Re-send this client's awareness state, as y-protocols' clients do: a browser drops a
+        peer it has not heard of for 30 s."""
         while True:
             await anyio.sleep(PRESENCE_RENEWAL)
             if self._closed is not None:
@@ -168,8 +162,7 @@ class SyncTransport:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _lost_message(self) -> str:
-        pending = self.unsent
-        detail = f"; {pending} local edits were not sent" if pending else ""
+        detail = f"; {self.unsent} local edits were not sent" if self.unsent else ""
         reason = f" ({self._closed})" if str(self._closed or "") else ""
         return f"the connection to the notebook's sidecar ended{reason}{detail}"
 
@@ -315,15 +308,26 @@ async def join(
     url: str, headers: dict[str, str], name: str, on_input: InputCallback | None = None
 ) -> AsyncIterator[ClientNotebook]:
     """Join a document's WebSocket (through the server, or a sidecar directly)."""
-    ynb = shared_notebook()
     async with (
         ws_connect(url, additional_headers=headers, max_size=None) as websocket,
-        anyio.create_task_group() as tg,
+        synced(WebSocketChannel(websocket), shared_notebook(), name, on_input) as notebook,
     ):
-        transport = SyncTransport(WebSocketChannel(websocket), ynb, name, on_input)
+        yield notebook
+
+
+@contextlib.asynccontextmanager
+async def synced(channel: Channel, ynb: YNotebook, name: str, on_input: InputCallback | None = None,
+                 *, renew_presence: bool = True,
+                 also: Callable[[], Coroutine[Any, Any, None]] | None = None,
+                 ) -> AsyncIterator[ClientNotebook]:  # fmt: skip
+    """A notebook kept in sync over ``channel`` (and ``also`` run) until the context ends."""
+    async with anyio.create_task_group() as tg:
+        transport = SyncTransport(channel, ynb, name, on_input, renew_presence=renew_presence)
+        if also is not None:
+            tg.start_soon(also)
         await tg.start(transport.run)
         try:
-            yield ClientNotebook(ynb, transport, tg)
+            yield ClientNotebook(ynb, transport)
         finally:
             tg.cancel_scope.cancel()
 
@@ -331,10 +335,9 @@ async def join(
 class ClientNotebook(Notebook):
     """A :class:`Notebook` joined from outside the kernel."""
 
-    def __init__(self, ynotebook: YNotebook, transport: SyncTransport, tg: TaskGroup):
+    def __init__(self, ynotebook: YNotebook, transport: SyncTransport):
         super().__init__(ynotebook, transport)
         self.transport = transport
-        self._tg = tg
 
     async def run(self, cell: Any) -> Any:
         """Queue a cell; ``await (await nb.run(c)).wait()`` returns its outputs."""

@@ -1,12 +1,7 @@
-"""The kernel-side extension, loaded into ipykernel by the collaborative kernelspec.
-
-It does two things. When code runs at the request of a client other than the sidecar (stock
-JupyterLab, a console, nbclient), it tells the sidecar on iopub with a ``kernel_collab_cell``
-message naming the cell (``metadata.cellId``, as JupyterLab sends; null if none), so the
-sidecar writes that run's outputs and count into the cell, or notes a run of no cell in the
-room's state (clients that do not know the type ignore it). And it prepares the kernel's
-comm with its sidecar (``comms.py``), which ``kernel_collab.notebook()`` asks for on first
-use: until then, no comm traffic at all.
+"""The kernel-side extension, loaded into ipykernel by the collaborative kernelspec
+(docs/architecture.md, "Processes"): it names the cell of each run another client asks for
+(``kernel_collab_cell`` on iopub) and prepares the kernel's comm with its sidecar (``comms.py``),
+which ``kernel_collab.notebook()`` asks for on first use: until then, no comm traffic at all.
 """
 
 from __future__ import annotations
@@ -14,6 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import CELL_MESSAGE
+
+
+def cell_of(parent: dict[str, Any]) -> str | None:
+    """The cell id a request names (``metadata.cellId``, as JupyterLab sends), if any."""
+    cell_id = (parent.get("metadata") or {}).get("cellId")
+    return cell_id if isinstance(cell_id, str) else None
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -27,18 +28,11 @@ def load_ipython_extension(ipython: Any) -> None:
 
     def announce(_info: Any) -> None:
         parent = kernel.get_parent("shell") or {}
-        metadata = parent.get("metadata") or {}
-        cell_id = metadata.get("cellId")
-        if "kernel_collab" in metadata or parent.get("msg_type") != "execute_request":
+        ours = "kernel_collab" in (parent.get("metadata") or {})
+        if ours or parent.get("msg_type") != "execute_request":
             return  # the sidecar's own run, or not a run asked by a client
-        if not isinstance(cell_id, str):
-            cell_id = None  # a console's or a script's run: the room notes it
-        kernel.session.send(
-            kernel.iopub_socket,
-            CELL_MESSAGE,
-            {"cell_id": cell_id},
-            parent=parent,
-            ident=b"kernel_collab",
-        )
+        # None: a console's or a script's run, which the room notes
+        kernel.session.send(kernel.iopub_socket, CELL_MESSAGE, {"cell_id": cell_of(parent)},
+                            parent=parent, ident=b"kernel_collab")  # fmt: skip
 
     ipython.events.register("pre_run_cell", announce)

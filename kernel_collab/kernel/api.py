@@ -1,11 +1,6 @@
-"""``kernel_collab.notebook()``: the notebook this kernel runs in, for code in the kernel.
-
-The replica lives on a background thread with its own event loop and syncs with the sidecar
-over a comm on the kernel's own channels (``comms.py``, ``channel.py``): no port, file or
-token of its own, so it works wherever the sidecar reaches the kernel. The sidecar's messages
-are taken off ipykernel's shell channel thread, so others' edits arrive while a cell runs a
-blocking loop. Every use from cell code is carried to the replica's thread, so the pycrdt
-document is only ever touched by one thread.
+"""``kernel_collab.notebook()``: the notebook this kernel runs in, for code in the kernel (a
+replica on a background thread, synced over the kernel's comm: docs/architecture.md, "The
+kernel's comm"). Every use from cell code is carried to the replica's thread.
 """
 
 from __future__ import annotations
@@ -13,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import secrets
 import threading
 from collections.abc import AsyncIterator
@@ -22,9 +18,10 @@ import anyio
 from anyio.from_thread import start_blocking_portal
 
 from ..client.blocking import Blocking, LoopCaller
-from ..client.connection import ClientNotebook, SyncTransport
+from ..client.connection import ClientNotebook, SyncTransport, synced
 from ..notebook_core.cells import shared_notebook
 from ..shared_notebook import Cell, RunHandle
+from . import cell_of
 from .channel import CommChannel
 from .comms import Join, KernelComms
 
@@ -48,6 +45,7 @@ class KernelNotebook(Blocking):
         """Whether the sidecar closed this replica's comm (``notebook()`` then joins again)."""
         transport: SyncTransport = self._target.transport
         return bool(self._portal.call(lambda: transport.closed))
+
     @property
     def current_cell(self) -> Any:
         """The cell now running (from the running request's cell id), or None."""
@@ -77,18 +75,18 @@ class KernelRunHandle(Blocking):
         return list(self._portal.run(handle.wait))
 
 
-def _calling_cell_id() -> str | None:
+def _kernel() -> Any:
+    """The kernel running this code (None outside one)."""
     try:
         from IPython import get_ipython
     except ImportError:
         return None
-    shell = get_ipython()
-    kernel = getattr(shell, "kernel", None)
-    if kernel is None:
-        return None
-    parent = kernel.get_parent("shell") or {}
-    cell_id = (parent.get("metadata") or {}).get("cellId")
-    return cell_id if isinstance(cell_id, str) else None
+    return getattr(get_ipython(), "kernel", None)
+
+
+def _calling_cell_id() -> str | None:
+    kernel = _kernel()
+    return None if kernel is None else cell_of(kernel.get_parent("shell") or {})
 
 
 def notebook() -> KernelNotebook:
@@ -115,6 +113,8 @@ def kernel_comms(kernel: Any) -> KernelComms:
 
 def _connect() -> KernelNotebook:
     kernel = _kernel()
+    if kernel is None:
+        raise RuntimeError("kernel_collab.notebook() works in code run by a Jupyter kernel")
     comms = kernel_comms(kernel)
     if comms.unavailable:
         raise RuntimeError(f"kernel_collab.notebook() is unavailable here: {comms.unavailable}")
@@ -133,15 +133,6 @@ def _connect() -> KernelNotebook:
     return notebook
 
 
-def _kernel() -> Any:
-    from IPython import get_ipython
-
-    kernel = getattr(get_ipython(), "kernel", None)
-    if kernel is None:
-        raise RuntimeError("kernel_collab.notebook() works in code run by a Jupyter kernel")
-    return kernel
-
-
 @contextlib.asynccontextmanager
 async def _join(comms: KernelComms, parent: dict[str, Any],
                 timeout: float) -> AsyncIterator[ClientNotebook]:  # fmt: skip
@@ -150,10 +141,7 @@ async def _join(comms: KernelComms, parent: dict[str, Any],
     opened = anyio.Event()
     ynb = shared_notebook()
     channel = CommChannel(ynb.ydoc.get_update)
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(opened.set)
-
+    wake = functools.partial(loop.call_soon_threadsafe, opened.set)
     join = Join(secrets.token_hex(8), channel, wake)
     comms.ask(join, parent)
     with anyio.move_on_after(timeout):
@@ -170,14 +158,9 @@ async def _join(comms: KernelComms, parent: dict[str, Any],
         raise RuntimeError(join.error)
     comm_id = join.comm.comm_id
     try:
-        async with anyio.create_task_group() as tg:
-            transport = SyncTransport(channel, ynb, "kernel", renew_presence=False)
-            tg.start_soon(channel.keep_alive)
-            await tg.start(transport.run)
-            try:
-                yield ClientNotebook(ynb, transport, tg)
-            finally:
-                tg.cancel_scope.cancel()
+        async with synced(channel, ynb, "kernel", renew_presence=False,
+                          also=channel.keep_alive) as notebook:  # fmt: skip
+            yield notebook
     finally:
         comms.channels.pop(comm_id, None)
         join.comm.close()  # the sidecar drops its peer (if it has not closed the comm itself)

@@ -1,16 +1,6 @@
-"""The kernel's end of its comm with the sidecar, as a :class:`~kernel_collab.client.connection
-.Channel`: batches out on iopub, numbered, repaired when iopub drops one.
-
-Everything here runs on the replica's event loop thread, except :meth:`CommChannel.deliver`,
-which ipykernel's shell channel thread calls. Outgoing batches go at once when the channel is
-idle and at most every ``min_interval`` seconds under load (the messages queued meanwhile
-coalesce into one batch, consecutive updates merged into one), so 10,000 edits in a loop stay
-far below the Jupyter server's IOPub rate limit. iopub drops messages under bursts: each
-batch has a number; the sidecar acknowledges them and asks to ``resend_from`` a gap with its
-state vector, answered with a sync step 2 (what it lacks of the document) and the messages
-that are not document updates (requests, awareness, sync step 1), kept until acknowledged. A
-batch left unacknowledged is followed by a probe, with backoff.
-"""
+"""The kernel's end of its comm with the sidecar, as a ``Channel`` (docs/architecture.md, "The
+kernel's comm"). Everything here runs on the replica's event loop thread, except
+:meth:`CommChannel.deliver`, which the shell channel thread calls."""
 
 from __future__ import annotations
 
@@ -197,12 +187,12 @@ class CommChannel:
         while self.closed is None:
             if self.acked >= self.seq:
                 delay, probes = self.first_probe, 0
-                await self._wait_change()
+                await self._changed.wait()
                 continue
             acked = self.acked
             with anyio.move_on_after(delay):
                 while self.acked == acked:
-                    await self._wait_change()
+                    await self._changed.wait()
             if self.acked != acked or self.closed is not None:
                 delay, probes = self.first_probe, 0
                 continue
@@ -213,9 +203,6 @@ class CommChannel:
                 return
             self._send(encode_envelope(seq=self.seq, probe=True), [])
             delay, probes = min(delay * 2, 5.0), probes + 1
-
-    async def _wait_change(self) -> None:
-        await self._changed.wait()
 
     def _changed_now(self) -> None:
         self._changed.set()

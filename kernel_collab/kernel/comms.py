@@ -1,21 +1,13 @@
-"""The kernel's comms with its sidecar: asking for one, and taking the sidecar's messages.
-
-The kernel asks with a ``JOIN_MESSAGE`` on iopub (a nonce; frontends ignore the type); the
-sidecar opens a comm to ``COMM_TARGET`` whose open data carries the nonce back. The comm is a
-``comm`` package comm, registered with the kernel's comm manager; its messages, marked with
-``SYNC_MARK``, are taken off ipykernel's shell channel thread (``hostpatches``) and handed to
-the replica's event loop, never dispatched: dispatching would publish busy/idle, fire
-IPython's pre/post_execute events on the wrong thread (``BaseComm.handle_msg`` does), and wait
-for the running cell. Replies go out on iopub with the comm's open message as parent, so the
-comm package's routing of replies to the sending shell is never involved.
-"""
+"""The kernel's comms with its sidecar: asking for one, and taking the sidecar's messages off
+ipykernel's shell channel thread, never dispatched; replies go out on iopub with the comm's open
+message as parent (why: docs/architecture.md, "The kernel's comm")."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import hostpatches
@@ -32,10 +24,9 @@ class Join:
     nonce: str
     channel: CommChannel
     """Takes the comm's messages from the moment it opens."""
-    opened: Callable[[], None]
+    opened: Callable[[], object]
     """Called (from the shell channel thread) once the comm is open or refused."""
     comm: Any = None
-    open_msg: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -64,17 +55,6 @@ class KernelComms:
         """Stop waiting for a join (timed out)."""
         with self._lock:
             self._joins.pop(join.nonce, None)
-
-    def publisher(self, comm: Any, parent: dict[str, Any]
-                  ) -> Callable[[dict[str, Any], list[bytes]], None]:  # fmt: skip
-        """Send a comm message on iopub, as a reply to the comm's open message."""
-
-        def publish(data: dict[str, Any], buffers: list[bytes]) -> None:
-            self.session.send(self.kernel.iopub_socket, "comm_msg",
-                              {"comm_id": comm.comm_id, "data": data}, parent=parent,
-                              ident=comm.topic, buffers=buffers)  # fmt: skip
-
-        return publish
 
     # -- ipykernel's shell channel thread ----------------------------------------------------
 
@@ -113,8 +93,7 @@ class KernelComms:
                 return
             if (not isinstance(comm_id, str) or not comm_id or not isinstance(
                     content.get("data"), dict) or comm_id in self.kernel.comm_manager.comms):
-                # Opening it would replace (then close) a comm of that id: another replica's,
-                # a widget's.
+                # Opening it would replace (then close) a comm of that id (a widget's, say).
                 log.error("kernel_collab: ignored a malformed comm_open from the sidecar: "
                           "%.200r", content)  # fmt: skip
                 return
@@ -136,10 +115,17 @@ class KernelComms:
         if join is None:
             comm.close()
             return
-        join.comm, join.open_msg = comm, msg
+        join.comm = comm
         error = data.get("error")
         join.error = str(error) if error else None
         if join.error is None:
-            join.channel.publish = self.publisher(comm, msg)
+
+            def publish(data: dict[str, Any], buffers: list[bytes]) -> None:
+                """A comm message on iopub, as a reply to the comm's open message."""
+                self.session.send(self.kernel.iopub_socket, "comm_msg",
+                                  {"comm_id": comm.comm_id, "data": data}, parent=msg,
+                                  ident=comm.topic, buffers=buffers)  # fmt: skip
+
+            join.channel.publish = publish
             self.channels[comm.comm_id] = join.channel
         join.opened()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import Any, Final
 
@@ -120,8 +120,7 @@ def text_opcodes(old: str, new: str) -> Iterator[Opcode]:
     """difflib-style opcodes (in ``str`` indices) turning ``old`` into ``new``: common prefix
     and suffix, then a line diff whose small changed blocks are refined by character."""
     prefix = common_prefix(old, new)
-    suffix = _longest(min(len(old), len(new)) - prefix,
-                      lambda n: old[len(old) - n :] == new[len(new) - n :])  # fmt: skip
+    suffix = common_suffix(old, new, min(len(old), len(new)) - prefix)
     if prefix:
         yield "equal", 0, prefix, 0, prefix
     yield from _middle_opcodes(
@@ -131,9 +130,14 @@ def text_opcodes(old: str, new: str) -> Iterator[Opcode]:
         yield "equal", len(old) - suffix, len(old), len(new) - suffix, len(new)
 
 
-def common_prefix(a: str, b: str) -> int:
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
     """Length of the common prefix, by binary search over C-speed slice comparisons."""
     return _longest(min(len(a), len(b)), lambda n: a[:n] == b[:n])
+
+
+def common_suffix(a: Sequence[Any], b: Sequence[Any], limit: int) -> int:
+    """Length of the common suffix, at most ``limit`` (as :func:`common_prefix`)."""
+    return _longest(limit, lambda n: a[len(a) - n :] == b[len(b) - n :])
 
 
 def _longest(limit: int, same: Callable[[int], bool]) -> int:

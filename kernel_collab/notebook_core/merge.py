@@ -245,19 +245,8 @@ def _match_by_content(
         candidates = by_source.get(cells[j]["source"])
         if matched[j] is None and candidates:
             take(j, candidates.pop())
-    _match_similar(ref, ref_ids, cells, matched, free, take)
-
-
-def _match_similar(
-    ref: Sequence[Cell],
-    ref_ids: Sequence[str],
-    cells: Sequence[Cell],
-    matched: list[str | None],
-    free: set[int],
-    take: Callable[[int, int], None],
-) -> None:
-    """Match similar cells at the same position: a free ref cell between the ref cells of
-    the nearest matched neighbours (so insertions do not shift it), else the same index."""
+    # Similar cells at the same position: a free ref cell between the ref cells of the nearest
+    # matched neighbours (so insertions do not shift it), else the same index.
     ref_pos = {rid: i for i, rid in enumerate(ref_ids)}
     positions = [ref_pos.get(m) if m is not None else None for m in matched]
     next_at = [len(ref)] * (len(cells) + 1)

@@ -1,9 +1,5 @@
-"""One converter from kernel (iopub) message contents to nbformat v4 outputs.
-
-Strict: a content that cannot become a valid nbformat output raises :class:`MalformedOutput`
-saying why (the sidecar writes that as a visible error output instead). Used by the sidecar's
-output writer and by the Output widgets it keeps for latecomers.
-"""
+"""One strict converter from kernel (iopub) message contents to nbformat v4 outputs: a content
+that cannot become a valid output raises :class:`MalformedOutput` saying why."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""The notebook schema peers must keep, checked on the cells a peer's update touched. Y has no
-retraction, so a broken cell is repaired right after the update, in the same group commit, and
-the peer closed so that it reloads. Pure: the room decides when to call these.
-"""
+"""The notebook schema peers must keep, checked on the cells a peer's update touched (why a broken
+cell is repaired: docs/architecture.md, "Who owns which field of the document"). Pure."""
 
 from __future__ import annotations
 

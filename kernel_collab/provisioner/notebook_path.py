@@ -1,9 +1,6 @@
-"""Which notebook a kernel session belongs to.
-
-jupyter_server passes the session to the kernel as ``JPY_SESSION_NAME``: an absolute path
-(``cwd`` joined with the session's *name*) when the session was created with a name, the
-session's relative *path* otherwise. A name that is not the file's name points at no file, so
-the server extension passes the real path as ``KERNEL_COLLAB_NOTEBOOK``, which wins.
+"""Which notebook a kernel session belongs to (docs/architecture.md, "Lifecycle"): jupyter_server
+passes the session as ``JPY_SESSION_NAME``, which is wrong when the session's name is not its
+file's, so the server extension's ``KERNEL_COLLAB_NOTEBOOK`` wins.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""``CollabProvisioner``: a kernel provisioner that launches the notebook's sidecar beside it.
-
-It wraps another provisioner (``local-provisioner`` by default; any entry point of
-``jupyter_client.kernel_provisioners`` by configuration) and delegates the kernel to it. After
-each launch it ensures the notebook's sidecar runs and hands it the kernel's connection info;
-before a restart and at shutdown it tells the sidecar. ``poll()`` reports only the kernel: a
-dead sidecar is restarted (it restores from the store) and never looks like a dead kernel.
+"""``CollabProvisioner``: a kernel provisioner that launches the notebook's sidecar beside it,
+delegating the kernel to an inner provisioner (docs/architecture.md, "Processes", "Lifecycle").
 """
 
 from __future__ import annotations
@@ -126,8 +121,7 @@ class CollabProvisioner(KernelProvisionerBase):
                     self._check_one_kernel(existing)
                 except SidecarError as exc:
                     raise RuntimeError(f"kernel_collab: {exc}") from None
-        kwargs = await self.inner.pre_launch(**kwargs)
-        return kwargs
+        return await self.inner.pre_launch(**kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         info = await self.inner.launch_kernel(cmd, **kwargs)

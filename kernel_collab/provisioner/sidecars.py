@@ -1,9 +1,5 @@
-"""Sidecar processes as seen from the Jupyter server: start, find, supervise, talk to them.
-
-One :class:`SidecarHandle` per notebook path (``REGISTRY``), so a kernel started again for an
-open room re-attaches to its sidecar. The sidecar's stdin is a pipe held here (it saves and
-exits when the server dies); a private runtime file records its port, tokens and pid.
-"""
+"""Sidecar processes as seen from the Jupyter server, one :class:`SidecarHandle` per notebook path
+in ``REGISTRY`` (docs/architecture.md, "Lifecycle", "Environment, ready line, runtime records")."""
 
 from __future__ import annotations
 
@@ -106,10 +102,6 @@ class SidecarRegistry:
         """One per notebook: two kernels starting at once must not start two sidecars."""
         self.log = logging.getLogger("kernel_collab")
 
-    def lock(self, notebook: Path) -> anyio.Lock:
-        """The lock serialising room creation for a notebook."""
-        return self.locks.setdefault(notebook, anyio.Lock())
-
     def live(self) -> Iterator[SidecarHandle]:
         """The sidecars still running (each checked when it is reached)."""
         return (handle for handle in list(self.handles.values()) if handle.alive)
@@ -125,7 +117,7 @@ class SidecarRegistry:
         self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float
     ) -> SidecarHandle:
         """The notebook's sidecar, started if none runs."""
-        async with self.lock(notebook):
+        async with self.locks.setdefault(notebook, anyio.Lock()):
             handle = self.get(notebook)
             if handle is None:
                 handle = await self.start(notebook, root, extra_args, start_timeout)
@@ -192,12 +184,9 @@ class SidecarRegistry:
 
     def moved(self, handle: SidecarHandle, new_notebook: Path) -> None:
         """Re-key a sidecar whose notebook was renamed."""
-        if self.handles.get(handle.notebook) is handle:
-            del self.handles[handle.notebook]
+        self.forget(handle)
         handle.notebook = new_notebook
         self.handles[new_notebook] = handle
-        if handle.runtime_file is not None:
-            handle.runtime_file.unlink(missing_ok=True)
         handle.runtime_file = self._write_runtime_file(handle)
 
     def forget(self, handle: SidecarHandle) -> None:

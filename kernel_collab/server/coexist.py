@@ -1,10 +1,6 @@
-"""Coexistence with jupyter-collaboration: no file ever has two writers.
-
-When jupyter-collaboration (``jupyter_server_ydoc``) is installed too, its rooms are refused
-(409) for notebooks a kernel_collab sidecar owns: its document session route and its room
-WebSocket (the patch of its handlers is in ``kernel_collab/hostpatches.py``). Notebooks
-without a sidecar, or whose session moved to a plain kernel, are jupyter-collaboration's.
-"""
+"""Coexistence with jupyter-collaboration: its rooms are refused (409) for notebooks a sidecar
+owns, so no file ever has two writers (docs/architecture.md, "In JupyterLab"; the patch of its
+handlers: ``kernel_collab/hostpatches.py``)."""
 
 from __future__ import annotations
 

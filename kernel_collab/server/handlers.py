@@ -65,12 +65,18 @@ class _Base(APIHandler):
             raise web.HTTPError(404, f"no collaborative room is open for {api_path}")
         return api_path, handle
 
-    async def ask(self, handle: SidecarHandle, request: dict[str, Any]) -> dict[str, Any]:
-        """A request to the sidecar on the current user's behalf (503 if it is unreachable)."""
+    async def ask(self, handle: SidecarHandle, request: dict[str, Any],
+                  refused: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """A request to the sidecar on the current user's behalf: 503 if it is unreachable, a
+        refusal answered with ``refused`` (default: as :func:`refusal_status` says)."""
         try:
-            return await ask_as(handle, await identity_for(self), request)
+            reply = await ask_as(handle, await identity_for(self), request)
         except SidecarError as exc:
             raise web.HTTPError(503, str(exc)) from exc
+        if not reply.get("ok"):
+            error = str(reply.get("error"))
+            raise web.HTTPError(refused or refusal_status(error), error)
+        return reply
 
     async def room_model(self, handle: SidecarHandle, api_path: str,
                          session: dict[str, Any] | None) -> dict[str, Any]:
@@ -165,9 +171,7 @@ class KernelActionHandler(_Base):
         session = await self.rooms.session_for(api_path)
         if handle is None or session is None:
             raise web.HTTPError(404, f"no collaborative kernel runs for {api_path}")
-        reply = await self.ask(handle, {"type": "kernel_action", "action": action})
-        if not reply.get("ok"):
-            raise web.HTTPError(403, str(reply.get("error")))
+        await self.ask(handle, {"type": "kernel_action", "action": action}, refused=403)
         kernel_id = session["kernel"]["id"]
         manager: Any = self.kernel_manager
         if action == "interrupt":
@@ -196,13 +200,9 @@ class _HistoryBase(_Base):
     async def history_request(self, path: str, request: dict[str, Any],
                               action: str = "read") -> dict[str, Any]:
         """The sidecar's reply to ``request`` (403 unless the user may ``action`` contents;
-        404 when no room is open; a refusal as :func:`refusal_status` says)."""
+        404 when no room is open)."""
         await self.require(action, "contents")
-        reply = await self.ask(self.room(path)[1], request)
-        if not reply.get("ok"):
-            error = str(reply.get("error"))
-            raise web.HTTPError(refusal_status(error), error)
-        return reply
+        return await self.ask(self.room(path)[1], request)
 
     async def version(self, path: str, version: int) -> dict[str, Any]:
         """A stored version: ``{version, notebook, trusted, outputs_dropped}``."""
@@ -302,9 +302,7 @@ class ExecuteHandler(_Base):
             raise web.HTTPError(
                 400, f"document {document_id} is not the notebook of kernel {kernel_id}"
             )
-        reply = await self.ask(handle, {"type": "execute", "cell_id": cell_id})
-        if not reply.get("ok"):
-            raise web.HTTPError(400, str(reply.get("error")))
+        reply = await self.ask(handle, {"type": "execute", "cell_id": cell_id}, refused=400)
         self.set_status(202)
         self.finish(json.dumps({"cell_id": cell_id, "position": reply.get("position")}))
 
@@ -347,11 +345,8 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         await super().get(document_id)
 
     async def open(self, document_id: str) -> None:
-        """Start relaying the sidecar's messages to the browser.
-
-        Tornado has no task groups: the relay task belongs to this connection, is cancelled
-        in :meth:`on_close`, and closes the upstream connection when it ends.
-        """
+        """Start relaying the sidecar's messages to the browser (a task cancelled in
+        :meth:`on_close`, which closes the upstream connection when it ends)."""
         super().open()
         # Tornado lets Nagle's algorithm hold small frames back (up to a delayed ACK, ~40 ms
         # on Linux): every keystroke and reply here is a small frame.

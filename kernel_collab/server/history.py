@@ -1,10 +1,6 @@
-"""What changed between two versions of a notebook, cell by cell, for the history routes.
-
-nbdime aligns the two cell lists (by id, then by content); its alignment is then corrected by
-cell id, which the shared document keeps stable: a cell nbdime matched to a cell of another id
-is a removal and an addition, and a removal and an addition of the same id are one moved cell
-(nbdime reports a move as a removal and an addition). nbdime is imported only here, lazily:
-it is heavy and only the diff route needs it.
+"""What changed between two versions of a notebook, cell by cell, for the history routes: nbdime's
+alignment of the cell lists, corrected by cell id (which the shared document keeps stable), so
+that a removal and an addition of one id are one moved cell. nbdime (heavy) is imported lazily.
 """
 
 from __future__ import annotations

@@ -110,8 +110,7 @@ class AwarenessRelay(LoggingConfigurable):
 
 
 def _stamp(peer: Peer, state: str) -> str:
-    """A peer's awareness state with ``user`` replaced by who the server says it is (see
-    :func:`awareness_user`); the rest of the state (cursors, …) is the peer's."""
+    """A peer's awareness state with ``user`` replaced (:func:`awareness_user`)."""
     if not state or state == "null":
         return state
     value = json.loads(state)
@@ -123,9 +122,7 @@ def _stamp(peer: Peer, state: str) -> str:
 
 def awareness_user(peer: Peer, claimed: Any) -> dict[str, Any]:
     """The ``user`` of a peer's awareness: its identity as the server authenticated it, and its
-    role (``run``, ``edit`` or ``read``). Nothing the peer claimed survives, except the name an
-    anonymous peer (a holder of the sidecar's own token: the kernel's API, a local script)
-    gives itself; an avatar is kept only as an http(s) or same-site URL."""
+    role (the rules: docs/architecture.md, "Connections and identity")."""
     user = {k: v for k, v in peer.public_identity.items() if isinstance(v, str)}
     if not user.get("avatar_url", "").lower().startswith(_AVATAR_PREFIXES):
         user.pop("avatar_url", None)

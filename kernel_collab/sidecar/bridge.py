@@ -1,9 +1,5 @@
-"""The kernel bridge: the sidecar as a client of the kernel, the only writer of outputs.
-
-iopub is read in its own loop on a socket with no receive high-water mark (nothing dropped under
-bursts) and drained into one transaction at a time. Kernel status follows only the main shell's
-``execute_request``s, so comm or subshell traffic cannot make it flicker.
-"""
+"""The kernel bridge: the sidecar as a client of the kernel, the only writer of outputs
+(docs/architecture.md, "Execution", "Outputs")."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -32,25 +28,15 @@ if TYPE_CHECKING:  # imported at the first attach: a room without a kernel goes 
     from jupyter_client.connect import KernelConnectionInfo
     from jupyter_client.session import Session
 
+    from .kernel_link import KernelLink
+
 KERNEL_AUTHOR = {"kind": "kernel", "name": "kernel"}
 """Who writes outputs, in the notebook's history."""
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 DIGEST_HISTORY_SIZE = 4096
-"""Signatures of the kernel's messages remembered to refuse a replayed one. jupyter_client's
-default, 65,536, is about 9 MiB of small strings once reached (an hour of a cell printing 20
-lines a second), each kept alive where it landed in Python's heap."""
+"""Signatures of the kernel's messages remembered to refuse a replayed one (jupyter_client's
+65,536 are about 9 MiB of small strings, once an hour of a cell printing 20 lines a second)."""
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
-
-
-class KernelSide(Protocol):
-    """What serves the kernel's own messages to us (``kernel_link.py``: its replica's comm)."""
-
-    def take(self, msg_type: str, msg: dict[str, Any]) -> bool:
-        """Take an iopub message that is for it (only queue: called inside a transaction)."""
-
-    async def serve(self, client: AsyncKernelClient, kernel_id: str, *,
-                    task_status: TaskStatus[None] = ...) -> None:  # fmt: skip
-        """Serve one attached kernel until cancelled."""
 
 
 @dataclass
@@ -100,7 +86,7 @@ class KernelBridge(LoggingConfigurable):
         self.ready: Listeners[None] = Listeners()
         """Told each time an attached kernel's iopub starts delivering (runs can start)."""
         self.widgets = OutputWidgets()
-        self.link: KernelSide | None = None
+        self.link: KernelLink | None = None
         """Serves the kernel's replica (set by the service)."""
         self.recent: OrderedDict[str, str] = OrderedDict()
         """Cells of finished runs by request id, for outputs that arrive late."""
@@ -108,7 +94,8 @@ class KernelBridge(LoggingConfigurable):
         """Execution counts of other clients' runs by request id (their ``execute_input``
         comes before the kernel extension names their cell)."""
         self._attached = anyio.Event()
-        self._detached = anyio.Event()
+        self.detached = anyio.Event()
+        """Set when the current kernel is detached."""
         self._context: zmq.asyncio.Context | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -146,7 +133,7 @@ class KernelBridge(LoggingConfigurable):
         self.kernel_id = kernel_id
         self.room.set_status("kernel_id", kernel_id)
         self.set_kernel_status("starting")
-        self._detached = anyio.Event()
+        self.detached = anyio.Event()
         self._attached.set()
         self.log.info("kernel %s attached", kernel_id)
 
@@ -155,10 +142,6 @@ class KernelBridge(LoggingConfigurable):
         while self.client is None:
             await self._attached.wait()
         return self.client
-
-    def detached_event(self) -> anyio.Event:
-        """An event set when the current kernel is detached."""
-        return self._detached
 
     def interrupt(self) -> None:
         """Interrupt the kernel with a control-channel ``interrupt_request``."""
@@ -170,7 +153,7 @@ class KernelBridge(LoggingConfigurable):
         self.client = None
         if self._attached.is_set():  # the run loop may be waiting on an unset one: keep it
             self._attached = anyio.Event()
-        self._detached.set()  # the run loop closes the client once its readers are cancelled
+        self.detached.set()  # the run loop closes the client once its readers are cancelled
         for run in list(self.runs.values()):
             self.finish(run, status=reason)
         self.log.info("kernel %s detached (%s)", self.kernel_id, reason)
@@ -189,7 +172,7 @@ class KernelBridge(LoggingConfigurable):
                         tg.start_soon(self._read_shell, client)
                         if self.link is not None:
                             await tg.start(self.link.serve, client, str(self.kernel_id))
-                        await self._detached.wait()
+                        await self.detached.wait()
                         tg.cancel_scope.cancel()
                 finally:
                     client.stop_channels()

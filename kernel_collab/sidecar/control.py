@@ -1,7 +1,5 @@
-"""Kernel lifecycle requests from the provisioner (admin only: ``attach_kernel`` after every
-launch; ``detach_kernel`` before a restart, at shutdown or after a death), and when the sidecar
-stops: after a shutdown, once the last person leaves; with ``--watch-stdin``, when its stdin
-closes (the server that started it died). It saves, then exits.
+"""Kernel lifecycle requests from the provisioner (admin only), people's kernel actions and room
+requests, and when the sidecar stops, saving first (docs/architecture.md, "Lifecycle").
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from .bridge import KernelBridge
 from .disk import DiskSync
 from .execution_queue import ExecutionQueue
 from .peer import Peer
-from .requests import RequestError
+from .requests import RequestError, require
 from .room import Room
 
 
@@ -53,12 +51,13 @@ class KernelControl:
 
     async def room_info(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         status = self.room.status
+        queue: Any = status.get("queue")  # a shared array
         return {
             "ok": True,
             **self._identity(),
             "kernel_id": self.bridge.kernel_id if self.bridge.client is not None else None,
             "kernel_status": status.get("kernel_status"),
-            "queue": _plain(status.get("queue")) or [],
+            "queue": (queue.to_py() if hasattr(queue, "to_py") else queue) or [],
             "running": status.get("running"),
             "peers": [p.public_identity for p in self.room.peers if not p.admin],
         }
@@ -84,23 +83,18 @@ class KernelControl:
         action = request.get("action")
         if action not in ("interrupt", "restart"):
             raise RequestError("kernel_action needs action 'interrupt' or 'restart'")
-        if not peer.may("execute"):
-            raise RequestError(f"{peer.identity.get('name', 'you')} may not {action} the kernel")
+        require(peer, "execute", f"{action} the kernel")
         by = peer.public_identity
         self._pending_actor = (str(action), by, time.time())
         if action == "interrupt":
-            self.room.set_status("last_kernel_event", {
-                "event": "interrupt", "by": by, "at": time.time(),
-                "kernel_id": self.bridge.kernel_id})  # fmt: skip
+            self._record_event("interrupt", by)
             self.queue.clear(f"interrupted by {by.get('name') or by.get('username')}")
         return {"ok": True}
 
     async def trust(self, peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         """"Trust Notebook" by a person who may run code: their outputs render trusted for
         everyone who may run code (as running every cell again would make them)."""
-        if not peer.may("execute"):
-            raise RequestError(f"{peer.identity.get('name', 'you')} may not trust outputs: only "
-                               "people who may run code can")  # fmt: skip
+        require(peer, "execute", "trust outputs: only people who may run code can")
         count = self.room.trust.vouch_all()
         self.room.log.info("%s trusted the outputs of %d cells of %s", peer.name, count,
                            self.room.notebook.ystate.get("path"))  # fmt: skip
@@ -113,6 +107,10 @@ class KernelControl:
             self._pending_actor = None
             return pending[1]
         return {"name": "unknown"}
+
+    def _record_event(self, event: str, by: Any) -> None:
+        self.room.set_status("last_kernel_event", {"event": event, "by": by, "at": time.time(),
+                                                   "kernel_id": self.bridge.kernel_id})  # fmt: skip
 
     async def attach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         kernel_id, info = request.get("kernel_id"), request.get("connection_info")
@@ -129,8 +127,7 @@ class KernelControl:
     async def detach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         reason = str(request.get("reason", "shutdown"))
         by = request.get("by") or self._actor(reason)
-        event = {"event": reason, "by": by, "at": time.time(), "kernel_id": self.bridge.kernel_id}
-        self.room.set_status("last_kernel_event", event)
+        self._record_event(reason, by)
         if reason == "restart":
             who = by.get("name") or by.get("username") if isinstance(by, dict) else None
             self.room.mark("restart", f"kernel restarted by {who or 'unknown'}")
@@ -158,8 +155,3 @@ async def watch_stdin(stop: Callable[[], None]) -> None:
         if not os.read(fd, 4096):
             break
     stop()
-
-
-def _plain(value: Any) -> Any:
-    """A value of the state map as JSON (the queue is a shared array)."""
-    return value.to_py() if hasattr(value, "to_py") else value

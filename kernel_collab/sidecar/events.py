@@ -9,10 +9,8 @@ T = TypeVar("T")
 
 
 class Listeners(Generic[T]):
-    """Callables called, in the order they subscribed, with one value each time it happens.
-
-    Listeners run synchronously (often inside a document transaction): they must not block.
-    """
+    """Callables called in the order they subscribed, synchronously (often inside a document
+    transaction: they must not block)."""
 
     def __init__(self) -> None:
         self._listeners: list[Callable[[T], None]] = []

@@ -1,9 +1,5 @@
-"""The kernel's one execution queue, kept in the document and written only by the sidecar.
-
-Cells run one at a time, so an error or an interrupt never leaves requests queued inside the
-kernel to be aborted; an error cancels the rest (unless the cell is tagged
-``raises-exception``), recording why. Each run is recorded in ``metadata.kernel_collab.last_run``.
-"""
+"""The kernel's one execution queue, kept in the document and written only by the sidecar
+(docs/architecture.md, "Execution")."""
 
 from __future__ import annotations
 
@@ -17,10 +13,10 @@ from pycrdt import Array
 from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
-from ..notebook_core.cells import find_cell
+from ..notebook_core.cells import common_prefix, common_suffix, find_cell
 from .bridge import KernelBridge, Run
 from .peer import Peer
-from .requests import RequestError
+from .requests import RequestError, require
 from .room import Room
 from .run_record import record_end, record_start
 
@@ -60,8 +56,7 @@ class ExecutionQueue(LoggingConfigurable):
     # -- requests ----------------------------------------------------------------------------
 
     async def handle_execute(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
-        if not peer.may("execute"):
-            raise RequestError(f"{peer.identity.get('name', 'you')} may not run cells here")
+        require(peer, "execute", "run cells here")
         cell_id = request.get("cell_id")
         if not isinstance(cell_id, str):
             raise RequestError("execute needs a cell_id (string)")
@@ -186,8 +181,7 @@ class ExecutionQueue(LoggingConfigurable):
 
     def _publish(self, *, soon: bool = False) -> None:
         """Write the queue into the document: now, or (new requests) at most every
-        ``publish_interval``, so a burst of a thousand requests is a few updates rather than a
-        thousand copies of the queue."""
+        ``publish_interval``, so a burst of requests is a few updates, not one copy each."""
         if soon:
             self._publish_due = True
             self._queue_changed.set()
@@ -211,18 +205,12 @@ class ExecutionQueue(LoggingConfigurable):
 
 
 def update_array(array: Array[Any], old: list[Any], new: list[Any]) -> None:
-    """Make ``array`` (holding ``old``) hold ``new`` with the fewest edits at its ends: the
-    queue mostly loses its head and gains a tail, so each change is a small update instead of
-    a new copy of the whole queue (which made a 1,000-cell queue quadratic)."""
+    """Make ``array`` (holding ``old``) hold ``new`` with edits at its ends only: the queue mostly
+    loses its head and gains a tail (a new copy each time made a long queue quadratic)."""
     if old == new:
         return
-    limit = min(len(old), len(new))
-    head = 0
-    while head < limit and old[head] == new[head]:
-        head += 1
-    tail = 0
-    while tail < limit - head and old[-1 - tail] == new[-1 - tail]:
-        tail += 1
+    head = common_prefix(old, new)
+    tail = common_suffix(old, new, min(len(old), len(new)) - head)
     with array.doc.transaction():
         if len(old) - tail > head:
             del array[head:len(old) - tail]

@@ -1,11 +1,6 @@
-"""The notebook's history, served to peers: list and read versions, restore one, purge.
-
-The versions live in the store (``kernel_collab/store/history.py``); who made each is the
-room's record of which connection's updates it committed. A restore is a new edit of the cells
-(never the state map, the queue or a running cell), made through apply → commit → relay like
-any other, and recorded as a pinned version; restored outputs keep the trust they had in that
-version. Reading history needs what reading the notebook needs; restoring and purging need
-the right to edit (checked here and by the server).
+"""The notebook's history, served to peers: list and read versions, restore one, purge (the
+rules: docs/architecture.md, "History"). Reading needs what reading the notebook needs;
+restoring and purging need the right to edit (checked here and by the server).
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from ..notebook_core.apply import apply_notebook
 from ..store import HistoryError
 from .docstore import DocumentStore
 from .peer import Peer
-from .requests import RequestError
+from .requests import RequestError, require
 from .room import Room
 
 
@@ -43,7 +38,7 @@ class HistoryService(LoggingConfigurable):
 
     async def restore(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         """Make the cells what they were in a version, as a new edit everyone converges on."""
-        _may_edit(peer, "restore a version")
+        require(peer, "write", "restore a version: it needs the right to edit the notebook")
         snapshot = await self._snapshot(request)
         live = self.room.notebook.get()
         cells = list(snapshot.notebook.get("cells") or [])
@@ -67,7 +62,7 @@ class HistoryService(LoggingConfigurable):
 
     async def purge(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         """Drop versions before ``before``, or the one ``version``; recorded as a version."""
-        _may_edit(peer, "purge history")
+        require(peer, "write", "purge history: it needs the right to edit the notebook")
         before, version = request.get("before"), request.get("version")
         if not (type(before) is int) ^ (type(version) is int):
             raise RequestError("purge needs an integer 'before' or 'version', not both")
@@ -93,9 +88,3 @@ class HistoryService(LoggingConfigurable):
             return await self.store.snapshot(version)
         except HistoryError as exc:
             raise RequestError(str(exc)) from exc
-
-
-def _may_edit(peer: Peer, what: str) -> None:
-    if not peer.may("write"):
-        raise RequestError(f"{peer.identity.get('name', 'you')} may not {what}: it needs the "
-                           "right to edit the notebook")  # fmt: skip

@@ -1,15 +1,6 @@
-"""The kernel's replica as a peer of the room, over a comm on the kernel's own channels.
-
-Code in the kernel asks for its notebook with a ``JOIN_MESSAGE`` on iopub; the sidecar answers
-by opening a comm (the sidecar opens it: JupyterLab closes any kernel-opened comm whose target
-it does not know). From then on the comm carries the wire's messages both ways, in batches
-(``protocol.py`` describes the envelope). Our shell messages carry ``SYNC_MARK``: the kernel
-extension takes them off ipykernel's shell channel thread, so they are handled while a cell
-runs and never make the kernel publish busy/idle. iopub drops messages under bursts, so the
-kernel numbers its batches: a gap is answered with ``resend_from`` and our state vector (the
-kernel replies with a sync step 2 and its unacknowledged requests), and the kernel probes
-when a batch stays unacknowledged. The kernel never renews its awareness itself (each
-renewal would be kernel activity, keeping the idle culler away): the sidecar renews it.
+"""The kernel's replica as a peer of the room, over a comm on the kernel's own channels: joins,
+numbered batches, resends, and the awareness renewals the kernel never sends itself (why and
+how: docs/architecture.md, "The kernel's comm").
 """
 
 from __future__ import annotations
@@ -21,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pycrdt import create_sync_message
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
@@ -48,8 +38,7 @@ ACK_DELAY = 0.02
 """Seconds an acknowledgement waits for a message to ride with (the kernel probes at 0.3 s)."""
 KERNEL_IDENTITY = {"username": "anonymous", "name": "kernel", "display_name": "kernel",
                    "anonymous": True, "permissions": {"write": True, "execute": True}}  # fmt: skip
-"""Who the kernel's replica is to others: the kernel, which may edit and run (as before, when
-it connected with the sidecar's own token)."""
+"""Who the kernel's replica is to others: the kernel, which may edit and run."""
 
 
 class KernelLink(LoggingConfigurable):
@@ -67,8 +56,6 @@ class KernelLink(LoggingConfigurable):
         self.awareness = awareness
         self.comms: dict[str, KernelComm] = {}
         self._client: AsyncKernelClient | None = None
-        self._joins: MemoryObjectSendStream[dict[str, Any]]
-        self._join_queue: MemoryObjectReceiveStream[dict[str, Any]]
         self._joins, self._join_queue = anyio.create_memory_object_stream[dict[str, Any]](100)
 
     def take(self, msg_type: str, msg: dict[str, Any]) -> bool:
@@ -184,9 +171,11 @@ class KernelComm:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Tell the kernel why (its code sees the reason), then close the comm."""
         self._flush()
-        content = {"comm_id": self.comm_id, "data": encode_envelope(close=code, reason=reason)}
-        send(self.client, "comm_msg", content)
+        self._send(encode_envelope(close=code, reason=reason))
         send(self.client, "comm_close", {"comm_id": self.comm_id, "data": {}})
+
+    def _send(self, data: dict[str, Any], buffers: list[bytes] | None = None) -> None:
+        send(self.client, "comm_msg", {"comm_id": self.comm_id, "data": data}, buffers)
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -217,8 +206,7 @@ class KernelComm:
         if not batch and not self._ack_due:
             return
         self._ack_due = False
-        data = encode_envelope(ack=self.expected - 1)
-        send(self.client, "comm_msg", {"comm_id": self.comm_id, "data": data}, batch)
+        self._send(encode_envelope(ack=self.expected - 1), batch)
 
     async def _flusher(self) -> None:
         while True:
@@ -288,6 +276,5 @@ class KernelComm:
         self._nacked = (self.expected, now)
         self.link.log.info("kernel %s: iopub lost the kernel's batches from %d; resyncing",
                            self.kernel_id, self.expected)  # fmt: skip
-        data = encode_envelope(ack=self.expected - 1, resend_from=self.expected)
-        send(self.client, "comm_msg", {"comm_id": self.comm_id, "data": data},
-             [create_sync_message(self.room.doc)])  # fmt: skip
+        self._send(encode_envelope(ack=self.expected - 1, resend_from=self.expected),
+                   [create_sync_message(self.room.doc)])

@@ -1,11 +1,7 @@
-"""Kernel iopub messages written into cells' outputs, as JupyterLab's output area (4.2+) shows them.
-
-Stream text of one name goes to one output whose ``text`` is a Y text edited only at its end;
-its last line is a terminal line (``\\r``, ``\\b`` and ``\\n`` as in JupyterLab: see
-:func:`_overwrite`). ``clear_output(wait=True)`` clears at the cell's next output; display ids
-are tracked across cells. Every stored output is valid nbformat: a malformed message becomes an
-``error`` output (ename ``kernel_collab``), a rich output over ``max_output_bytes`` a visible
-note, and stream text past ``max_stream_bytes`` is cut with a note counting what is dropped.
+"""Kernel iopub messages written into cells' outputs, as JupyterLab's output area (4.2+) shows
+them (docs/architecture.md, "Execution", "Outputs"): stream text goes to a Y text edited only at
+its end, whose last line is a terminal line (:func:`_overwrite`); every stored output is valid
+nbformat.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Who writes what: the fields of the document that only the sidecar writes, held against peers
-(the rules: docs/architecture.md, "Who owns which field of the document"). A peer's update is
-applied, then held against them in the same group commit, before anything is stored or relayed:
-what JupyterLab itself does passes, what it writes on its own but is not a peer's to write is
-reverted silently, anything else is undone whole with Y's undo and the peer closed with 4403.
-"""
+"""Who writes what: a peer's update is applied, then held to the fields only the sidecar writes,
+in the same group commit, before anything is stored or relayed (the rules and what a breach
+costs: docs/architecture.md, "Who owns which field of the document")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """One connected peer: its identity, its awareness client ids, and an ordered, bounded send queue
-(the room never blocks on a slow peer; one that falls too far behind is disconnected, and Y sync
-brings it up to date when it reconnects: nothing is dropped silently)."""
+(one that fills closes the peer: nothing is dropped silently)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import logging
 from typing import Any, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..protocol import CLOSE_TRY_AGAIN
 
@@ -48,8 +46,6 @@ class Peer:
         self.closed = False
         self.close_reason = ""
         self._log = log
-        self._send: MemoryObjectSendStream[bytes]
-        self._recv: MemoryObjectReceiveStream[bytes]
         self._send, self._recv = anyio.create_memory_object_stream[bytes](queue_size)
         self._close_code = 1000
 

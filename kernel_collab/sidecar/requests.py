@@ -1,10 +1,5 @@
-"""kernel_collab's requests (message type 100): a typed registry and its dispatch.
-
-Each service registers the requests it serves (``save``, ``execute``, ``input_reply``, …) with
-:meth:`Requests.register`, in one place (``service.py``); admin requests (kernel lifecycle)
-are served only on connections made with the admin token. A handler returns the reply's
-fields or raises :class:`RequestError`, whose message goes back to the peer.
-"""
+"""kernel_collab's requests (message type 100): a typed registry, filled in one place
+(``service.py``), and its dispatch."""
 
 from __future__ import annotations
 
@@ -20,6 +15,12 @@ RequestHandler = Callable[[Peer, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 class RequestError(Exception):
     """A request cannot be served; the message goes back to the peer that sent it."""
+
+
+def require(peer: Peer, permission: str, refusal: str) -> None:
+    """Refuse (``NAME may not REFUSAL``) unless the peer has ``permission``."""
+    if not peer.may(permission):
+        raise RequestError(f"{peer.identity.get('name', 'you')} may not {refusal}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,7 @@
-"""The room: one shared notebook, its peers, and the apply → commit → relay path.
-
-The room syncs, commits and relays; nothing else. Peers' updates are applied by the room's
-:class:`PeerUpdates` (field ownership and schema repair: ``ownership.py``), awareness is
-relayed by ``awareness.py`` and requests are served through ``requests.py``; ``service.py``
-wires them together.
-
-Every change to the document — from a peer, from the disk watcher, later from the kernel
-bridge — is a pycrdt transaction. The document's observer queues each transaction's update;
-the committer task commits everything queued in one SQLite transaction (group commit) and only
-then relays it, merged, to every peer, the sender included: the echo is the sender's
-acknowledgement, so an update anyone has seen is durable. A sync step 2 reply waits for the
-commit of everything it contains for the same reason.
+"""The room: one shared notebook, its peers, and the apply → commit → relay path
+(docs/architecture.md, "Apply → commit → relay"); nothing else. Peers' updates are applied by
+the room's ``updates`` (``ownership.py``), awareness is relayed by ``awareness.py``,
+requests are served through ``requests.py``; ``service.py`` wires them together.
 """
 
 from __future__ import annotations
@@ -20,7 +11,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -37,19 +28,14 @@ from .events import Listeners
 from .peer import Peer
 from .trust import TrustLedger
 
+if TYPE_CHECKING:
+    from .ownership import FieldGuard
+
 EMPTY_UPDATE = b"\x00\x00"
 SIDECAR_AUTHOR = {"kind": "sidecar", "name": "kernel_collab"}
+"""Who changes the document when no peer, kernel output or file does (repairs, run records)."""
 UNVERSIONED: dict[str, Any] = {}
 """The actor of changes that are no version of their own (a document's load)."""
-"""Who changes the document when no peer, kernel output or file does (repairs, run records)."""
-
-
-class PeerUpdates(Protocol):
-    """Applies a peer's update to the document, holding it to the rules (``ownership.py``)."""
-
-    def apply(self, peer: Peer, update: bytes) -> None:
-        """Apply ``update`` from ``peer`` (closing the peer if it broke a rule); raise
-        ``ValueError`` if the update cannot be decoded."""
 
 
 class Room(LoggingConfigurable):
@@ -71,8 +57,8 @@ class Room(LoggingConfigurable):
         """Told of each peer once it has joined (its sync handshake is under way)."""
         self.left: Listeners[Peer] = Listeners()
         """Told of each peer once it has left."""
-        self.updates: PeerUpdates | None = None
-        """How peers' updates are applied (``None``: as they are; set by the service)."""
+        self.updates: FieldGuard | None = None
+        """Applies peers' updates, holding them to the rules (set by the service)."""
         self._pending: list[bytes] = []
         self._pending_from: list[Peer | None] = []
         """The peer each pending update is exactly the update of (None: anything else)."""
@@ -136,10 +122,7 @@ class Room(LoggingConfigurable):
         """Make the next commit a pinned version (a save, a restart, a restore, a purge)."""
         self._event = (kind, label)
         if not self._pending:
-            self._pending.append(EMPTY_UPDATE)  # committed even if nothing else changes
-            self._pending_from.append(None)
-            self._applied_seq += 1
-            self._has_pending.set()
+            self._queue(EMPTY_UPDATE)  # committed even if nothing else changes
 
     def _take_record(self) -> Commit:
         authors, self._authors = list(self._authors.values()), {}
@@ -151,9 +134,10 @@ class Room(LoggingConfigurable):
     # -- apply → commit → relay --------------------------------------------------------------
 
     def _on_transaction(self, event: TransactionEvent) -> None:
-        update = event.update
-        if update == EMPTY_UPDATE:
-            return
+        if event.update != EMPTY_UPDATE:
+            self._queue(event.update)
+
+    def _queue(self, update: bytes) -> None:
         self._pending.append(update)
         self._pending_from.append(None)
         self._applied_seq += 1
@@ -186,14 +170,9 @@ class Room(LoggingConfigurable):
             await self.store.append(to_store, record)
         except (sqlite3.Error, OSError) as exc:  # the store failing must not stop the room
             self._unstored = to_store
-            self.log.error(
-                "store %s failed to commit %d updates of document %s (kept in memory, "
-                "retried at the next change): %s",
-                self.store.db_path,
-                len(to_store),
-                self.store.document_id,
-                exc,
-            )
+            self.log.error("store %s failed to commit %d updates of document %s (kept in memory, "
+                           "retried at the next change): %s", self.store.db_path, len(to_store),
+                           self.store.document_id, exc)  # fmt: skip
             self.set_status("store_error", str(exc))
         else:
             if self._unstored:
@@ -222,14 +201,11 @@ class Room(LoggingConfigurable):
                 self.log.error("store %s: compaction of document %s failed (kept as it was): "
                                "%s", self.store.db_path, self.store.document_id, exc)  # fmt: skip
 
-    async def wait_committed(self, seq: int) -> None:
-        """Wait until every update applied up to ``seq`` is stored."""
-        while self._committed_seq < seq:
-            await self._committed.wait()
-
     async def wait_all_committed(self) -> None:
         """Wait until every update applied so far is stored."""
-        await self.wait_committed(self._applied_seq)
+        seq = self._applied_seq
+        while self._committed_seq < seq:
+            await self._committed.wait()
 
     # -- peers -------------------------------------------------------------------------------
 
@@ -276,8 +252,7 @@ class Room(LoggingConfigurable):
                 update = self.doc.get_update(message.payload)
             except ValueError as exc:
                 raise protocol.ProtocolError(f"invalid state vector: {exc}") from exc
-            seq = self._applied_seq
-            await self.wait_committed(seq)
+            await self.wait_all_committed()
             peer.send(protocol.encode_sync_step2(update))
 
     async def handle_sync(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:

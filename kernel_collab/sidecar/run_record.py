@@ -1,9 +1,5 @@
-"""What a run leaves in its cell: ``execution_state`` and ``metadata.kernel_collab.last_run``.
-
-``last_run`` holds who ran the cell, when it started and ended, its status (``running``,
-``ok``, ``error``, ``aborted``, ``restart``, ``shutdown``, ``dead``, …) and the source that ran,
-taken when the cell started.
-"""
+"""What a run leaves in its cell: ``execution_state`` and ``metadata.kernel_collab.last_run``
+(docs/architecture.md, "Keys the sidecar writes")."""
 
 from __future__ import annotations
 
@@ -37,14 +33,10 @@ def record_start(ycell: Map[Any], by: dict[str, Any], started: float) -> str:
 def record_end(ycell: Map[Any], status: str, error: str | None = None,
                count: int | None = None, *, timing: dict[str, str] | None = None,
                drop_timing: bool = False) -> None:
-    """Mark a cell idle, with its execution count, and complete its ``last_run``.
-
-    The count is written with the idle state in one transaction: JupyterLab's cell widget
-    marks a cell idle itself when it sees a count arrive, which would make every browser a
-    second, concurrent writer of ``execution_state``. ``timing`` is JupyterLab's
-    ``metadata.execution`` for askers who record it; ``drop_timing`` removes a stale one, as
-    JupyterLab does when recording is off.
-    """
+    """Mark a cell idle, with its execution count (in one transaction: JupyterLab's cell widget
+    marks a cell idle itself when a count arrives), and complete its ``last_run``. ``timing``:
+    JupyterLab's ``metadata.execution``, for askers who record it; ``drop_timing`` removes a
+    stale one, as JupyterLab does when recording is off."""
     current = ycell["metadata"].get("kernel_collab")
     last = dict((current or {}).get("last_run") or {}) if isinstance(current, dict) else {}
     last.update(end=time.time(), status=status)

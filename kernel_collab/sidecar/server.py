@@ -79,17 +79,11 @@ class SyncServer:
         self._ids = count(1)
         self.port = 0
 
-    def _is_admin(self, request: Request) -> bool:
-        return _matches(request_token(request), self._admin_token)
-
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
         """Each handshake: 403 if it comes from a web page, 401 without a valid token (logged
         with the URL's tokens redacted)."""
         origin = request.headers.get("Origin")
-        if origin is not None:
-            # Only the Jupyter server's proxy and local tools connect here, and none of them
-            # sends an Origin: one that does is a web page (any site can make a browser open
-            # a WebSocket to loopback). Refused before the token is even looked at.
+        if origin is not None:  # a web page's (any site can open a WebSocket to loopback)
             self._log.warning(
                 "refused a connection from %s to %s: it carries an Origin header (%.100r); "
                 "browsers reach notebooks through the Jupyter server",
@@ -128,10 +122,9 @@ class SyncServer:
     async def _handle(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        trusted = self._is_admin(request)
+        trusted = _matches(request_token(request), self._admin_token)
         identity = _identity(request, trusted)
-        # A trusted connection speaking for a person (the server's proxy) is that person,
-        # with that person's permissions; only one speaking for nobody is an admin.
+        # A trusted connection speaking for a person (the server's proxy) is that person.
         admin = trusted and request.headers.get(IDENTITY_HEADER) is None
         peer = Peer(
             connection,
@@ -144,8 +137,7 @@ class SyncServer:
         epoch = _query(request).get("epoch", [None])[0]
         current = self.room.status.get("epoch")
         if epoch is not None and epoch != current:
-            # The peer's copy comes from another incarnation of this document (store reset,
-            # file reloaded): merging it would duplicate every cell.
+            # A copy of another incarnation of this document: merging it would duplicate cells.
             await connection.close(
                 CLOSE_STALE_EPOCH, f"document epoch is now {current}: drop your copy and reload"
             )

@@ -1,7 +1,5 @@
-"""``input()`` and ``getpass()`` go to the person whose run asked, and only to them: a directed
-message to their connections, never stored nor shown to anyone else (the document says only
-that the cell waits). If they stay away ``handover_timeout`` seconds, the prompt passes to
-another runner (never a password prompt) or the kernel is interrupted, saying why.
+"""``input()`` and ``getpass()`` go to the person whose run asked, and only to them, never
+stored nor shown to anyone else (docs/architecture.md, "Execution").
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from traitlets.config import LoggingConfigurable
 from .. import protocol
 from .bridge import KernelBridge
 from .peer import Peer
-from .requests import RequestError
+from .requests import RequestError, require
 from .room import Room
 
 
@@ -70,7 +68,7 @@ class StdinRelay(LoggingConfigurable):
         task_status.started()
         while True:
             client = await self.bridge.wait_attached()
-            detached = self.bridge.detached_event()
+            detached = self.bridge.detached
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read, client)
                 await detached.wait()
@@ -148,9 +146,7 @@ class StdinRelay(LoggingConfigurable):
     async def handle_reply(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         # Answering feeds the running code: the sidecar holds it to the right to run, whoever
         # the prompt names (the UI only ever prompts runners, but the sidecar is the guard).
-        if not peer.may("execute"):
-            raise RequestError(f"{peer.identity.get('name', 'you')} may not answer input(): "
-                               "it needs the right to run")  # fmt: skip
+        require(peer, "execute", "answer input(): it needs the right to run")
         prompt = self.pending
         if prompt is None or request.get("request_id") != prompt.request_id:
             raise RequestError("no such input request is waiting")

@@ -1,9 +1,6 @@
-"""Output trust by origin: the sidecar vouches for outputs, nobody else does (the rules:
-docs/architecture.md, "Trust record"). The record is ``state.kernel_collab.trusted``, cell id →
-digest of the outputs vouched for (``RUNNING`` while the kernel writes them), stored and synced
-with the document. Jupyter's notary only reads a file's signature at first load and signs the
-file when every output in it is vouched for (blocking: call from a worker thread).
-"""
+"""Output trust by origin: the sidecar vouches for outputs, nobody else does (the rules, the
+record, and when Jupyter's notary is asked: docs/architecture.md, "Trust record"). The notary
+blocks: call :func:`is_signed` and :func:`sign` from a worker thread."""
 
 from __future__ import annotations
 
@@ -188,9 +185,7 @@ class TrustLedger:
 
     def reset(self) -> None:
         """Vouch for nothing (a store from before trust records, a file that is not signed)."""
-        record = self.record
-        for cell_id in list(record.keys()):
-            del record[cell_id]
+        self.record.clear()
         self._stale.clear()
         self._status()[VERSION_KEY] = VERSION
 

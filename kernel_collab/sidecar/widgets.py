@@ -1,9 +1,6 @@
-"""ipywidgets ``Output`` capture, done by the sidecar as a widget frontend would.
-
-While code runs ``with out: ...``, the kernel sets the Output widget's ``msg_id`` to the running
-request, whose outputs then belong to the widget, not to the cell. The sidecar follows the
-widgets' comms on iopub and stores such outputs in the widget's state in the kernel (a
-``comm_msg`` update), so whoever opens the notebook later sees them, browser open or not.
+"""ipywidgets ``Output`` capture, done by the sidecar as a widget frontend would: outputs of the
+request an Output widget's ``msg_id`` names go to the widget's state in the kernel (a
+``comm_msg`` update), not to the cell, so latecomers see them (docs/architecture.md, "Outputs").
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 from jupyter_ydoc import YNotebook
 
 from .history import HistoryError
-from .sqlite import SQLiteStore, StoreError
+from .sqlite import SQLiteStore, StoredDocument, StoreError
 
 DEFAULT_DB = ".kernel_collab.db"
 
@@ -56,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{d.path:40} {d.document_id:36} {d.snapshot_bytes:>10} "
                       f"{d.update_count:>8} {d.update_bytes:>10} {d.base_bytes:>9}  {stamp}")
             return 0
-        if args.command == "export":
-            return _export(store, args.path, args.output, args.version)
-        if args.command == "history":
-            return _history(store, args.path)
+        if args.command in ("export", "history"):
+            stored = store.load(args.path)
+            if stored is None:
+                print(f"error: {args.path}: not in {store.path}", file=sys.stderr)
+                return 1
+            if args.command == "history":
+                return _history(store, stored)
+            return _export(store, args.path, stored, args.output, args.version)
         if store.reset(args.path):
             print(f"reset {args.path}: its stored state is gone; the file is untouched")
             return 0
@@ -69,13 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
 
 
-def _export(store: SQLiteStore, path: str, output: Path | None, version: int | None) -> int:
+def _export(store: SQLiteStore, path: str, stored: StoredDocument, output: Path | None,
+            version: int | None) -> int:  # fmt: skip
     from ..notebook_core import files as notebook_file
 
-    stored = store.load(path)
-    if stored is None:
-        print(f"error: {path}: not in {store.path}", file=sys.stderr)
-        return 1
     if version is None:
         notebook = YNotebook()
         notebook.ydoc.apply_update(stored.update)
@@ -96,11 +97,7 @@ def _export(store: SQLiteStore, path: str, output: Path | None, version: int | N
     return 0
 
 
-def _history(store: SQLiteStore, path: str) -> int:
-    stored = store.load(path)
-    if stored is None:
-        print(f"error: {path}: not in {store.path}", file=sys.stderr)
-        return 1
+def _history(store: SQLiteStore, stored: StoredDocument) -> int:
     for v in store.history.versions(stored.document_id):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.at))
         who = ", ".join(f"{a.get('name')} ({a.get('kind')})" for a in v.authors) or "-"
