@@ -19,6 +19,7 @@ from .bridge import KernelBridge
 from .disk import DiskSync
 from .docstore import DocumentStore
 from .execution_queue import ExecutionQueue
+from .memory import one_heap
 from .room import Room
 from .service import SidecarParts, StartError, announce, load, serve
 from .stdin_relay import StdinRelay
@@ -100,6 +101,7 @@ class SidecarApp(Application):
             self.exit_error("expected exactly one notebook PATH (see --help)")
         if not self.token:
             self.exit_error(f"a token is required: set {TOKEN_ENV} or pass --token")
+        one_heap()
         try:
             anyio.run(self.run_sidecar)
         except (StartError, StoreError) as exc:

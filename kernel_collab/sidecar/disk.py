@@ -4,15 +4,17 @@ Autosave writes about ``save_delay`` after the last change to cells or metadata,
 every ``save_max_interval`` while changes keep coming, atomically. A watcher (watchfiles) sees
 the file change; contents the sidecar wrote itself are recognised by hash. Outside changes are
 merged three-way against the base (the content last read or written, stored with the
-document), cell by cell, as minimal edits. A file that does not parse is retried briefly, then
-reported in the document's state, and autosave pauses until the file is valid again or a peer
-asks to save.
+document, and read back from the store for a merge: a large notebook's base held in memory
+weighed as much as its file), cell by cell, as minimal edits. A file that does not parse is
+retried briefly, then reported in the document's state, and autosave pauses until the file is
+valid again or a peer asks to save.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,8 @@ class DiskSync(LoggingConfigurable):
         """Hash of the bytes on disk as the sidecar last read or wrote them."""
         self.doc_hash: str | None = None
         """Hash of the document's serialisation when it last equalled the file."""
-        self.base: dict[str, Any] | None = None
+        self._unrecorded_base: bytes | None = None
+        """The base, compressed, while the store could not record it (else it is read back)."""
         self.paused: str | None = None
         self.file_unread = False
         """Paused on a file that exists but could not be read (a plain save never overwrites it)."""
@@ -75,10 +78,11 @@ class DiskSync(LoggingConfigurable):
 
     # -- state -------------------------------------------------------------------------------
 
-    def synced_with(self, data: bytes, nb: dict[str, Any]) -> None:
-        """Record that the document equals file content ``data`` (parsed as ``nb``)."""
+    def synced_with(self, data: bytes) -> None:
+        """Record that the document equals file content ``data`` (the store holds it as the
+        base)."""
         self.disk_hash = nbfile.content_hash(data)
-        self.base = nb
+        self._unrecorded_base = None
         self.doc_hash = self._doc_hash_now()
         self._changed = anyio.Event()  # loading the file is no change to save
         self.room.notebook.ystate["hash"] = self.disk_hash
@@ -224,9 +228,8 @@ class DiskSync(LoggingConfigurable):
             except (OSError, sqlite3.Error) as exc:
                 self.log.warning("%s: saved but not signed (notary: %s)", self.path, exc)
         self.disk_hash = self.doc_hash = new_hash
-        self.base = nb
         try:
-            await self.room.store.set_base(data, new_hash)
+            await self._record_base(data, new_hash)
         except (sqlite3.Error, OSError) as exc:
             # The file is saved; only the store's record of it is stale (a later start then
             # merges the file against an older base, which finds the same content).
@@ -303,15 +306,41 @@ class DiskSync(LoggingConfigurable):
                     return
                 await anyio.sleep(self.parse_retry_delay)  # a writer may still be writing
                 continue
-            self.merge(disk_nb, data)
-            await self.room.store.set_base(data, nbfile.content_hash(data))
+            self.merge(disk_nb, data, await self._base())
+            await self._record_base(data, nbfile.content_hash(data))
             return
 
-    def merge(self, disk_nb: dict[str, Any], data: bytes) -> None:
-        """Three-way merge file content into the document and record it as the new base."""
+    async def _record_base(self, data: bytes, data_hash: str) -> None:
+        """Record file content ``data`` as the merge base in the store (kept compressed in
+        memory while the store cannot)."""
+        try:
+            await self.room.store.set_base(data, data_hash)
+        except (sqlite3.Error, OSError):
+            self._unrecorded_base = zlib.compress(data, 1)
+            raise
+        self._unrecorded_base = None
+
+    async def _base(self) -> dict[str, Any] | None:
+        """The merge base: the file content last read or written (hash ``disk_hash``), from
+        the store, parsed; ``None`` if there is none or it does not parse."""
+        if self._unrecorded_base is not None:
+            data: bytes | None = zlib.decompress(self._unrecorded_base)
+        else:
+            data, base_hash = await self.room.store.base()
+            if base_hash != self.disk_hash:
+                return None
+        if data is None:
+            return None
+        try:
+            return await anyio.to_thread.run_sync(nbfile.parse, self.path, data)
+        except nbfile.NotebookFileError:
+            return None
+
+    def merge(self, disk_nb: dict[str, Any], data: bytes, base: dict[str, Any] | None) -> None:
+        """Three-way merge file content into the document against ``base`` (the live
+        document if ``None``); the file content becomes the new base."""
         live = self.room.notebook.get()
-        base = self.base if self.base is not None else live
-        result = three_way_merge(base, disk_nb, live)
+        result = three_way_merge(base if base is not None else live, disk_nb, live)
         merged = mark_file_run_records(live, result.notebook)
         with self.room.acting(DISK_AUTHOR), self.room.doc.transaction():
             apply_notebook(self.room.notebook, merged)
@@ -327,7 +356,6 @@ class DiskSync(LoggingConfigurable):
                 ", ".join(conflicts),
             )
         self.disk_hash = nbfile.content_hash(data)
-        self.base = disk_nb
         self.doc_hash = self._doc_hash_now() if merged == disk_nb else None
         self._resume()
         self.room.notebook.ystate["hash"] = self.disk_hash

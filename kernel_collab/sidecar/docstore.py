@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
+from pycrdt import get_state, get_update
 from traitlets import Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
@@ -64,6 +65,10 @@ class DocumentStore(LoggingConfigurable):
         """The newest version in the document's history."""
         self.compact_soon = False
         """Compact at the next commit, whatever the policy says (after a purge)."""
+        self._stored_state: bytes | None = None
+        """The state vector of what the store holds, until the room's first commit: that
+        commit carries the load too (the whole file, or the whole stored document), which is
+        stored already and is left out of it."""
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -95,6 +100,7 @@ class DocumentStore(LoggingConfigurable):
             self.snapshot_bytes = len(doc.update) - doc.update_bytes
             self.pending_bytes = doc.update_bytes
             self.pending_count = doc.update_count
+            self._stored_state = get_state(doc.update)
         return doc
 
     async def create(
@@ -104,16 +110,20 @@ class DocumentStore(LoggingConfigurable):
         document_id, epoch = await self._call(self.store.create, path, snapshot, base, base_hash)
         self.document_id, self.epoch = document_id, epoch
         self.snapshot_bytes = len(snapshot)
+        self._stored_state = get_state(snapshot)
         return document_id, epoch
 
     async def append(self, updates: Sequence[bytes], record: Commit | None = None) -> None:
         """Commit updates (one transaction) before anyone sees them, with their record in the
         notebook's history."""
+        if self._stored_state is not None:
+            updates = [get_update(u, self._stored_state) for u in updates]
         if self.synchronous == "NORMAL" and sum(map(len, updates)) <= INLINE_BYTES:
             async with self._limiter:  # never beside the worker thread's use of the store
                 version = self.store.append(self.document_id, updates, record)
         else:
             version = await self._call(self.store.append, self.document_id, updates, record)
+        self._stored_state = None
         if version is not None:
             self.last_version = version
         self.pending_count += len(updates)
@@ -170,6 +180,10 @@ class DocumentStore(LoggingConfigurable):
     async def rename(self, old_path: str, new_path: str) -> None:
         """Move the document to another notebook path."""
         await self._call(self.store.rename, old_path, new_path)
+
+    async def base(self) -> tuple[bytes | None, str | None]:
+        """The file content last read from or written to disk, and its hash."""
+        return await self._call(self.store.base, self.document_id)
 
     async def set_base(self, base: bytes, base_hash: str) -> None:
         """Record the file content last read from or written to disk, then checkpoint the WAL

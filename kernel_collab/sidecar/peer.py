@@ -111,4 +111,5 @@ class Peer:
                 if self.closed and self._close_code != 1000:
                     break  # an error close does not wait for the backlog
                 await self.transport.send(message)
+                del message  # a joining peer's sync reply is the whole document: not kept
         await self.transport.close(self._close_code, self.close_reason[:120])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ async def _load(
         if await anyio.to_thread.run_sync(trust.is_signed, nb):
             disk.room.trust.vouch_all()  # the file this room first loads, signed: trusted
         await store.create(relpath, notebook.ydoc.get_update(), data, nbfile.content_hash(data))
-        disk.synced_with(data, nb)
+        disk.synced_with(data)
         log.info("%s: loaded %d cells from the file", relpath, len(nb["cells"]))
         return
     notebook.ydoc.apply_update(stored.update)
@@ -85,11 +86,7 @@ async def _load(
         stored.update_count,
     )
     if stored.base is not None and stored.base_hash is not None:
-        disk.disk_hash = stored.base_hash
-        try:
-            disk.base = nbfile.parse(path, stored.base)
-        except nbfile.NotebookFileError:
-            disk.base = None
+        disk.disk_hash = stored.base_hash  # the merge base, read back from the store for a merge
     try:
         data = await anyio.to_thread.run_sync(nbfile.read_bytes, path, disk.max_file_bytes)
     except nbfile.NotebookFileError as exc:
@@ -154,7 +151,7 @@ async def serve(
             await tg.start(stdin.run)
             ws_server = await server.start(port)
             tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
-            tg.start_soon(keep_releasing_freed_memory, lambda: room.committed_updates)
+            tg.start_soon(keep_releasing_freed_memory, _activity(room))
             if watch_stdin_eof:
                 tg.start_soon(watch_stdin, tg.cancel_scope.cancel)
             url = f"ws://127.0.0.1:{server.port}/"
@@ -194,6 +191,19 @@ def wire(requests: Requests, parts: SidecarParts, control: KernelControl,
     room.left.subscribe(stdin.wake)
     room.left.subscribe(control.maybe_stop)
     bridge.ready.subscribe(lambda _: queue.wake())
+
+
+def _activity(room: Room) -> Callable[[], int]:
+    """A count of what leaves memory to return: committed updates, peers coming and going
+    (a peer's sync copies the whole document)."""
+    comings = [0]
+
+    def count(_peer: object) -> None:
+        comings[0] += 1
+
+    room.joined.subscribe(count)
+    room.left.subscribe(count)
+    return lambda: room.committed_updates + comings[0]
 
 
 async def shutdown(room: Room, disk: DiskSync, store: DocumentStore, log: logging.Logger) -> None:

@@ -31,6 +31,7 @@ from jupyter_ydoc import YNotebook
 from pycrdt import Doc, Map, merge_updates
 
 from ..protocol import STATE_KEY, TRUST_KEY
+from . import blobs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS history (
@@ -133,8 +134,14 @@ class History:
         self._db.execute(
             "INSERT INTO history (document_id, version, first_at, at, kind, pinned, label, data)"
             " VALUES (?, 0, ?, ?, ?, 1, ?, ?)", (document_id, at, at, kind, label, EMPTY))
-        self._db.execute("INSERT INTO history_checkpoints VALUES (?, 0, ?)",
-                         (document_id, zlib.compress(state, 1)))  # fmt: skip
+        self._put_checkpoint(document_id, 0, state)
+
+    def _put_checkpoint(self, document_id: str, version: int, state: bytes) -> None:
+        """Record (or replace) the full state after a version."""
+        blobs.execute(
+            self._db, f"INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, {blobs.BLOB})",
+            (document_id, version, zlib.compress(state, 1)),
+            table="history_checkpoints", column="state")  # fmt: skip
 
     def has(self, document_id: str) -> bool:
         """Whether the document's history has begun."""
@@ -154,11 +161,12 @@ class History:
             raise HistoryError(f"document {document_id} has no history to record into")
         if not cells and not pinned:
             kind, authors = STATE, []
-        self._db.execute(
-            "INSERT INTO history (document_id, version, first_at, at, kind, pinned, authors,"
-            " label, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        blobs.execute(
+            self._db, "INSERT INTO history (document_id, version, first_at, at, kind, pinned,"
+            f" authors, label, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, {blobs.BLOB})",
             (document_id, last + 1, at, at, kind, int(pinned),
-             json.dumps(authors, separators=(",", ":")), label, update))  # fmt: skip
+             json.dumps(authors, separators=(",", ":")), label, update),
+            table="history", column="data")  # fmt: skip
         return int(last) + 1
 
     # -- reading -----------------------------------------------------------------------------
@@ -264,22 +272,22 @@ class History:
             # drop checkpoints and leave long chains to replay).
             moved = None
             if checkpointed.intersection(versions[:-1]):
-                moved = zlib.compress(self._replay(document_id, keep).get_update(), 1)
+                moved = self._replay(document_id, keep).get_update()
             datas = [r[0] for r in self._db.execute(
                 f"SELECT data FROM history WHERE document_id=? AND version IN "
                 f"({','.join('?' * len(versions))}) ORDER BY version",
                 (document_id, *versions))]  # fmt: skip
             authors = merge_authors(*(json.loads(r[4]) for r in group))
             kind = STATE if all(r[5] == STATE for r in group) else "edit"
-            self._db.execute(
-                "UPDATE history SET data=?, first_at=?, authors=?, kind=?, label=''"
-                " WHERE document_id=? AND version=?",
+            blobs.execute(
+                self._db, f"UPDATE history SET data={blobs.BLOB}, first_at=?, authors=?, kind=?,"
+                " label='' WHERE document_id=? AND version=?",
                 (merge_updates(*datas), group[0][1], json.dumps(authors, separators=(",", ":")),
-                 kind, document_id, keep))  # fmt: skip
+                 kind, document_id, keep),
+                table="history", column="data", key=_version(document_id, keep))  # fmt: skip
             self._delete(document_id, versions[:-1])
             if moved is not None:
-                self._db.execute("INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, ?)",
-                                 (document_id, keep, moved))  # fmt: skip
+                self._put_checkpoint(document_id, keep, moved)
             merged += len(versions) - 1
         return merged
 
@@ -307,9 +315,7 @@ class History:
         pending = sum(n for _, n in rows)
         if pending < max(self.policy.checkpoint_bytes, last_cp[1]):
             return
-        state = self._replay(document_id, target).get_update()
-        self._db.execute("INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, ?)",
-                         (document_id, target, zlib.compress(state, 1)))  # fmt: skip
+        self._put_checkpoint(document_id, target, self._replay(document_id, target).get_update())
 
     def size(self, document_id: str) -> int:
         """Bytes the document's history takes (rows and checkpoints)."""
@@ -353,12 +359,12 @@ class History:
             if "outputs" in cell:
                 cell["outputs"] = []
         flat = {"notebook": notebook, "trusted": {}}
-        self._db.execute(
-            "UPDATE history SET data=NULL, flat=? WHERE document_id=? AND version=?",
-            (zlib.compress(json.dumps(flat).encode(), 6), document_id, version))  # fmt: skip
+        blobs.execute(
+            self._db, f"UPDATE history SET data=NULL, flat={blobs.BLOB} WHERE document_id=? AND"
+            " version=?", (zlib.compress(json.dumps(flat).encode(), 6), document_id, version),
+            table="history", column="flat", key=_version(document_id, version))  # fmt: skip
         # The next version replays from this one's state: keep that, and nothing older.
-        self._db.execute("INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, ?)",
-                         (document_id, version, zlib.compress(doc.get_update(), 1)))  # fmt: skip
+        self._put_checkpoint(document_id, version, doc.get_update())
         self._db.execute("DELETE FROM history_checkpoints WHERE document_id=? AND version<?",
                          (document_id, version))  # fmt: skip
 
@@ -369,9 +375,7 @@ class History:
         without the content deleted before it). Inside the caller's transaction."""
         if version <= 0:
             return 0
-        snapshot_doc = self._replay(document_id, version)
-        self._db.execute("INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, ?)",
-                         (document_id, version, zlib.compress(snapshot_doc.get_update(), 1)))
+        self._put_checkpoint(document_id, version, self._replay(document_id, version).get_update())
         gone = [r[0] for r in self._db.execute(
             "SELECT version FROM history WHERE document_id=? AND version<?",
             (document_id, version))]  # fmt: skip
@@ -398,10 +402,17 @@ class History:
         following = rows[1][0]
         old = self._replay(document_id, before)
         new = self._replay(document_id, following)
-        self._db.execute("UPDATE history SET data=? WHERE document_id=? AND version=?",
-                         (new.get_update(old.get_state()), document_id, following))
+        blobs.execute(
+            self._db, f"UPDATE history SET data={blobs.BLOB} WHERE document_id=? AND version=?",
+            (new.get_update(old.get_state()), document_id, following),
+            table="history", column="data", key=_version(document_id, following))  # fmt: skip
         self._delete(document_id, [version])
         return 1
+
+
+def _version(document_id: str, version: int) -> tuple[str, tuple[str, int]]:
+    """The ``key`` of one history row, for :func:`blobs.execute`."""
+    return "document_id=? AND version=?", (document_id, version)
 
 
 def _notebook(doc: Doc[Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import overload
 
 from pycrdt import merge_updates
 
+from . import blobs
 from . import history as hist
 from .history import History, Policy
 
@@ -223,10 +224,12 @@ class SQLiteStore:
         epoch = uuid.uuid4().hex[:12]
         now = time.time()
         with self._transaction():
-            self._db.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (document_id, path, epoch, _pack(snapshot), _pack(base), base_hash, now, now),
-            )
+            blobs.execute(
+                self._db, f"INSERT INTO documents VALUES (?, ?, ?, {blobs.BLOB}, NULL, ?, ?, ?)",
+                (document_id, path, epoch, _pack(snapshot), base_hash, now, now),
+                table="documents", column="snapshot")  # fmt: skip
+            if base is not None:
+                self._set_base(document_id, base, base_hash, now)
             self.history.begin(document_id, snapshot, "created", "loaded from the file", now)
         return document_id, epoch
 
@@ -236,10 +239,17 @@ class SQLiteStore:
         history's record of the newest of them; returns the newest version then."""
         updates = list(updates)
         with self._transaction():
-            self._db.executemany(
-                "INSERT INTO updates (document_id, data) VALUES (?, ?)",
-                ((document_id, u) for u in updates),
-            )
+            if all(len(u) <= blobs.BIND_MAX for u in updates):
+                self._db.executemany(
+                    "INSERT INTO updates (document_id, data) VALUES (?, ?)",
+                    ((document_id, u) for u in updates),
+                )
+            else:
+                for u in updates:
+                    blobs.execute(
+                        self._db, "INSERT INTO updates (document_id, data)"
+                        f" VALUES (?, {blobs.BLOB})",
+                        (document_id, u), table="updates", column="data")  # fmt: skip
             if record is None:
                 return None
             update = updates[0] if len(updates) == 1 else merge_updates(*updates)
@@ -259,10 +269,11 @@ class SQLiteStore:
         the document's history in its policy, then fold the WAL in. Returns what history's
         maintenance did, for the log."""
         with self._transaction():
-            self._db.execute(
-                "UPDATE documents SET snapshot=?, updated=? WHERE document_id=?",
-                (_pack(snapshot), time.time(), document_id),
-            )
+            blobs.execute(
+                self._db, f"UPDATE documents SET snapshot={blobs.BLOB}, updated=? WHERE"
+                " document_id=?", (_pack(snapshot), time.time(), document_id),
+                table="documents", column="snapshot",
+                key=("document_id=?", (document_id,)))  # fmt: skip
             self._db.execute(
                 "DELETE FROM updates WHERE document_id=? AND id<=?", (document_id, upto)
             )
@@ -286,13 +297,24 @@ class SQLiteStore:
         self._db.executescript("PRAGMA incremental_vacuum;")  # steps until every page is freed
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def base(self, document_id: str) -> tuple[bytes | None, str | None]:
+        """The file content last read from or written to disk, and its hash."""
+        row = self._db.execute("SELECT base, base_hash FROM documents WHERE document_id=?",
+                               (document_id,)).fetchone()  # fmt: skip
+        if row is None or row[0] is None:
+            return None, None
+        return zlib.decompress(row[0]), row[1]
+
     def set_base(self, document_id: str, base: bytes, base_hash: str) -> None:
         """Record the file content last read from or written to disk."""
         with self._transaction():
-            self._db.execute(
-                "UPDATE documents SET base=?, base_hash=?, updated=? WHERE document_id=?",
-                (_pack(base), base_hash, time.time(), document_id),
-            )
+            self._set_base(document_id, base, base_hash, time.time())
+
+    def _set_base(self, document_id: str, base: bytes, base_hash: str | None, now: float) -> None:
+        blobs.execute(
+            self._db, f"UPDATE documents SET base={blobs.BLOB}, base_hash=?, updated=? WHERE"
+            " document_id=?", (_pack(base), base_hash, now, document_id),
+            table="documents", column="base", key=("document_id=?", (document_id,)))  # fmt: skip
 
     def rename(self, old_path: str, new_path: str) -> None:
         """Move a document to another notebook path."""
