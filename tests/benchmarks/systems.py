@@ -74,6 +74,22 @@ def file_size(paths: list[Path]) -> int:
     return total
 
 
+def history_size(paths: list[Path]) -> int:
+    """Bytes of the pages that notebook history takes in a store (its ``history*`` tables and
+    their indexes, from SQLite's ``dbstat``; 0 for a store without them): history has its own
+    byte budget, apart from the live document's bound."""
+    db = next((p for p in paths if p.suffix == ".db" and p.exists()), None)
+    if db is None:
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name LIKE "
+                           "'%history%'").fetchone()  # fmt: skip
+    finally:
+        conn.close()
+    return int(row[0])
+
+
 async def _stop(process: Process, name: str) -> None:
     """Terminate a process we started (SIGTERM, then SIGKILL after a grace period)."""
     if process.returncode is not None:

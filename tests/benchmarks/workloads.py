@@ -26,7 +26,14 @@ from typing import Any
 import anyio
 
 from .peers import Peer, PeerError, join
-from .systems import Deployment, SidecarDeployment, System, file_size, proc_status_kib
+from .systems import (
+    Deployment,
+    SidecarDeployment,
+    System,
+    file_size,
+    history_size,
+    proc_status_kib,
+)
 
 # name → (cells, bytes of PNG output per code cell)
 NOTEBOOKS: dict[str, tuple[int, int]] = {
@@ -496,13 +503,15 @@ async def burst(system: System, ctx: Context, rec: Recorder) -> None:
             store_at_durable = file_size(dep.store_files())
             await anyio.sleep(3.0)  # let autosave and any compaction run
             store = file_size(dep.store_files())
-            rec.add("store.ratio", store / nb_bytes)
+            history = await anyio.to_thread.run_sync(history_size, dep.store_files())
+            rec.add("store.ratio", (store - history) / nb_bytes)
+            rec.add("store.history", history / nb_bytes)
             # The largest size seen: sampled from the first edit until all were stored (or the
             # cap), and the settled reading.
             rec.add("store.peak", max(store, *(b for _, b in series)) / nb_bytes)
             rec.info.setdefault("store", []).append({
                 "notebook_bytes": nb_bytes, "store_bytes_at_durable": store_at_durable,
-                "store_bytes_settled": store,
+                "store_bytes_settled": store, "history_bytes": history,
                 "files": {p.name: p.stat().st_size for p in dep.store_files() if p.exists()},
                 "notebook_bytes_after": nb.stat().st_size,
                 "store_reads_until_durable": reads,
