@@ -105,6 +105,7 @@ async def test_kernel_script_and_peer_editing_at_once_converge(server: JupyterSe
         connect(server.url, "nb.ipynb", token=server.token, name="script") as script,
         server.client() as http,
     ):
+        peer.wait_timeout = 60  # the kernel joins and makes 90 edits: slow on a loaded machine
         await http.post(f"/api/kernels/{room['kernel_id']}/execute",
                         json={"cell_id": "cell-0", "document_id": room["document_id"]})
         for i in range(30):  # meanwhile a script and a person type into the same cell
