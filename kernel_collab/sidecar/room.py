@@ -25,6 +25,7 @@ from ..protocol import CLOSE_REFUSED, STATE_KEY
 from ..store import Commit
 from .docstore import DocumentStore
 from .events import Listeners
+from .looplag import LoopLag
 from .peer import Peer
 from .trust import TrustLedger
 
@@ -70,6 +71,8 @@ class Room(LoggingConfigurable):
         self._has_pending = anyio.Event()
         self._committed = anyio.Event()
         self._unstored: list[bytes] = []
+        self.loop_lag = LoopLag(self.log, lambda: str(notebook.ystate.get("path")))
+        """The event loop's lateness while peers are connected (in ``stats``)."""
         self.commit_times: deque[float] = deque(maxlen=10_000)
         """Durations of the latest group commits, in seconds."""
         self.committed_updates = 0
@@ -276,6 +279,9 @@ class Room(LoggingConfigurable):
             "commit_p50_s": pct(0.5),
             "commit_p99_s": pct(0.99),
             "commit_total_s": sum(times),
+            "loop_lag_samples": len(self.loop_lag.samples),
+            "loop_lag_p50_s": self.loop_lag.percentile(0.5),
+            "loop_lag_p99_s": self.loop_lag.percentile(0.99),
             "store_path": str(self.store.db_path),
             "history_bytes": await self.store.history_bytes(),
             "store_updates_since_snapshot": self.store.pending_count,

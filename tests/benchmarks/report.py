@@ -101,6 +101,8 @@ def _measures() -> list[Measure]:
                         vs="none", na="pycrdt-store reports no commit timings"),
                 Measure("commit.share", "commit share of edit→peer, 10 peers§", "%", 100.0,
                         vs="none", na="pycrdt-store reports no commit timings"),
+                Measure("loop_lag", "sidecar event-loop lag under the latency workload§", "ms",
+                        1e3, vs="none", na="not measured in jupyter-collaboration's server"),
             ]
     proxy_na = ("jupyter-collaboration has no sidecar: its peers always go through its "
                 "server (its figure is the 'via server' row)")
@@ -371,7 +373,9 @@ def table(rows: list[dict[str, Any]], notes: list[str], ours: str, theirs: str) 
         out.append("§ the sidecar's own timing of its group commits (SQLite, in a worker "
                    "thread) over the latency workload, from its `stats` reply (N = commits); "
                    "share = commit p50 / edit→peer p50 (p99 column: p99 / p99). theirs: n/a, "
-                   "pycrdt-store reports no commit timings (and relays before storing).")
+                   "pycrdt-store reports no commit timings (and relays before storing). "
+                   "Event-loop lag: how much later than asked the sidecar's 50 ms sleeps "
+                   "returned while peers were connected (its `stats` reply; N = samples).")
     if any(k.startswith(("latency.proxy.", "latency.direct.")) for k in keys):
         out.append("‖ ours: a jupyter server with kernel_collab's extension; PUT "
                    "/api/kernel-collab/rooms/{path}, then 11 peers on the WebSocket "

@@ -382,6 +382,11 @@ async def edit_latency(system: System, ctx: Context, rec: Recorder) -> None:
             lat_p99 = each[max(0, -(-99 * len(each) // 100) - 1)]
             rec.given["commit.share"] = {"n": commits, "median": p50 / lat_p50,
                                          "p99": p99 / lat_p99, "p99_is_max": False}
+            lags = int(stats.get("loop_lag_samples") or 0)
+            if lags:
+                rec.given["loop_lag"] = {"n": lags, "median": stats.get("loop_lag_p50_s"),
+                                         "p99": stats.get("loop_lag_p99_s"),
+                                         "p99_is_max": lags < 100}
         await _latency_phase(dep, nb, plan.crowd_receivers, plan.crowd_edits,
                              max(5, plan.latency_warmup // 2), "crowd", rec)
 

@@ -439,3 +439,20 @@ async def test_the_queue_dedupes_limits_floods_and_forgets_deleted_cells(tmp_pat
             del peer.notebook.ycells[1]  # cell-1, queued, is deleted
             await peer.wait_until(lambda p: [e["cell_id"] for e in _status(p).get("queue", [])]
                                   == ["cell-0", "cell-2"])  # fmt: skip
+
+
+async def test_stats_report_the_event_loop_lag_while_peers_are_connected(tmp_path: Path) -> None:
+    """Operators (and the benchmark) see how late the sidecar's loop runs: sampled only while
+    someone is connected, small when nothing blocks it."""
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token):
+            for _ in range(200):  # a request is all there is to poll: no event to await
+                stats = await request(sidecar, {"type": "stats"})
+                if stats["loop_lag_samples"] >= 5:
+                    break
+                await anyio.sleep(0.05)
+            else:
+                raise AssertionError(f"no loop lag sampled with a peer connected: {stats}")
+        assert stats["loop_lag_p50_s"] < 0.25, stats
+        assert stats["loop_lag_p99_s"] >= stats["loop_lag_p50_s"]
