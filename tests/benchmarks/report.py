@@ -370,8 +370,9 @@ def table(rows: list[dict[str, Any]], notes: list[str], ours: str, theirs: str) 
         out.append("‡ theirs includes the PUT session request JupyterLab makes before joining; "
                    "ours has none (one sidecar, one room).")
     if "commit" in keys:
-        out.append("§ the sidecar's own timing of its group commits (SQLite, in a worker "
-                   "thread) over the latency workload, from its `stats` reply (N = commits); "
+        out.append("§ the sidecar's own timing of its group commits (SQLite; a small one on "
+                   "the event loop, a large one in a worker thread) over the latency "
+                   "workload, from its `stats` reply (N = commits); "
                    "share = commit p50 / edit→peer p50 (p99 column: p99 / p99). theirs: n/a, "
                    "pycrdt-store reports no commit timings (and relays before storing). "
                    "Event-loop lag: how much later than asked the sidecar's 50 ms sleeps "
