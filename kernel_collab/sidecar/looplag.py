@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import anyio
@@ -21,6 +21,11 @@ WARN_AFTER: Final = 0.25
 """A stall of the loop this long (seconds) is logged."""
 
 
+def quantile(ordered: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted values (``None`` for none)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
 class LoopLag:
     """The event loop's lateness: each sample is how much later than asked a sleep returned."""
 
@@ -28,11 +33,6 @@ class LoopLag:
         self.log = log
         self.where = where
         self.samples: deque[float] = deque(maxlen=10_000)
-
-    def percentile(self, q: float) -> float | None:
-        """The ``q`` quantile of the latest samples, in seconds (``None`` before any)."""
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
     async def run(self, active: Callable[[], bool]) -> None:
         """Sample while ``active()`` (peers are connected); until cancelled."""

@@ -25,7 +25,7 @@ from ..protocol import CLOSE_REFUSED, STATE_KEY
 from ..store import Commit
 from .docstore import DocumentStore
 from .events import Listeners
-from .looplag import LoopLag
+from .looplag import LoopLag, quantile
 from .peer import Peer
 from .trust import TrustLedger
 
@@ -267,21 +267,19 @@ class Room(LoggingConfigurable):
     async def handle_stats(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         """Figures for operators and the benchmark: commits, their durations, the store."""
         times = sorted(self.commit_times)
-
-        def pct(q: float) -> float | None:
-            return times[min(len(times) - 1, int(q * len(times)))] if times else None
+        lags = sorted(self.loop_lag.samples)
 
         return {
             "ok": True,
             "peers": len(self.peers),
             "commits": len(times),
             "committed_updates": self.committed_updates,
-            "commit_p50_s": pct(0.5),
-            "commit_p99_s": pct(0.99),
+            "commit_p50_s": quantile(times, 0.5),
+            "commit_p99_s": quantile(times, 0.99),
             "commit_total_s": sum(times),
-            "loop_lag_samples": len(self.loop_lag.samples),
-            "loop_lag_p50_s": self.loop_lag.percentile(0.5),
-            "loop_lag_p99_s": self.loop_lag.percentile(0.99),
+            "loop_lag_samples": len(lags),
+            "loop_lag_p50_s": quantile(lags, 0.5),
+            "loop_lag_p99_s": quantile(lags, 0.99),
             "store_path": str(self.store.db_path),
             "history_bytes": await self.store.history_bytes(),
             "store_updates_since_snapshot": self.store.pending_count,
