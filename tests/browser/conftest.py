@@ -203,6 +203,12 @@ class UserPage:
         expect(self.page.locator(".jp-Notebook .jp-Cell").first).to_be_visible(
             timeout=TIMEOUT_MS
         )
+        # The page may show a placeholder cell before the document has synced: wait for the
+        # document's context, which is ready once its content has arrived.
+        self.page.wait_for_function(
+            "() => window.jupyterapp?.shell.currentWidget?.context?.isReady === true",
+            timeout=TIMEOUT_MS,
+        )
 
     def open_lab(self) -> None:
         """Open JupyterLab with no document; return once it has started and restored."""

@@ -448,6 +448,8 @@ def test_a_plain_notebook_runs_the_stock_way(lab: JupyterServer, user_page: Peop
     write_notebook(lab.root / "plain-run.ipynb", ["print(6 * 7)", ""])
     alice = user_page("alice")
     alice.open_notebook("plain-run.ipynb")
+    # jupyter-collaboration fills the cells after the page shows them: read the source first.
+    expect(source(alice, 0)).to_have_text("print(6 * 7)", timeout=SEE_MS)
     wait_for_stock_kernel(alice)
 
     run(alice, 0)
