@@ -457,7 +457,8 @@ async def test_garbage_from_the_kernels_code_closes_only_its_replica(
         report_figure(f"  {closed} replicas closed with the reason, {len(payloads) - closed} "
                       "payloads harmless")  # fmt: skip
         harmless = [not r["closed"] for r in report["results"][: len(KERNEL_CASES)]]
-        assert harmless.count(True) >= len(_VALID) and harmless.count(False) >= 5, report["results"][: len(_VALID)]
+        assert harmless.count(True) >= len(_VALID), report["results"][: len(_VALID)]
+        assert harmless.count(False) >= 5, harmless
         joins = report["joins"]
         assert joins["replica"] == {"closed": False} and joins["same_replica"], joins
         assert "speaks version 99 of the kernel's comm, this sidecar version 1" in joins.get(
