@@ -33,12 +33,23 @@ class _Seen:
     inserted: set[int] = field(default_factory=set)
     touched: set[int] = field(default_factory=set)
     """Cells whose shape the update may have changed (for the schema check)."""
+    undo: UndoManager | None = None
+    """Captures the transaction only once something in it is refused (see ``refuse``)."""
     refused: list[str] = field(default_factory=list)
     trusted_meta: set[int] = field(default_factory=set)
     """Existing cells whose ``metadata.trusted`` was written."""
     restore: list[tuple[int, str, Any]] = field(default_factory=list)
     """(cell index, key, old value or _ABSENT) to put back silently."""
     outputs_changed: set[int] = field(default_factory=set)
+
+    def refuse(self, reason: str) -> None:
+        """Refuse the update being applied. Its undo manager starts tracking the peer's origin
+        now, from inside the transaction's observers (before pycrdt captures and collects):
+        an accepted update is never captured, so the text it deletes is garbage collected,
+        where a manager that captures every update keeps every deleted item forever."""
+        if not self.refused and self.undo is not None:
+            self.undo.include_origin(PEER_ORIGIN)
+        self.refused.append(reason)
 
 
 _ABSENT: Final = object()
@@ -112,6 +123,18 @@ class FieldGuard:
                     seen.inserted |= inserted_indices(event)
             elif isinstance(path[0], int):
                 self._check_cell_event(seen, path, event)
+        if seen is not None:
+            self._check_outputs(seen)
+
+    def _check_outputs(self, seen: _Seen) -> None:
+        """Outputs of an existing cell changed, other than cleared: refused."""
+        cells = self.notebook.ycells
+        for index in seen.outputs_changed - seen.inserted:
+            if index < len(cells) and isinstance(cells[index], Map) and len(
+                    cells[index].get("outputs") or ()):  # fmt: skip
+                seen.refuse("outputs are written by the kernel only (clearing is allowed)")
+                break
+        seen.outputs_changed.clear()
 
     def _learn_from(self, event: Any, path: list[Any]) -> None:
         """The sidecar's own change: remember run records it writes (or inserts with a cell)."""
@@ -135,15 +158,15 @@ class FieldGuard:
                 elif key in OWNED_METADATA and not _same(_old(change), _new(change)) and not (
                     key == "execution" and change.get("action") == "delete"  # Clear Outputs
                 ):
-                    seen.refused.append(f"metadata.{key} is written by the sidecar only")
+                    seen.refuse(f"metadata.{key} is written by the sidecar only")
         elif path[1] == "metadata" and len(path) > 2 and path[2] in OWNED_METADATA:
-            seen.refused.append(f"metadata.{path[2]} is written by the sidecar only")
+            seen.refuse(f"metadata.{path[2]} is written by the sidecar only")
 
     @staticmethod
     def _check_cell_key(seen: _Seen, index: int, key: str, change: dict[str, Any]) -> None:
         old, new = _old(change), _new(change)
         if key in ("outputs", "metadata"):
-            seen.refused.append(f"a cell's {key} may not be replaced")
+            seen.refuse(f"a cell's {key} may not be replaced")
         elif key in ("execution_state", "execution_count") and not _same(old, new) and not (
             key == "execution_count" and new is None  # Clear Outputs nulls the count
         ):
@@ -158,9 +181,9 @@ class FieldGuard:
             if not path:
                 for key, change in _keys(event).items():
                     if key in OWNED_STATE and not _same(_old(change), _new(change)):
-                        seen.refused.append(f"state.{key} is written by the sidecar only")
+                        seen.refuse(f"state.{key} is written by the sidecar only")
             elif path[0] in OWNED_STATE:
-                seen.refused.append(f"state.{path[0]} is written by the sidecar only")
+                seen.refuse(f"state.{path[0]} is written by the sidecar only")
 
     # -- applying a peer's update ------------------------------------------------------------
 
@@ -208,24 +231,18 @@ class FieldGuard:
         """Apply a peer's update and hold it against the rules: what it did, and why it was
         refused and undone, if it was."""
         self.trust.refresh()  # digests of cells this update may move must be current
-        self._seen = seen = _Seen()
         # One undo manager per update: a long-lived one (cleared after each update) kept state
         # across the sidecar's own repairs that left the document encoding blocks whose parent
         # is a plain value (pycrdt 0.14.13), so every peer joining afterwards failed to load
-        # it, and the sidecar could crash. A new one costs about 4 µs.
+        # it, and the sidecar could crash. A new one costs about 4 µs. It tracks nothing until
+        # an observer refuses the update (``_Seen.refuse``).
         undo = UndoManager(scopes=self._scopes, capture_timeout_millis=0)
-        undo.include_origin(PEER_ORIGIN)
+        self._seen = seen = _Seen(undo=undo)
         try:
             with self.notebook.ydoc.transaction(origin=PEER_ORIGIN):
                 self.notebook.ydoc.apply_update(update)
         finally:
             self._seen = None
-        cells = self.notebook.ycells
-        for index in seen.outputs_changed - seen.inserted:
-            if index < len(cells) and isinstance(cells[index], Map) and len(
-                    cells[index].get("outputs") or ()):  # fmt: skip
-                seen.refused.append("outputs are written by the kernel only (clearing is allowed)")
-                break
         if seen.refused:
             undo.undo()
             return _Seen(), seen.refused[0]

@@ -7,6 +7,8 @@ Each refused change is checked from another peer's side (it never sees it) and f
 
 from __future__ import annotations
 
+import sqlite3
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -16,12 +18,13 @@ import nbformat
 import pytest
 from jupyter_ydoc import YNotebook
 from nbformat.sign import NotebookNotary
-from pycrdt import Array, Map, Text
+from pycrdt import Array, Doc, Map, Text, YMessageType, YSyncMessageType, create_sync_message
+from websockets.asyncio.client import connect as ws_connect
 
 from kernel_collab.notebook_core import files as notebook_file
 from kernel_collab.sidecar.docstore import DocumentStore
 from kernel_collab.sidecar.trust import outputs_digest
-from tests.peers import NotebookPeer
+from tests.peers import NotebookPeer, url_with_token
 from tests.sidecar_process import SidecarProcess, running_sidecar
 
 pytestmark = pytest.mark.anyio
@@ -369,3 +372,42 @@ async def test_execution_state_is_reverted_to_the_sidecar_s_truth_never_deleted(
             _cell(alice, 1)["execution_state"] = "running"  # not running: put right
             await bob.wait_until(lambda p: _cell(p, 1).get("execution_state") == "idle")
             assert alice.close_code is None
+
+
+async def _newcomer_payload(sidecar: SidecarProcess) -> bytes:
+    """The document as the sidecar sends it to someone who joins with nothing."""
+    async with ws_connect(url_with_token(sidecar.url, sidecar.token), max_size=None) as ws:
+        await ws.send(create_sync_message(Doc()))
+        async for message in ws:
+            if isinstance(message, bytes) and message[:2] == bytes(
+                    [YMessageType.SYNC, YSyncMessageType.SYNC_STEP2]):  # fmt: skip
+                return message
+    raise AssertionError("the sidecar never sent its document")
+
+
+async def test_text_a_person_deletes_is_forgotten_by_the_room_and_its_store(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Typed and deleted text (a pasted secret) is garbage collected in the sidecar's
+    document: a newcomer never receives it, the document does not grow with it, and the
+    store's live state keeps none of it once compacted (its history keeps versions, by design,
+    until purged)."""
+    nb = _notebook(tmp_path / "nb.ipynb", signed=True)
+    with running_sidecar(nb, tmp_path, "--DocumentStore.compact_max_updates=1") as sidecar:
+        async with _pair(sidecar) as (alice, bob):
+            before = await _newcomer_payload(sidecar)
+            source = _cell(alice, 0)["source"]
+            for i in range(300):
+                with alice.doc.transaction():
+                    source.insert(0, f"SECRET-{i:04d} ")
+                with alice.doc.transaction():
+                    del source[0 : len("SECRET-0000 ")]
+            await _synced(sidecar, bob, "typed and deleted")
+            assert str(_cell(bob, 0)["source"]) == "x0 = 0"
+            after = await _newcomer_payload(sidecar)
+        assert b"SECRET-" not in after
+        assert len(after) < len(before) + 1024, (len(before), len(after))
+    with sqlite3.connect(tmp_path / ".kernel_collab.db") as db:
+        live = [zlib.decompress(row[0]) for row in db.execute("SELECT snapshot FROM documents")]
+        live += [bytes(row[0]) for row in db.execute("SELECT data FROM updates")]
+    assert live and not any(b"SECRET-" in blob for blob in live)
