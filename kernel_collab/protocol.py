@@ -95,6 +95,28 @@ def write_private_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# --- the sidecars' fork server (docs/architecture.md, "The fork server") -----------------------
+FORK_FDS: Final = 3
+"""Descriptors sent with each fork request (SCM_RIGHTS), in order: the child's stdin, its
+stdout, and the pipe the fork server writes its exit code to when it has reaped it."""
+FORK_FRAME_LIMIT: Final = 1 << 20
+"""Largest fork request or reply (a length-prefixed JSON object)."""
+
+
+def encode_frame(obj: dict[str, Any]) -> bytes:
+    """A fork server request or reply: 4-byte big-endian length, then JSON."""
+    body = json.dumps(obj).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+def frame_length(head: bytes) -> int:
+    """The body length announced by a frame's first 4 bytes (``ValueError`` past the limit)."""
+    length = int.from_bytes(head[:4], "big")
+    if length > FORK_FRAME_LIMIT:
+        raise ValueError(f"a fork server frame of {length} bytes (limit {FORK_FRAME_LIMIT})")
+    return length
+
+
 class ProtocolError(ValueError):
     """A peer sent bytes that are not a valid message."""
 

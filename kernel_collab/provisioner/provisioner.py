@@ -13,7 +13,7 @@ import anyio
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from traitlets import Dict, Float, List, Unicode
+from traitlets import Bool, Dict, Float, List, Unicode
 
 from .notebook_path import NotebookPathError, find_notebook
 from .sidecars import REGISTRY, SidecarError, SidecarHandle
@@ -50,6 +50,12 @@ class CollabProvisioner(KernelProvisionerBase):
         Unicode(), help="Extra command-line options for the sidecar (see its --help)."
     ).tag(config=True)
     sidecar_start_timeout = Float(30.0, help="Seconds to wait for the sidecar.").tag(config=True)
+    fork_sidecars = Bool(
+        True,
+        help="Fork each sidecar from one process per server that has imported what sidecars "
+        "need (Linux), so notebooks share those pages and a sidecar starts at once; off: "
+        "each sidecar is a new interpreter (for example while changing kernel_collab's code).",
+    ).tag(config=True)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -140,7 +146,8 @@ class CollabProvisioner(KernelProvisionerBase):
         assert self.notebook is not None and self.root is not None
         try:
             sidecar = await REGISTRY.ensure(
-                self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout
+                self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout,
+                self.fork_sidecars,
             )
             self._check_one_kernel(sidecar)
             info = {

@@ -22,6 +22,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .. import protocol
 from ..protocol import ADMIN_TOKEN_ENV, TOKEN_ENV, parse_ready_line, write_private_json
+from . import forks
+
+SidecarProcess = Process | forks.ForkedProcess
+"""A sidecar's process: forked by the fork server, or an interpreter of its own."""
 
 
 class SidecarError(RuntimeError):
@@ -34,7 +38,7 @@ class SidecarHandle:
 
     notebook: Path
     root: Path
-    process: Process
+    process: SidecarProcess
     url: str
     token: str
     admin_token: str
@@ -114,29 +118,38 @@ class SidecarRegistry:
         return handle
 
     async def ensure(
-        self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float
+        self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float,
+        fork: bool = True,
     ) -> SidecarHandle:
         """The notebook's sidecar, started if none runs."""
         async with self.locks.setdefault(notebook, anyio.Lock()):
             handle = self.get(notebook)
             if handle is None:
-                handle = await self.start(notebook, root, extra_args, start_timeout)
+                handle = await self.start(notebook, root, extra_args, start_timeout, fork)
             return handle
 
+    async def _launch(self, args: list[str], env: dict[str, str], fork: bool) -> SidecarProcess:
+        """Fork the sidecar from the fork server (its imports shared with the server's other
+        sidecars), or run it as a new interpreter where forking is off or fails."""
+        if fork and forks.available():
+            try:
+                return await forks.FORKS.spawn(args, env)
+            except forks.ForkError as exc:
+                self.log.warning("kernel_collab: %s; starting the sidecar on its own", exc)
+        return await anyio.open_process(
+            [sys.executable, "-m", "kernel_collab.sidecar", *args], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=None, env=env, start_new_session=True,
+        )  # fmt: skip
+
     async def start(
-        self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float
+        self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float,
+        fork: bool = True,
     ) -> SidecarHandle:
         """Launch a sidecar and wait for its ready line."""
         token, admin_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         env = {**os.environ, TOKEN_ENV: token, ADMIN_TOKEN_ENV: admin_token}
-        cmd = [
-            sys.executable, "-m", "kernel_collab.sidecar", str(notebook),
-            "--root", str(root), "--port", "0", "--watch-stdin", *extra_args,
-        ]  # fmt: skip
-        process = await anyio.open_process(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
-            start_new_session=True,
-        )  # fmt: skip
+        args = [str(notebook), "--root", str(root), "--port", "0", "--watch-stdin", *extra_args]
+        process = await self._launch(args, env, fork)
         assert process.stdout is not None
         line = b""
         with anyio.move_on_after(start_timeout):

@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import anyio
 import pytest
 
 from tests.files import write_notebook
+from tests.jupyter_server_process import JupyterServer
 from tests.peers import NotebookPeer
 from tests.sidecar_process import running_sidecar
 
@@ -190,3 +192,48 @@ def test_what_the_sidecar_skips_importing_changes_no_notebook_check(tmp_path: Pa
     assert sidecar["results"] == plain["results"]
     refused = {name for name, result in plain["results"].items() if result[0] == "refused"}
     assert refused == set(NOTEBOOKS) - {"valid", "v4.4", "v3"}
+
+
+FORKED_PSS_MIB = 30
+"""Proportional memory (PSS) of each idle sidecar of a 10-cell notebook, three of them forked
+by one server's fork server, each with its kernel's client loaded (34 MiB each when every
+sidecar was an interpreter of its own)."""
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            fields[parts[0][:-1]] = int(parts[1])
+    return fields
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+async def test_sidecars_forked_by_one_server_share_what_they_import(
+    server: JupyterServer, report_figure: Callable[[str], None]
+) -> None:
+    """Three notebooks open on one server: their sidecars are forked from one process that
+    has imported what sidecars need, so each weighs far less than a sidecar of its own."""
+    names = [f"nb{i}.ipynb" for i in range(3)]
+    for name in names:
+        write_notebook(server.root / name, [f"x = {i}" for i in range(10)])
+        room = await server.open_room(name)
+        async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as p:
+            assert p.notebook.cell_number == 10
+    pids = [int(record["pid"]) for record in server.sidecars()]
+    assert len(pids) == 3
+    parents = {_parent(pid) for pid in pids}
+    assert len(parents) == 1, parents
+    (parent,) = parents
+    cmdline = (await anyio.Path(f"/proc/{parent}/cmdline").read_bytes()).replace(b"\0", b" ")
+    assert b"kernel_collab.sidecar.forkserver" in cmdline, cmdline
+    pss = [_rollup(pid)["Pss"] / 1024 for pid in pids]
+    each = ", ".join(f"{v:.1f}" for v in pss)
+    report_figure(f"memory: 3 idle sidecars forked by one server: PSS {each} MiB; the fork "
+                  f"server {_rollup(parent)['Pss'] / 1024:.1f} MiB")  # fmt: skip
+    assert max(pss) <= FORKED_PSS_MIB, pss
