@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import watchfiles
 from anyio.abc import TaskStatus
 from pycrdt import Map
 from traitlets import Bool, Float, Int
@@ -29,6 +28,7 @@ from ..notebook_core import files as nbfile
 from ..notebook_core.apply import apply_notebook
 from ..notebook_core.merge import changed_outputs, mark_file_run_records, three_way_merge
 from . import trust
+from .file_watch import watch_file
 from .peer import Peer
 from .requests import RequestError
 from .room import Room
@@ -151,25 +151,12 @@ class DiskSync(LoggingConfigurable):
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         started = False
         while True:  # once per path: a rename restarts the watch on the new directory
-            target = str(self.path)
-
-            def only_target(_change: watchfiles.Change, changed: str, target: str = target) -> bool:
-                return changed == target
-
             with anyio.CancelScope() as self._watch_scope:
-                async for changes in watchfiles.awatch(
-                    self.path.parent,
-                    watch_filter=only_target,
-                    debounce=100,
-                    step=10,
-                    yield_on_timeout=True,
-                    rust_timeout=100,
-                ):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(watch_file, self.path, self.check_disk)
                     if not started:
                         started = True
                         task_status.started()
-                    elif changes:
-                        await self.check_disk()
 
     async def move(self, new_path: Path) -> None:
         """Follow the notebook to a new path (renamed through Jupyter)."""

@@ -1,8 +1,8 @@
 """How late the sidecar's event loop runs: whatever blocks it (a save, a compaction, encoding a
 whole document for a joining peer) delays every peer's edits and the kernel's outputs.
 
-Sampled while peers are connected (an idle sidecar only checks once a second whether one
-came), reported in the room's ``stats`` reply, and logged when one stall passes ``WARN_AFTER``.
+Sampled while peers are connected and the room is busy (otherwise checked once a second),
+reported in the room's ``stats`` reply, and logged when one stall passes ``WARN_AFTER``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Final
 import anyio
 
 PERIOD: Final = 0.05
-"""Seconds between two samples while peers are connected."""
+"""Seconds between two samples while the room is busy."""
 WARN_AFTER: Final = 0.25
 """A stall of the loop this long (seconds) is logged."""
 
@@ -35,7 +35,7 @@ class LoopLag:
         self.samples: deque[float] = deque(maxlen=10_000)
 
     async def run(self, active: Callable[[], bool]) -> None:
-        """Sample while ``active()`` (peers are connected); until cancelled."""
+        """Sample while ``active()`` (peers are connected and busy); until cancelled."""
         while True:
             if not active():
                 await anyio.sleep(1.0)

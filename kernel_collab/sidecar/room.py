@@ -72,6 +72,9 @@ class Room(LoggingConfigurable):
         self._committed = anyio.Event()
         self._unstored: list[bytes] = []
         self.loop_lag = LoopLag(self.log, lambda: str(notebook.ystate.get("path")))
+        self.active_at = 0.0
+        """``time.monotonic()`` of the last commit or join: the loop-lag sampler runs only
+        while the room is busy (an idle room with peers is not woken 20 times a second)."""
         """The event loop's lateness while peers are connected (in ``stats``)."""
         self.commit_times: deque[float] = deque(maxlen=10_000)
         """Durations of the latest group commits, in seconds."""
@@ -183,6 +186,7 @@ class Room(LoggingConfigurable):
                 self._unstored = []
                 self.set_status("store_error", None)
         self.commit_times.append(time.perf_counter() - started)
+        self.active_at = time.monotonic()
         self.committed_updates += len(batch)
         self._committed_seq = seq
         message = create_update_message(merged)
@@ -215,6 +219,7 @@ class Room(LoggingConfigurable):
     def join(self, peer: Peer) -> None:
         """Add a peer and start the sync handshake (our state vector)."""
         self.peers.add(peer)
+        self.active_at = time.monotonic()
         peer.send(create_sync_message(self.doc))
         self.joined.emit(peer)
 
@@ -223,6 +228,10 @@ class Room(LoggingConfigurable):
         self.peers.discard(peer)
         self.no_echo.discard(peer)
         self.left.emit(peer)
+
+    def busy(self, within: float = 2.0) -> bool:
+        """Whether something was committed or someone joined in the last ``within`` s."""
+        return time.monotonic() - self.active_at < within
 
     @property
     def people(self) -> int:

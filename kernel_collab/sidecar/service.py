@@ -152,7 +152,7 @@ async def serve(
             ws_server = await server.start(port)
             tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
             tg.start_soon(keep_releasing_freed_memory, _activity(room))
-            tg.start_soon(room.loop_lag.run, lambda: bool(room.peers))
+            tg.start_soon(room.loop_lag.run, lambda: bool(room.peers) and room.busy())
             if watch_stdin_eof:
                 tg.start_soon(watch_stdin, tg.cancel_scope.cancel)
             url = f"ws://127.0.0.1:{server.port}/"

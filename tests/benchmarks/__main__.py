@@ -22,10 +22,13 @@ from . import plots, report
 from .browser import browser_workload
 from .kernel import kernel_remote_workloads, kernel_workloads, remote_preflight
 from .proxy import proxy_workload
+from .rooms import rooms
 from .systems import JupyterCollaboration, Sidecar, System
 from .workloads import FULL, QUICK, WORKLOADS, Context, Recorder, write_notebooks
 
-RUNS = {**WORKLOADS, "proxy": proxy_workload, "browser": browser_workload}
+RUNS = {**WORKLOADS, "proxy": proxy_workload, "browser": browser_workload, "rooms": rooms}
+FULL_ONLY = ("browser", "rooms")
+"""Left out of --quick: a browser, and twenty kernels with a minute idle."""
 KERNEL_RUNS = {"kernel": kernel_workloads, "kernel-remote": kernel_remote_workloads}
 """Workloads of kernel_collab alone, against a floor: a plain kernel client, or (the in-kernel
 API rows) a peer of the same sidecar. ``kernel-remote``: the in-kernel API rows with the
@@ -41,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="fewer samples and no browser workload (about 4 min on 2 cores)")
+                   help="fewer samples, no browser and no many-rooms workload (about 4 min on 2 "
+                   "cores)")
     p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv",
                    help="venv with jupyter-collaboration (made by run.sh)")
     p.add_argument("--only", default=None,
@@ -66,7 +70,7 @@ def describe(exc: BaseException) -> str:
 async def run(args: argparse.Namespace, scratch: Path) -> int:
     """Run the workloads for both systems, then print and save the report."""
     plan = QUICK if args.quick else FULL
-    chosen = args.only or ",".join(w for w in ALL if not (args.quick and w == "browser"))
+    chosen = args.only or ",".join(w for w in ALL if not (args.quick and w in FULL_ONLY))
     only = [w.strip() for w in chosen.split(",") if w.strip()]
     unknown = set(only) - set(ALL)
     if unknown:
@@ -109,7 +113,7 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
             timings.setdefault(name, {})[system.name] = round(time.monotonic() - t, 2)
     labels = {"n": f" ({plan.burst_edits:,} edits)", "crowd": str(plan.crowd_receivers),
               "flushed": f"{plan.lines_flushed:,}", "buffered": f"{plan.lines_buffered:,}",
-              "cells": f"{plan.queue_cells:,}"}
+              "cells": f"{plan.queue_cells:,}", "rooms": str(plan.rooms_n)}
     rows, notes = report.build(
         (ours.name, recs[ours.name]), (theirs.name, recs[theirs.name]), floor, labels
     )

@@ -165,6 +165,10 @@ def _measures() -> list[Measure]:
         Measure("memory.open", "RSS growth, ~10 MB notebook open / .ipynb size¶", "x", 1.0,
                 (Goal("ours", "<=", 3.0, ISSUES),)),
         Measure("memory.closed", "RSS growth after it is closed / .ipynb size¶", "x", 1.0),
+        Measure("rooms.memory", "{rooms} notebooks open, 1 peer each: memory per notebook "
+                "(sidecar PSS + server growth)◇", "MiB", 1.0),
+        Measure("rooms.cpu", "{rooms} notebooks open, 1 peer each, idle: CPU in all◇", "%",
+                1.0),
         # -- kernel workloads: ours against a plain kernel client (the floor) ---------------
         Measure("kernel.lines.flushed", "print(i, flush=True), {flushed} lines: lines/s to a peer",
                 "lines/s", 1.0, (Goal("ours", ">=", 50_000, ISSUES),), vs="floor"),
@@ -399,6 +403,14 @@ def table(rows: list[dict[str, Any]], notes: list[str], ours: str, theirs: str) 
                    "theirs: the same server); 'closed': 2 s after the last peer left (theirs "
                    "run with YDocExtension.document_cleanup_delay=1 instead of its 60 s "
                    "default, so its room is dropped before that).")
+    if any(k.startswith("rooms.") for k in keys):
+        out.append("◇ full run only. ours: a jupyter server with kernel_collab, each notebook "
+                   "opened by PUT /api/kernel-collab/rooms/{path} (kernel + sidecar, forked by "
+                   "the server's fork server) and joined by one peer through the server; "
+                   "memory = the server's VmRSS growth + the summed PSS of the sidecars and the "
+                   "fork server (kernels not counted: theirs runs none), per notebook; CPU = "
+                   "user + system time of those processes over the idle period, % of one core. "
+                   "theirs: its server's VmRSS growth and CPU with the same notebooks open.")
     if any(k.endswith((".api_edit", ".api_append")) for k in keys):
         out.append("※ kernel_collab.notebook() in a collaborative kernel (its replica syncs with "
                    "the sidecar over a comm on the kernel's own channels); 'another host': a "

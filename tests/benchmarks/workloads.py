@@ -83,6 +83,10 @@ class Plan:
     ticker_seconds: float
     """How long the cell of the save-under-output workload prints (a line every 50 ms)."""
     ticker_runs: int
+    rooms_n: int
+    """Notebooks open at once in the many-rooms workload (full run only)."""
+    rooms_idle: float
+    """Seconds those notebooks stay idle while CPU is counted."""
 
 
 QUICK = Plan(
@@ -91,7 +95,8 @@ QUICK = Plan(
     burst_repeats=1, durable_cap=12.0, save_n=3, outside_n=3, crowd_receivers=50,
     crowd_edits=100, memory_n=1, lines_flushed=10_000, lines_buffered=100_000, lines_repeats=1,
     stamp_samples=200, stamp_repeats=1, queue_cells=300, queue_repeats=1, running_samples=100,
-    proxy_edits=100, proxy_warmup=10, ticker_seconds=8.0, ticker_runs=1,
+    proxy_edits=100, proxy_warmup=10, ticker_seconds=8.0, ticker_runs=1, rooms_n=3,
+    rooms_idle=5.0,
 )
 FULL = Plan(
     mode="full", cold_n=10, cold_n_large=5, warm_n=20, from_start_n=3, latency_edits=1_000,
@@ -100,6 +105,7 @@ FULL = Plan(
     crowd_edits=300, memory_n=3, lines_flushed=100_000, lines_buffered=100_000,
     lines_repeats=2, stamp_samples=200, stamp_repeats=2, queue_cells=1_000, queue_repeats=2,
     running_samples=300, proxy_edits=1_000, proxy_warmup=25, ticker_seconds=8.0, ticker_runs=2,
+    rooms_n=20, rooms_idle=60.0,
 )
 
 
