@@ -96,9 +96,9 @@ def write_private_json(path: Path, data: dict[str, Any]) -> None:
 
 
 # --- the sidecars' fork server (docs/architecture.md, "The fork server") -----------------------
-FORK_FDS: Final = 3
-"""Descriptors sent with each fork request (SCM_RIGHTS), in order: the child's stdin, its
-stdout, and the pipe the fork server writes its exit code to when it has reaped it."""
+FORK_FDS: Final = 4
+"""Descriptors sent with each fork request (SCM_RIGHTS), in order: the child's stdin, stdout
+and stderr, and the pipe the fork server writes its exit code to when it has reaped it."""
 FORK_FRAME_LIMIT: Final = 1 << 20
 """Largest fork request or reply (a length-prefixed JSON object)."""
 

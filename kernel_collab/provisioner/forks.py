@@ -141,17 +141,19 @@ class ForkServer:
         self._sock = ours
         return ours
 
-    async def spawn(self, argv: list[str], env: dict[str, str]) -> ForkedProcess:
-        """Fork a sidecar running ``python -m kernel_collab.sidecar ARGV`` in ``env``."""
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None = None,
+                    stderr: int = 2) -> ForkedProcess:  # fmt: skip
+        """Fork a sidecar running ``python -m kernel_collab.sidecar ARGV`` in ``env`` and
+        ``cwd`` (this process's by default), its stderr on the descriptor ``stderr``."""
         async with self._lock:
             sock = self._start()
             stdin_r, stdin_w = os.pipe()
             stdout_r, stdout_w = os.pipe()
             status_r, status_w = os.pipe()
-            request = {"argv": argv, "env": env, "cwd": os.getcwd()}
+            request = {"argv": argv, "env": env, "cwd": cwd or os.getcwd()}
             try:
                 socket.send_fds(sock, [protocol.encode_frame(request)],
-                                [stdin_r, stdout_w, status_w])  # fmt: skip
+                                [stdin_r, stdout_w, stderr, status_w])  # fmt: skip
                 reply = await _read_frame(sock)
             except (OSError, ValueError) as exc:
                 for fd in (stdin_w, stdout_r, status_r):

@@ -65,11 +65,13 @@ async def watch_file(
     path: Path, on_change: Callable[[], Awaitable[None]], *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Await ``on_change()`` after each change to ``path`` until cancelled; started once the
-    watcher is armed, so a change made after that is never missed."""
+    """Await ``on_change()`` after each change to ``path`` until cancelled. Started at once:
+    the watcher arms within ``STEP_MS``, then ``on_change()`` runs once more, for a change made
+    before it was armed (waiting for it instead would delay every sidecar's start)."""
     control = _Control()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_when_cancelled, control)
         tg.start_soon(_consume, path, control, on_change)
-        await anyio.to_thread.run_sync(control.armed.wait)
         task_status.started()
+        await anyio.to_thread.run_sync(control.armed.wait)
+        await on_change()

@@ -3,8 +3,8 @@ imported everything a sidecar needs and forks a sidecar per notebook on request,
 notebooks share those pages (docs/architecture.md, "The fork server").
 
 It reads fork requests on the Unix socket ``FD`` (the server's other end): a frame
-(``protocol.encode_frame``) ``{"argv", "env", "cwd"}`` sent with the child's stdin, stdout and
-exit-status pipe (``protocol.FORK_FDS``); it forks, answers ``{"pid": N}`` (or
+(``protocol.encode_frame``) ``{"argv", "env", "cwd"}`` sent with the child's stdin, stdout,
+stderr and exit-status pipe (``protocol.FORK_FDS``); it forks, answers ``{"pid": N}`` (or
 ``{"error": ...}``), and writes the child's exit code to its status pipe once it has reaped it.
 It never runs an event loop or a thread (forking either is unsafe), and exits when the socket
 closes (the server is gone); its sidecars live on, each watching its own stdin.
@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from .. import protocol
@@ -55,7 +56,7 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
             data += chunk
         request = json.loads(data[4:])
         if not isinstance(request, dict) or len(fds) != protocol.FORK_FDS:
-            raise ValueError("not a fork request with its three descriptors")
+            raise ValueError(f"not a fork request with its {protocol.FORK_FDS} descriptors")
     except ValueError:
         for fd in fds:
             os.close(fd)
@@ -72,12 +73,11 @@ def _child(request: dict[str, Any], fds: list[int], inherited: list[int]) -> Non
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()  # like start_new_session: the server's Ctrl+C is not the sidecar's
-        stdin, stdout, status = fds
+        *streams, status = fds
         os.close(status)
-        os.dup2(stdin, 0)
-        os.dup2(stdout, 1)
-        os.close(stdin)
-        os.close(stdout)
+        for target, fd in enumerate(streams):  # stdin, stdout, stderr
+            os.dup2(fd, target)
+            os.close(fd)
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})
         os.chdir(str(request["cwd"]))
@@ -104,8 +104,8 @@ def _fork(request: dict[str, Any], fds: list[int], inherited: list[int]) -> int:
     pid = os.fork()
     if pid == 0:
         _child(request, fds, inherited)
-    os.close(fds[0])
-    os.close(fds[1])
+    for fd in fds[:-1]:  # the child's streams are the child's now
+        os.close(fd)
     return pid
 
 
@@ -156,9 +156,25 @@ def serve(sock: socket.socket) -> None:
                 os.close(fd)
             sock.sendall(protocol.encode_frame({"error": f"fork failed: {exc}"}))
             continue
-        status[pid] = fds[2]
+        status[pid] = fds[-1]
         sock.sendall(protocol.encode_frame({"pid": pid}))
         _reap(status)  # a child that died at once
+
+
+WARM_NOTEBOOK = (
+    b'{"cells": [{"cell_type": "code", "execution_count": null, "id": "warm", "metadata": {}, '
+    b'"outputs": [], "source": "x"}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+)
+
+
+def _warm() -> None:
+    """Do once what each sidecar's first load and save would: nbformat compiles its schema
+    validator on first use (about 30 ms)."""
+    from ..notebook_core import files
+
+    nb = files.parse(Path("warm.ipynb"), WARM_NOTEBOOK)
+    files.validate(nb)
+    files.serialize(nb)
 
 
 def main() -> None:
@@ -167,6 +183,7 @@ def main() -> None:
     sock.setblocking(True)
     for name in PRELOAD:
         importlib.import_module(name)
+    _warm()
     gc.collect()
     gc.freeze()  # the collector never writes to these objects' pages: they stay shared
     serve(sock)

@@ -368,8 +368,10 @@ def table(rows: list[dict[str, Any]], notes: list[str], ours: str, theirs: str) 
     if starred:
         out.append("* N < 100: this is the maximum, not a true 99th percentile.")
     if any(k.startswith("open.cold.") for k in keys):
-        out.append("† ours: from sidecar process start (file load included); theirs: from the "
-                   "room request (PUT session) on a running server.")
+        out.append("† ours: from the request to the fork server, as the Jupyter server's "
+                   "provisioner makes it (fork, file load, store), to the peer synced; theirs: "
+                   "from the room request (PUT session) on a running server. 'from process "
+                   "start': ours from a new interpreter; theirs from starting its server.")
     if any(k.startswith("open.warm.") for k in keys):
         out.append("‡ theirs includes the PUT session request JupyterLab makes before joining; "
                    "ours has none (one sidecar, one room).")

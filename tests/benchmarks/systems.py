@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +33,9 @@ from urllib.parse import quote
 
 import anyio
 from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
 from pycrdt import Doc
+
+from kernel_collab.provisioner.forks import FORKS, ForkedProcess
 
 from .peers import decode_state_vector
 
@@ -90,7 +91,7 @@ def history_size(paths: list[Path]) -> int:
     return int(row[0])
 
 
-async def _stop(process: Process, name: str) -> None:
+async def _stop(process: Process | ForkedProcess, name: str) -> None:
     """Terminate a process we started (SIGTERM, then SIGKILL after a grace period)."""
     if process.returncode is not None:
         return
@@ -224,8 +225,11 @@ class Sidecar(System):
 
     @asynccontextmanager
     async def launch(
-        self, root: Path, notebook: Path, extra_args: Sequence[str] = ()
+        self, root: Path, notebook: Path, extra_args: Sequence[str] = (), *, fresh: bool = False
     ) -> AsyncIterator[Deployment]:
+        """A sidecar for ``notebook``, forked by this process's fork server as the Jupyter
+        server's provisioner forks it (the first launch starts the fork server), or with
+        ``fresh`` a new interpreter (the open-from-process-start rows)."""
         if not (REPO_ROOT / "kernel_collab" / "sidecar" / "__main__.py").exists():
             raise LaunchError("kernel_collab's sidecar is missing (no sidecar/__main__.py)")
         token = secrets.token_hex(16)
@@ -235,38 +239,39 @@ class Sidecar(System):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
-        cmd = [sys.executable, "-m", "kernel_collab.sidecar", str(notebook), "--port", "0",
-               "--root", str(root), *extra_args]
+        args = [str(notebook), "--port", "0", "--root", str(root), *extra_args]
         with log.open("wb") as log_file:
             spawned = time.perf_counter()
-            process = await anyio.open_process(
-                cmd, stdin=None, stdout=-1, stderr=log_file, cwd=root, env=env
-            )
+            process: Process | ForkedProcess
+            if fresh:
+                process = await anyio.open_process(
+                    [sys.executable, "-m", "kernel_collab.sidecar", *args], stdin=None,
+                    stdout=-1, stderr=log_file, cwd=root, env=env,
+                )  # fmt: skip
+            else:
+                process = await FORKS.spawn(args, env, cwd=str(root), stderr=log_file.fileno())
             dep = SidecarDeployment(
                 name=self.name, root=root, spawned_at=spawned, log=log, token=token,
                 notebook=notebook, pid=process.pid,
             )
             try:
                 assert process.stdout is not None
-                stdout = BufferedByteReceiveStream(process.stdout)
+                lines = _lines(process.stdout)
                 with anyio.move_on_after(START_TIMEOUT):
-                    while not dep.url:
-                        try:
-                            line = await stdout.receive_until(b"\n", 65536)
-                        except (anyio.EndOfStream, anyio.IncompleteRead):
-                            break
-                        log_file.write(b"[stdout] " + line + b"\n")
+                    async for line in lines:
+                        log_file.write(b"[stdout] " + line)
                         if m := READY_RE.search(line):
                             dep.url = m.group(1).decode()
                             dep.ready_at = time.perf_counter()
+                            break
                 if not dep.url:
                     await _stop(process, self.name)
                     raise LaunchError(
                         f"{self.name} did not print its ready line (exit code "
-                        f"{process.returncode}); command: {' '.join(cmd)}\n{_tail(log)}"
+                        f"{process.returncode}); {' '.join(args)}\n{_tail(log)}"
                     )
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_drain, stdout, log_file)
+                    tg.start_soon(_drain, lines, log_file)
                     try:
                         yield dep
                     finally:
@@ -279,14 +284,23 @@ class Sidecar(System):
                 await _stop(process, self.name)
 
 
-async def _drain(stream: BufferedByteReceiveStream, sink: IO[bytes]) -> None:
+async def _lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Lines (with their newline; the last may lack it) of a process's stdout."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *done, pending = pending.split(b"\n")
+        for line in done:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+async def _drain(lines: AsyncIterator[bytes], sink: IO[bytes]) -> None:
     """Copy a process's remaining stdout to its log (so the pipe never fills)."""
-    while True:
-        try:
-            data = await stream.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            return
-        sink.write(data)
+    with suppress(anyio.ClosedResourceError):
+        async for line in lines:
+            sink.write(line)
 
 
 # -- theirs ----------------------------------------------------------------------------------
