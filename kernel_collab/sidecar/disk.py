@@ -27,6 +27,7 @@ from traitlets.config import LoggingConfigurable
 from ..notebook_core import files as nbfile
 from ..notebook_core.apply import apply_notebook
 from ..notebook_core.merge import changed_outputs, mark_file_run_records, three_way_merge
+from ..store.blobs import pack
 from . import trust
 from .file_watch import watch_file
 from .peer import Peer
@@ -303,7 +304,7 @@ class DiskSync(LoggingConfigurable):
         try:
             await self.room.store.set_base(data, data_hash)
         except (sqlite3.Error, OSError):
-            self._unrecorded_base = zlib.compress(data, 1)
+            self._unrecorded_base = pack(data)
             raise
         self._unrecorded_base = None
 

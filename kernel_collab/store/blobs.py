@@ -10,6 +10,7 @@ I/O, so no statement retains more than ``BIND_MAX`` of the data it wrote.
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -17,6 +18,22 @@ BIND_MAX: Final = 64 * 1024
 """Largest blob bound as a statement's parameter (what a cached statement may keep)."""
 BLOB: Final = "{blob}"
 """Where a statement given to :func:`execute` takes its blob."""
+SAMPLE: Final = 64 * 1024
+"""Bytes :func:`pack` tries before choosing how to compress the rest."""
+POOR_RATIO: Final = 0.5
+"""A sample compressing worse than this is mostly encoded binary (base64 images)."""
+
+
+def pack(data: bytes) -> bytes:
+    """zlib-compress a snapshot, a base or a version (any zlib reader reads it back). Y
+    updates and notebooks of text compress 4-10x at level 1; base64 images barely do (to
+    0.77, at ~35 MB/s here), where Huffman coding alone gets 0.75 four times faster."""
+    if len(data) <= SAMPLE:
+        return zlib.compress(data, 1)
+    if len(zlib.compress(data[:SAMPLE], 1)) < POOR_RATIO * SAMPLE:
+        return zlib.compress(data, 1)
+    packer = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_HUFFMAN_ONLY)
+    return packer.compress(data) + packer.flush()
 
 
 def execute(db: sqlite3.Connection, sql: str, params: Sequence[object], *, table: str,

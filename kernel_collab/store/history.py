@@ -140,7 +140,7 @@ class History:
         """Record (or replace) the full state after a version."""
         blobs.execute(
             self._db, f"INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, {blobs.BLOB})",
-            (document_id, version, zlib.compress(state, 1)),
+            (document_id, version, blobs.pack(state)),
             table="history_checkpoints", column="state")  # fmt: skip
 
     def has(self, document_id: str) -> bool:

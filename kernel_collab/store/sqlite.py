@@ -378,8 +378,8 @@ def _pack(data: bytes) -> bytes: ...
 @overload
 def _pack(data: None) -> None: ...
 def _pack(data: bytes | None) -> bytes | None:
-    """Snapshots and bases are stored zlib-compressed (Y updates repeat keys: ~4x smaller)."""
-    return zlib.compress(data, 1) if data is not None else None
+    """Snapshots and bases are stored zlib-compressed (``blobs.pack``)."""
+    return blobs.pack(data) if data is not None else None
 
 
 class _Transaction:

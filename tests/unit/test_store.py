@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import random
 import sqlite3
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import nbformat
@@ -13,7 +16,7 @@ from jupyter_ydoc import YNotebook
 from pycrdt import Doc, Text
 
 import kernel_collab.store.sqlite as sqlite_module
-from kernel_collab.store import SCHEMA_VERSION, SQLiteStore, StoreError
+from kernel_collab.store import SCHEMA_VERSION, SQLiteStore, StoreError, blobs
 
 
 def _text_updates(n: int) -> tuple[Doc[Text], list[bytes]]:
@@ -157,3 +160,14 @@ def test_cli_lists_exports_and_resets(tmp_path: Path) -> None:
     assert cli("reset", "dir/nb.ipynb").returncode == 0
     missing = cli("export", "dir/nb.ipynb")
     assert missing.returncode == 1 and "not in" in missing.stderr
+
+
+def test_blobs_are_packed_by_what_they_hold_and_read_back_by_any_zlib_reader() -> None:
+    """Text-like blobs (Y updates, notebooks of code) get zlib's level 1; a blob of base64
+    images, which level 1 barely shrinks at a high price, gets Huffman coding alone."""
+    text = b"".join(b'{"cell_type": "code", "source": "x%d = %d"}\n' % (i, i) for i in range(5000))
+    images = base64.b64encode(random.Random(3).randbytes(300_000))
+    for data in (text, images, b"small"):
+        assert zlib.decompress(blobs.pack(data)) == data
+    assert len(blobs.pack(text)) < 0.2 * len(text)
+    assert len(blobs.pack(images)) <= len(zlib.compress(images, 1))
