@@ -141,6 +141,10 @@ class ForkServer:
         self._sock = ours
         return ours
 
+    def prestart(self) -> None:
+        """Start the fork server now (it imports in the background), not at the first fork."""
+        self._start()
+
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None = None,
                     stderr: int = 2) -> ForkedProcess:  # fmt: skip
         """Fork a sidecar running ``python -m kernel_collab.sidecar ARGV`` in ``env`` and

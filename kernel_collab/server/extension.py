@@ -11,11 +11,12 @@ from jupyter_server.services.contents.filemanager import (
     FileContentsManager,
 )
 from jupyter_server.utils import url_path_join
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 from traitlets.config import Configurable
 
 from .. import hostpatches
 from ..protocol import NOTEBOOK_ENV
+from ..provisioner import forks
 from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
 from .coexist import refuse_if_owned
 from .handlers import (
@@ -43,6 +44,12 @@ class KernelCollabServer(Configurable):
     kernel_name = Unicode(
         "python3-collab",
         help="Kernelspec used when a room is opened for a notebook with no session.",
+    ).tag(config=True)
+    prestart_fork_server = Bool(
+        True,
+        help="Start the sidecars' fork server with the Jupyter server (Linux), so the first "
+        "notebook opened does not wait for its imports (about a second); off: it starts with "
+        "the first sidecar (--CollabProvisioner.fork_sidecars=False never uses it).",
     ).tag(config=True)
 
 
@@ -104,6 +111,11 @@ def load(serverapp: Any) -> None:
         (url_path_join(base, r"/api/kernel-collab/sync/(?P<document_id>[\w-]+)"), SyncHandler),
         (execute, ExecuteHandler),
     ])  # fmt: skip
+    if config.prestart_fork_server and forks.available():
+        try:
+            forks.FORKS.prestart()
+        except forks.ForkError as exc:
+            serverapp.log.warning("kernel_collab: %s; sidecars start on their own", exc)
     serverapp.log.info("kernel_collab: server extension loaded (rooms keyed by notebook)")
 
 
