@@ -760,3 +760,45 @@ async def test_a_sidecar_that_cannot_start_fails_the_session_promptly_saying_why
         leftovers = [p for p in descendants(process(server.proc.pid))
                      if p.pid != server.proc.pid and FORK_SERVER not in p.cmd]  # fmt: skip
         assert not await wait_exited(leftovers, 10), leftovers
+
+
+# --- 9. the fork server -------------------------------------------------------------------------
+
+
+def _parent_pid(proc: Proc) -> int:
+    stat = _stat(proc.pid)
+    assert stat is not None, proc
+    return stat[1]
+
+
+async def test_a_killed_fork_server_is_replaced_and_its_sidecars_live_on(
+    server: JupyterServer,
+) -> None:
+    """kill -9 of the fork server: the sidecars it forked keep serving (and a sidecar killed
+    afterwards is still seen to die and is replaced); the next notebook gets a new one."""
+    first = write_cells(server.root / "first.ipynb", {"a": "x = 1"})
+    await server.start_session("first.ipynb")
+    record = server.sidecar(first)
+    sidecar = process(record["pid"])
+    forker = process(_parent_pid(sidecar))
+    assert FORK_SERVER in forker.cmd, forker
+    os.kill(forker.pid, signal.SIGKILL)
+    assert not await wait_exited([forker], 10)
+
+    second = write_cells(server.root / "second.ipynb", {"b": "y = 2"})
+    await server.start_session("second.ipynb")
+    new_forker = process(_parent_pid(process(server.sidecar(second)["pid"])))
+    assert FORK_SERVER in new_forker.cmd and new_forker != forker, new_forker
+
+    async with NotebookPeer.connect(record["url"], record["token"]) as peer:
+        assert source(peer, "a") == "x = 1"  # the orphaned sidecar still serves
+    runtime_file = next(p for p in (server.runtime / "kernel_collab").glob("sidecar-*.json")
+                        if json.loads(p.read_text())["notebook"] == str(first.resolve()))
+    os.kill(sidecar.pid, signal.SIGKILL)
+    await wait_for_file(
+        runtime_file, lambda: int(json.loads(runtime_file.read_text())["pid"]) != sidecar.pid,
+        timeout=30,
+    )  # fmt: skip
+    replaced = server.sidecar(first)
+    async with NotebookPeer.connect(replaced["url"], replaced["token"]) as peer:
+        assert source(peer, "a") == "x = 1"
