@@ -104,6 +104,14 @@ def _measures() -> list[Measure]:
                 Measure("loop_lag", "sidecar event-loop lag under the latency workload§", "ms",
                         1e3, vs="none", na="not measured in jupyter-collaboration's server"),
             ]
+    floor_na = ("the floor runs once, with ours: the same 11 peers and edits through a bare "
+                "WebSocket relay holding no document")
+    out += [
+        Measure("latency.floor10.each", "edit→peer, 10 peers, bare relay (floor)▹", "ms", 1e3,
+                vs="none", na=floor_na),
+        Measure("latency.floor10.slowest", "edit→slowest of 10 peers, bare relay (floor)▹", "ms",
+                1e3, vs="none", na=floor_na),
+    ]
     proxy_na = ("jupyter-collaboration has no sidecar: its peers always go through its "
                 "server (its figure is the 'via server' row)")
     out += [
@@ -405,6 +413,12 @@ def table(rows: list[dict[str, Any]], notes: list[str], ours: str, theirs: str) 
                    "theirs: the same server); 'closed': 2 s after the last peer left (theirs "
                    "run with YDocExtension.document_cleanup_delay=1 instead of its 60 s "
                    "default, so its room is dropped before that).")
+    if any(k.startswith("latency.floor") for k in keys):
+        out.append("▹ the floor of the edit rows: tests/benchmarks/broadcaster.py, a WebSocket "
+                   "server in its own process that answers sync step 1 with the notebook's "
+                   "initial state and relays every message to every peer (sender included: "
+                   "its echo) with websockets.broadcast — no document, no store, no checks. "
+                   "Both systems' peers cost what they cost here; a system adds the rest.")
     if any(k.startswith("rooms.") for k in keys):
         out.append("◇ full run only. ours: a jupyter server with kernel_collab, each notebook "
                    "opened by PUT /api/kernel-collab/rooms/{path} (kernel + sidecar, forked by "

@@ -303,6 +303,48 @@ async def _drain(lines: AsyncIterator[bytes], sink: IO[bytes]) -> None:
             sink.write(line)
 
 
+# -- the floor of the latency rows ----------------------------------------------------------
+
+
+@dataclass
+class FloorDeployment(Deployment):
+    """The bare broadcaster (``tests/benchmarks/broadcaster.py``): relays, holds nothing."""
+
+    url: str = ""
+
+    async def room_url(self, notebook: Path) -> str:
+        return self.url
+
+    def store_files(self) -> list[Path]:
+        return []
+
+    def stored_clock(self, notebook: Path, client_id: int) -> int:
+        raise LaunchError("the floor broadcaster stores nothing")
+
+
+@asynccontextmanager
+async def floor(root: Path, notebook: Path) -> AsyncIterator[FloorDeployment]:
+    """The bare broadcaster, serving ``notebook``'s initial state, in its own process."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "tests.benchmarks.broadcaster", str(notebook)], stdin=None,
+        stdout=-1, stderr=None, cwd=REPO_ROOT,
+    )  # fmt: skip
+    dep = FloorDeployment(name="floor", root=root, spawned_at=time.perf_counter(),
+                          pid=process.pid)  # fmt: skip
+    try:
+        assert process.stdout is not None
+        with anyio.move_on_after(START_TIMEOUT):
+            async for line in _lines(process.stdout):
+                if line.startswith(b"floor ready at "):
+                    dep.url = line[len(b"floor ready at "):].strip().decode()
+                    break
+        if not dep.url:
+            raise LaunchError(f"the floor broadcaster did not start (exit {process.returncode})")
+        yield dep
+    finally:
+        await _stop(process, "floor")
+
+
 # -- theirs ----------------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from .systems import (
     SidecarDeployment,
     System,
     file_size,
+    floor,
     history_size,
     proc_status_kib,
 )
@@ -399,6 +400,10 @@ async def edit_latency(system: System, ctx: Context, rec: Recorder) -> None:
                                          "p99_is_max": lags < 100}
         await _latency_phase(dep, nb, plan.crowd_receivers, plan.crowd_edits,
                              max(5, plan.latency_warmup // 2), "crowd", rec)
+    if isinstance(system, Sidecar):  # the floor: the same peers, a relay with no document
+        async with floor(root, nb) as bare:
+            await _latency_phase(bare, nb, 10, plan.latency_edits, plan.latency_warmup,
+                                 "floor10", rec)  # fmt: skip
 
 
 # -- 3 + 4. burst, durability, store size ----------------------------------------------------
