@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,7 +38,7 @@ from tests.jupyter_server_process import JupyterServer
 from .kernel import KernelBenchError, collab_server, kernel_idle, run_and_wait, wait_for
 from .peers import Peer, join
 from .report import summarize
-from .systems import Deployment, Sidecar, System
+from .systems import FixedRoom, Sidecar, System
 from .workloads import Context, Recorder, _latency_phase
 
 TICK_PERIOD = 0.05
@@ -52,22 +51,6 @@ ROUNDS = 2
 EXTRA_RECEIVERS = (1, 50)
 """Peers of the extra through-the-server phases of the full run (not --quick: time)."""
 """Latency rounds per path; ours alternates proxy and direct between rounds."""
-
-
-@dataclass
-class FixedRoom(Deployment):
-    """A room reached at one fixed WebSocket URL (the proxy, or the sidecar itself)."""
-
-    url: str = ""
-
-    async def room_url(self, notebook: Path) -> str:
-        return self.url
-
-    def store_files(self) -> list[Path]:
-        return []
-
-    def stored_clock(self, notebook: Path, client_id: int) -> int:
-        raise NotImplementedError("the proxy workload reads no store")
 
 
 def ticker_code(run: str, seconds: float) -> str:

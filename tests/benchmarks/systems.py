@@ -307,8 +307,9 @@ async def _drain(lines: AsyncIterator[bytes], sink: IO[bytes]) -> None:
 
 
 @dataclass
-class FloorDeployment(Deployment):
-    """The bare broadcaster (``tests/benchmarks/broadcaster.py``): relays, holds nothing."""
+class FixedRoom(Deployment):
+    """A room reached at one fixed WebSocket URL (the floor's relay, the server's proxy, a
+    sidecar itself); it has no store the benchmark reads."""
 
     url: str = ""
 
@@ -319,17 +320,17 @@ class FloorDeployment(Deployment):
         return []
 
     def stored_clock(self, notebook: Path, client_id: int) -> int:
-        raise LaunchError("the floor broadcaster stores nothing")
+        raise LaunchError(f"{self.name}: no store is read through a fixed room")
 
 
 @asynccontextmanager
-async def floor(root: Path, notebook: Path) -> AsyncIterator[FloorDeployment]:
+async def floor(root: Path, notebook: Path) -> AsyncIterator[FixedRoom]:
     """The bare broadcaster, serving ``notebook``'s initial state, in its own process."""
     process = await anyio.open_process(
         [sys.executable, "-m", "tests.benchmarks.broadcaster", str(notebook)], stdin=None,
         stdout=-1, stderr=None, cwd=REPO_ROOT,
     )  # fmt: skip
-    dep = FloorDeployment(name="floor", root=root, spawned_at=time.perf_counter(),
+    dep = FixedRoom(name="floor", root=root, spawned_at=time.perf_counter(),
                           pid=process.pid)  # fmt: skip
     try:
         assert process.stdout is not None
