@@ -127,6 +127,29 @@ async def test_edits_are_saved_to_the_file(tmp_path: Path) -> None:
     nbformat.validate(nbformat.read(nb, as_version=4))
 
 
+async def test_a_file_written_by_another_tool_is_left_as_it_is_until_someone_edits(
+    tmp_path: Path,
+) -> None:
+    """Opening, touching the notebook's state and saving on shutdown rewrite nothing: the file
+    keeps its own layout (indent 2, keys unsorted) until its content changes."""
+    cells = [{"source": "x = 1", "metadata": {}, "id": "a", "outputs": [],
+              "execution_count": None, "cell_type": "code"}]  # fmt: skip
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text(json.dumps({"nbformat_minor": 5, "nbformat": 4, "metadata": {},
+                              "cells": cells}, indent=2))  # fmt: skip
+    written = nb.read_bytes()
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            peer.notebook.ystate["dirty"] = True  # JupyterLab's own state flag: not content
+            await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is True)
+        assert sidecar.stop() == 0  # a shutdown saves
+    assert nb.read_bytes() == written
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            peer.notebook.set_cell(0, source="x = 2")
+            await wait_for_file(nb, lambda: _cells_on_disk(nb) == ["x = 2"])
+
+
 def p_hash(path: Path) -> str:
     """The content hash the sidecar publishes for a file."""
     return notebook_file.content_hash(path.read_bytes())
