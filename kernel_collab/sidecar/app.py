@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
 import anyio
+from pycrdt import Doc
 from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Application
 
@@ -136,7 +138,10 @@ class SidecarApp(Application):
         store_file = Path(self.store_path) if self.store_path else root / STORE_NAME
         store = DocumentStore(store_file, parent=self)
         await store.open()
-        notebook = shared_notebook()
+        # The client id from the OS, not from pycrdt's generator: a forked sidecar inherits its
+        # fork server's generator state, and two sidecars of one notebook (a restart) must
+        # never write as one client.
+        notebook = shared_notebook(Doc(client_id=secrets.randbits(32)))
         room = Room(notebook, store, parent=self)
         disk = DiskSync(room, path, parent=self)
         try:

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
+from kernel_collab import protocol
 from tests.files import write_notebook
 from tests.jupyter_server_process import JupyterServer
 from tests.peers import NotebookPeer
@@ -209,6 +210,16 @@ def _rollup(pid: int) -> dict[str, int]:
     return fields
 
 
+def _clients(state_vector: bytes) -> list[int]:
+    count, pos = protocol.read_var_uint(state_vector, 0)
+    clients = []
+    for _ in range(count):
+        client, pos = protocol.read_var_uint(state_vector, pos)
+        _clock, pos = protocol.read_var_uint(state_vector, pos)
+        clients.append(client)
+    return clients
+
+
 def _parent(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rpartition(")")[2].split()[1])
@@ -220,11 +231,16 @@ async def test_sidecars_forked_by_one_server_share_what_they_import(
     """Three notebooks open on one server: their sidecars are forked from one process that
     has imported what sidecars need, so each weighs far less than a sidecar of its own."""
     names = [f"nb{i}.ipynb" for i in range(3)]
+    writers: list[set[int]] = []
     for name in names:
         write_notebook(server.root / name, [f"x = {i}" for i in range(10)])
         room = await server.open_room(name)
         async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as p:
             assert p.notebook.cell_number == 10
+            writers.append(set(_clients(p.doc.get_state())) - {p.doc.client_id})
+    # Each sidecar writes as a client of its own (forked children share their parent's
+    # random state: the client id must come from the OS).
+    assert all(writers) and not set.intersection(*writers), writers
     pids = [int(record["pid"]) for record in server.sidecars()]
     assert len(pids) == 3
     parents = {_parent(pid) for pid in pids}

@@ -132,7 +132,7 @@ async def test_a_file_written_by_another_tool_is_left_as_it_is_until_someone_edi
 ) -> None:
     """Opening, touching the notebook's state and saving on shutdown rewrite nothing: the file
     keeps its own layout (indent 2, keys unsorted) until its content changes."""
-    cells = [{"source": "x = 1", "metadata": {}, "id": "a", "outputs": [],
+    cells: list[dict[str, Any]] = [{"source": "x = 1", "metadata": {}, "id": "a", "outputs": [],
               "execution_count": None, "cell_type": "code"}]  # fmt: skip
     nb = tmp_path / "nb.ipynb"
     nb.write_text(json.dumps({"nbformat_minor": 5, "nbformat": 4, "metadata": {},
