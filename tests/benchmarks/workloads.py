@@ -89,16 +89,19 @@ class Plan:
     """Notebooks open at once in the many-rooms workload (full run only)."""
     rooms_idle: float
     """Seconds those notebooks stay idle while CPU is counted."""
+    outside_gap: tuple[float, float]
+    """Seconds (drawn between the two) between outside changes: past both systems' file poll
+    (1 s) and autosave (~1 s), and not phase-locked to them."""
 
 
 QUICK = Plan(
     mode="quick", cold_n=3, cold_n_large=2, warm_n=5, from_start_n=1, latency_edits=150,
     latency_warmup=20, latency_receivers=(1, 10), burst_edits=5_000, burst_receivers=3,
-    burst_repeats=1, durable_cap=12.0, save_n=3, outside_n=3, crowd_receivers=50,
+    burst_repeats=1, durable_cap=8.0, save_n=3, outside_n=3, crowd_receivers=50,
     crowd_edits=100, memory_n=1, lines_flushed=10_000, lines_buffered=100_000, lines_repeats=1,
     stamp_samples=200, stamp_repeats=1, queue_cells=300, queue_repeats=1, running_samples=100,
     proxy_edits=100, proxy_warmup=10, ticker_seconds=8.0, ticker_runs=1, rooms_n=3,
-    rooms_idle=5.0,
+    rooms_idle=5.0, outside_gap=(1.3, 2.0),
 )
 FULL = Plan(
     mode="full", cold_n=10, cold_n_large=5, warm_n=20, from_start_n=3, latency_edits=1_000,
@@ -107,7 +110,7 @@ FULL = Plan(
     crowd_edits=300, memory_n=3, lines_flushed=100_000, lines_buffered=100_000,
     lines_repeats=2, stamp_samples=200, stamp_repeats=2, queue_cells=1_000, queue_repeats=2,
     running_samples=300, proxy_edits=1_000, proxy_warmup=25, ticker_seconds=8.0, ticker_runs=2,
-    rooms_n=20, rooms_idle=60.0,
+    rooms_n=20, rooms_idle=60.0, outside_gap=(2.0, 3.0),
 )
 
 
@@ -586,7 +589,7 @@ async def outside_change(system: System, ctx: Context, rec: Recorder) -> None:
                 rec.add("outside", t - t0)
             # Past any poll period and autosave; random so samples are not phase-locked to a
             # system's polling timer.
-            await anyio.sleep(ctx.jitter(2.0, 3.0))
+            await anyio.sleep(ctx.jitter(*ctx.plan.outside_gap))
 
 
 # -- 7. memory -------------------------------------------------------------------------------
