@@ -43,8 +43,13 @@ class DiskSync(LoggingConfigurable):
 
     save_delay = Float(1.0, help="Seconds after the last change before autosave.").tag(config=True)
     save_max_interval = Float(
-        4.0, help="Longest time changes stay unsaved while they keep coming (the file is then "
-        "never more than ~5 s behind, serialisation included)."
+        1.5, help="Longest time changes stay unsaved while they keep coming (a cell printing "
+        "without pause: the file is then about 2 s behind at most), unless saving is slow (see "
+        "save_share)."
+    ).tag(config=True)
+    save_share = Float(
+        0.2, help="Largest share of the time autosave spends saving while changes keep coming: "
+        "a notebook whose save takes 0.5 s is saved every 2.5 s at most."
     ).tag(config=True)
     watch = Bool(True, help="Watch the file for outside changes and merge them.").tag(config=True)
     max_file_bytes = Int(
@@ -76,6 +81,8 @@ class DiskSync(LoggingConfigurable):
         self.file_unread = False
         """Paused on a file that exists but could not be read (a plain save never overwrites it)."""
         self.saves = 0
+        self._save_seconds = 0.0
+        """How long the last save that wrote the file took (serialising, writing, syncing)."""
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
         self._watch_scope: anyio.CancelScope | None = None
@@ -154,7 +161,8 @@ class DiskSync(LoggingConfigurable):
             first = last = time.monotonic()
             while True:
                 self._changed = anyio.Event()
-                deadline = min(last + self.save_delay, first + self.save_max_interval)
+                longest = max(self.save_max_interval, self._save_seconds / self.save_share)
+                deadline = min(last + self.save_delay, first + longest)
                 with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
                     await self._changed.wait()
                     last = time.monotonic()
@@ -208,6 +216,7 @@ class DiskSync(LoggingConfigurable):
         if self.paused is not None and not force:
             return None
         await self._doc_hash_known.wait()
+        started = time.monotonic()
         nb = self.room.notebook.get()
         data = await anyio.to_thread.run_sync(_serialize_valid, nb)
         new_hash = nbfile.content_hash(data)
@@ -232,6 +241,7 @@ class DiskSync(LoggingConfigurable):
             self.room.set_status("save_error", f"{self.path.name}: {exc.strerror or exc}")
             return None
         self.saves += 1
+        self._save_seconds = time.monotonic() - started
         if self.room.trust.fully_trusted():  # signed only when every output is vouched for
             try:
                 await anyio.to_thread.run_sync(trust.sign, nb)
