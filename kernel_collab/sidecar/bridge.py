@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -55,6 +56,9 @@ class Run:
     record_timing: bool | None = None
     """The asker's JupyterLab setting: record ``metadata.execution`` (None: leave it)."""
     timing: dict[str, str] | None = None
+    on_end: Callable[[Run], None] | None = None
+    """Called as the run ends, in the transaction that ends it (the queue records the end
+    and starts its next cell there: one update, no wait for the event loop)."""
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -97,6 +101,9 @@ class KernelBridge(LoggingConfigurable):
         self.detached = anyio.Event()
         """Set when the current kernel is detached."""
         self._context: zmq.asyncio.Context | None = None
+        self._idle_held = False
+        """The kernel said idle after one of our runs: written when the run ends, unless the
+        queue sends its next cell then (no busy/idle flicker, no update, between queued cells)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,6 +158,7 @@ class KernelBridge(LoggingConfigurable):
     def detach(self, reason: str) -> None:
         """Stop talking to the kernel (restart, shutdown, death); unfinished runs end."""
         self.client = None
+        self._idle_held = False  # the caller says what the kernel's status is now
         if self._attached.is_set():  # the run loop may be waiting on an unset one: keep it
             self._attached = anyio.Event()
         self.detached.set()  # the run loop closes the client once its readers are cancelled
@@ -185,8 +193,10 @@ class KernelBridge(LoggingConfigurable):
     # -- execution ---------------------------------------------------------------------------
 
     def execute(self, cell_id: str, code: str, by: dict[str, Any],
-                record_timing: bool | None = None) -> Run:
-        """Send one cell to the kernel (recording JupyterLab's timing metadata if asked)."""
+                record_timing: bool | None = None,
+                on_end: Callable[[Run], None] | None = None) -> Run:
+        """Send one cell to the kernel (recording JupyterLab's timing metadata if asked);
+        ``on_end(run)`` is called as it ends (see :attr:`Run.on_end`)."""
         client = self.client
         if client is None:
             raise RuntimeError("no kernel attached")
@@ -200,7 +210,8 @@ class KernelBridge(LoggingConfigurable):
         }
         metadata = {"cellId": cell_id, "kernel_collab": {"by": by}}
         msg = client.session.msg("execute_request", content, metadata=metadata)
-        run = Run(msg["header"]["msg_id"], cell_id, by, time.time(), record_timing=record_timing)
+        run = Run(msg["header"]["msg_id"], cell_id, by, time.time(), record_timing=record_timing,
+                  on_end=on_end)
         if record_timing:
             run.timing = {}
         self.runs[run.msg_id] = run
@@ -236,18 +247,30 @@ class KernelBridge(LoggingConfigurable):
                 self.room.trust.start_run(cell_id)
 
     def finish(self, run: Run, *, status: str) -> None:
-        """Mark a run as over (its cell idle) and wake whoever waits on it."""
-        if run.external:
-            ycell = find_cell(self.room.notebook, run.cell_id)
-            if ycell is not None:
-                record_end(ycell, status, count=self.writer.take_count(run.cell_id))
-        self.runs.pop(run.msg_id, None)
-        self.room.trust.end_run(run.cell_id)
-        self.recent[run.msg_id] = run.cell_id
-        while len(self.recent) > 1000:
-            self.recent.popitem(last=False)
-        run.reply = run.reply or {"status": status}
-        run.done.set()
+        """Mark a run as over (its cell idle), tell its ``on_end`` and wake whoever waits on
+        it; one transaction (with what ``on_end`` writes)."""
+        try:
+            self._finish(run, status)
+        finally:
+            run.done.set()
+
+    def _finish(self, run: Run, status: str) -> None:
+        with self.room.doc.transaction():
+            if run.external:
+                ycell = find_cell(self.room.notebook, run.cell_id)
+                if ycell is not None:
+                    record_end(ycell, status, count=self.writer.take_count(run.cell_id))
+            self.runs.pop(run.msg_id, None)
+            self.room.trust.end_run(run.cell_id)
+            self.recent[run.msg_id] = run.cell_id
+            while len(self.recent) > 1000:
+                self.recent.popitem(last=False)
+            run.reply = run.reply or {"status": status}
+            if run.on_end is not None:
+                run.on_end(run)
+            if self._idle_held and not any(not r.external for r in self.runs.values()):
+                self._idle_held = False  # no next cell of ours was sent: the kernel is idle
+                self.set_kernel_status("idle")
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -355,7 +378,12 @@ class KernelBridge(LoggingConfigurable):
             run.timing[f"iopub.{label}"] = _iso(msg.get("header", {}).get("date"))
         if msg_type == "status":
             if parent.get("msg_type") == "execute_request" and not parent.get("subshell_id"):
-                self.set_kernel_status(str(content.get("execution_state", "unknown")))
+                state = str(content.get("execution_state", "unknown"))
+                if state == "idle" and run is not None and not run.external:
+                    self._idle_held = True  # see finish()
+                else:
+                    self._idle_held = False
+                    self.set_kernel_status(state)
             if run is not None and content.get("execution_state") == "idle":
                 run.idle = True
                 if run.external:

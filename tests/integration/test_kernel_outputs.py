@@ -52,6 +52,8 @@ BIG_DISPLAY = (
 )
 DEFAULT_CAP = 5 * 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+DRAIN = 20
+"""Cells of the queue-draining test."""
 
 
 def gate(name: str) -> str:
@@ -93,6 +95,8 @@ CELLS: dict[str, str] = {
     "count-b": gate("count") + "print('b done')\n",
     "status-gate": gate("status") + "print('released')\n",
     "status-fence": "print('fence')\n",
+    "drain-0": gate("drain"),
+    **{f"drain-{i}": "x = 1\n" for i in range(1, DRAIN)},
     "console-gate": gate("console") + "print('cell output')\n",
     "console-fence": "print('after console')\n",
     "big-display": BIG_DISPLAY,
@@ -425,6 +429,49 @@ async def test_kernel_status_follows_cells_not_other_clients(main: Session) -> N
         assert changes == [], f"kernel_status changed while the cell ran: {while_busy}"
         await wait_ended(peer, "status-gate", before)
         await peer.wait_until(lambda p: kernel_status(p) == "idle")
+
+
+async def test_a_queue_drains_busy_throughout_with_about_one_update_per_cell(
+    main: Session,
+) -> None:
+    """Each queued cell ends and the next starts in one update; the kernel stays busy in the
+    document from the first cell to the last (no idle between queued cells)."""
+    cells = [f"drain-{i}" for i in range(DRAIN)]
+    async with main.peer(releasing="drain") as peer:
+        await peer.wait_until(lambda p: kernel_status(p) == "idle")
+        before = {c: last_run(peer, c) for c in cells}
+        await main.queue(cells[0])
+        await peer.wait_until(lambda p: cell(p, cells[0]).get("execution_state") == "running")
+        for c in cells[1:]:
+            await main.queue(c)
+        await peer.wait_until(lambda p: len(collab_state(p).get("queue") or []) == DRAIN - 1)
+        await peer.wait_until(lambda p: kernel_status(p) == "busy")
+        updates = 0
+
+        def count(_event: Any) -> None:
+            nonlocal updates
+            updates += 1
+
+        subscription = peer.doc.observe(count)
+        with recording_status(peer) as seen:
+            main.open("drain")
+            for c in cells:
+                await wait_ended(peer, c, before[c])
+            await peer.wait_until(lambda p: kernel_status(p) == "idle")
+        peer.doc.unobserve(subscription)
+        assert seen == ["idle"], seen
+        runs = [last_run(peer, c) or {} for c in cells]
+        assert [r.get("status") for r in runs] == ["ok"] * DRAIN
+        starts = [r["start"] for r in runs]
+        assert starts == sorted(starts) and all(  # one at a time, in queue order
+            runs[i]["end"] <= runs[i + 1]["start"] for i in range(DRAIN - 1))
+        counts = [cell(peer, c)["execution_count"] for c in cells]
+        assert counts == list(range(counts[0], counts[0] + DRAIN)), counts
+        assert all(cell(peer, c)["execution_state"] == "idle" for c in cells)
+        assert collab_state(peer).get("running") is None
+        # About one per cell (its end and the next start), plus the queue's own updates
+        # (at most every 50 ms); it was four or five per cell.
+        assert updates <= 2 * DRAIN, updates
 
 
 async def test_console_executions_never_write_into_cells(main: Session) -> None:
