@@ -99,7 +99,8 @@ async def test_requests_without_credentials_or_outside_the_root_are_refused(
 
 
 async def test_interrupt_through_our_route_says_who_did_it(server: JupyterServer) -> None:
-    write_notebook(server.root / "nb.ipynb", ["import time\ntime.sleep(60)", "print('next')"])
+    write_notebook(server.root / "nb.ipynb", ["import time\nprint('started', flush=True)\n"
+                                              "time.sleep(60)", "print('next')"])
     room = await server.open_room("nb.ipynb")
     url = server.sync_url(room["document_id"])
     async with NotebookPeer.connect(url, server.token) as peer, server.client() as http:
@@ -114,6 +115,9 @@ async def test_interrupt_through_our_route_says_who_did_it(server: JupyterServer
 
         await peer.wait_until(lambda p: (status(p).get("running") or {}).get("cell_id")
                               == "cell-0")  # fmt: skip
+        # Interrupt once the code runs, as a person sees it: a SIGINT that reaches ipykernel
+        # before it starts the cell is lost (stock Jupyter behaves the same).
+        await peer.wait_until(lambda p: "started" in str(p.notebook.ycells[0]["outputs"]))
         response = await http.post("/api/kernel-collab/rooms/nb.ipynb/interrupt")
         assert response.status_code == 200, response.text
         await peer.wait_until(lambda p: (status(p).get("last_kernel_event") or {})
