@@ -56,7 +56,9 @@ class ForkedProcess:
         """Kept open: the sidecar saves and exits when it closes (this process is gone)."""
         self.stdout = _PipeReader(stdout)
         self._status = status
-        self._pidfd = os.pidfd_open(pid)
+        self._pidfd: int | None = None
+        with contextlib.suppress(ProcessLookupError):  # exited, and reaped, already
+            self._pidfd = os.pidfd_open(pid)
         self._returncode: int | None = None
         self._orphaned = False
         for fd in (stdout, status):
@@ -79,12 +81,14 @@ class ForkedProcess:
                 self._exited(int(data))
                 return
             self._orphaned = True  # the fork server died: only the pidfd can tell now
-        if select.select([self._pidfd], [], [], 0)[0]:
+        if self._pidfd is None or select.select([self._pidfd], [], [], 0)[0]:
             self._exited(-1)
 
     def _exited(self, code: int) -> None:
         self._returncode = code
         for fd in (self.stdout.fd, self._status, self._pidfd):
+            if fd is None:
+                continue
             with contextlib.suppress(RuntimeError):  # outside an event loop: nobody waits
                 anyio.notify_closing(fd)  # wakes a task waiting on it
             os.close(fd)
@@ -92,7 +96,7 @@ class ForkedProcess:
 
     def send_signal(self, signum: int) -> None:
         """Signal the sidecar (nothing once it has exited)."""
-        if self.returncode is None:
+        if self.returncode is None and self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signum)
 
@@ -108,7 +112,9 @@ class ForkedProcess:
         """Wait for the exit code."""
         while (code := self.returncode) is None:
             with contextlib.suppress(anyio.ClosedResourceError):  # another task saw the exit
-                await anyio.wait_readable(self._pidfd if self._orphaned else self._status)
+                watched = self._pidfd if self._orphaned else self._status
+                if watched is not None:
+                    await anyio.wait_readable(watched)
         return code
 
 
