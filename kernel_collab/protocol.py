@@ -117,6 +117,18 @@ def frame_length(head: bytes) -> int:
     return length
 
 
+def decode_frame(data: bytes) -> dict[str, Any] | None:
+    """The object of the frame ``data`` holds (and nothing after it); ``None`` while ``data``
+    falls short of it, for the reader to receive more (``ValueError`` past the limit or for a
+    body that is not a JSON object)."""
+    if len(data) < 4 or len(data) < 4 + frame_length(data):
+        return None
+    obj = json.loads(data[4:])
+    if not isinstance(obj, dict):
+        raise ValueError("a fork server frame that is not a JSON object")
+    return obj
+
+
 class ProtocolError(ValueError):
     """A peer sent bytes that are not a valid message."""
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -181,16 +180,13 @@ class ForkServer:
 
 async def _read_frame(sock: socket.socket) -> dict[str, Any]:
     data = b""
-    while len(data) < 4 or len(data) < 4 + protocol.frame_length(data):
+    while (reply := protocol.decode_frame(data)) is None:
         with anyio.fail_after(30):
             await anyio.wait_readable(sock)
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("the fork server exited")
         data += chunk
-    reply = json.loads(data[4:])
-    if not isinstance(reply, dict):
-        raise ValueError("a reply that is not an object")
     return reply
 
 

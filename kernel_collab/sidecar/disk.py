@@ -106,9 +106,6 @@ class DiskSync(LoggingConfigurable):
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.room.set_status("last_saved_hash", self.disk_hash)
 
-    def _doc_hash_now(self) -> str:
-        return nbfile.content_hash(nbfile.serialize(self.room.notebook.get()))
-
     def _pause(self, reason: str, *, file_unread: bool = False) -> None:
         self.file_unread = file_unread
         if self.paused != reason:
@@ -376,7 +373,7 @@ class DiskSync(LoggingConfigurable):
                 ", ".join(conflicts),
             )
         self.disk_hash = nbfile.content_hash(data)
-        self.doc_hash = self._doc_hash_now() if merged == disk_nb else None
+        self.doc_hash = _saved_hash(self.room.notebook) if merged == disk_nb else None
         self._doc_hash_known.set()
         self._resume()
         self.room.notebook.ystate["hash"] = self.disk_hash
@@ -389,6 +386,11 @@ def _hash_of_state(update: bytes) -> str:
     """The hash of a document's serialisation, from its state (this thread's own copy)."""
     notebook = YNotebook()
     notebook.ydoc.apply_update(update)
+    return _saved_hash(notebook)
+
+
+def _saved_hash(notebook: YNotebook) -> str:
+    """The hash of a notebook's serialisation, as a save would write it."""
     return nbfile.content_hash(nbfile.serialize(notebook.get()))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import json
 import os
 import select
 import signal
@@ -49,13 +48,12 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
         return None
     data = first
     try:
-        while len(data) < 4 or len(data) < 4 + protocol.frame_length(data):
+        while (request := protocol.decode_frame(data)) is None:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ValueError("the request was cut short")
             data += chunk
-        request = json.loads(data[4:])
-        if not isinstance(request, dict) or len(fds) != protocol.FORK_FDS:
+        if len(fds) != protocol.FORK_FDS:
             raise ValueError(f"not a fork request with its {protocol.FORK_FDS} descriptors")
     except ValueError:
         for fd in fds:

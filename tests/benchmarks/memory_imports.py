@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from kernel_collab.sidecar.__main__ import FORMAT_CHECKER_ONLY
+from tests.procfs import rollup
 
 ALONE = [
     "anyio", "sqlite3", "traitlets.config", "pycrdt", "jupyter_ydoc",
@@ -48,6 +49,7 @@ SIDECAR = [
 ]
 """The sidecar's imports in order, and what each is for."""
 
+# Reads smaps_rollup itself (not with tests.procfs.rollup): it imports only what it measures.
 PROBE = """
 import importlib, json, sys
 for name in sys.argv[1].split(","):
@@ -80,17 +82,6 @@ def probe(modules: list[str], blocked: tuple[str, ...] = (), runs: int = 3) -> l
         results.append([(r / 1024, p / 1024, u / 1024) for r, p, u in json.loads(out)])
     results.sort(key=lambda rows: rows[-1][1])
     return results[len(results) // 2]
-
-
-def rollup(pid: int) -> Row:
-    """RSS, PSS and USS of a process, in MiB."""
-    fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == "kB":
-            fields[parts[0][:-1]] = int(parts[1])
-    private = fields["Private_Clean"] + fields["Private_Dirty"]
-    return fields["Rss"] / 1024, fields["Pss"] / 1024, private / 1024
 
 
 async def _sync_once(url: str, token: str) -> None:

@@ -13,12 +13,16 @@ over the idle period, in percent of one core.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import secrets
 import shutil
 from pathlib import Path
 from urllib.parse import quote
 
 import anyio
+
+from tests.procfs import parent_pid, rollup, stat_fields
 
 from .kernel import COLLAB_KERNEL, collab_server
 from .peers import join
@@ -27,22 +31,9 @@ from .systems import System, proc_status_kib
 from .workloads import Context, Recorder, check_cells, peers
 
 
-def _pss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no Pss for process {pid}")
-
-
 def _cpu_s(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
 
 
 def _record(rec: Recorder, n: int, memory_kib: float, cpu_s: float, idle: float) -> None:
@@ -89,20 +80,19 @@ async def rooms(system: System, ctx: Context, rec: Recorder) -> None:
                 peer = await stack.enter_async_context(join(url, f"rooms-{name}"))
                 check_cells(peer, "10")
             pids = [int(r["pid"]) for r in server.sidecars()]
-            forkers = {_parent(pid) for pid in pids} - {server.proc.pid}
+            forkers = {parent_pid(pid) for pid in pids} - {server.proc.pid}
             ours = pids + sorted(forkers)
             cpu = sum(_cpu_s(pid) for pid in [server.proc.pid, *ours])
             await anyio.sleep(idle)
             cpu = sum(_cpu_s(pid) for pid in [server.proc.pid, *ours]) - cpu
-            memory = proc_status_kib(server.proc.pid) - before + sum(_pss_kib(p) for p in ours)
+            ours_kib = sum(rollup(p).pss for p in ours) * 1024
+            memory = proc_status_kib(server.proc.pid) - before + ours_kib
             _record(rec, n, memory, cpu, idle)
             rec.note("rooms.memory", f"{len(pids)} sidecars ({len(forkers)} fork server) and "
                      "the server's growth; the kernels not counted")  # fmt: skip
 
 
 def _set_kernelspec(path: Path) -> None:
-    import json
-
     nb = json.loads(path.read_text())
     nb.setdefault("metadata", {})["kernelspec"] = {
         "name": COLLAB_KERNEL, "display_name": "Python 3 (collaborative)", "language": "python"

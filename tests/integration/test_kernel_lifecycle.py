@@ -39,6 +39,7 @@ from tests.kernel_helpers import (
     ycell,
 )
 from tests.peers import NotebookPeer
+from tests.procfs import parent_pid, stat_fields
 from tests.provisioners import RECORD_DIR_ENV, read_calls, read_launches
 
 pytestmark = pytest.mark.anyio
@@ -68,10 +69,9 @@ class Proc:
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """State letter, parent pid and start time of a process, or None if there is none."""
     try:
-        data = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat_fields(pid)
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = data[data.rindex(")") + 2 :].split()  # the command name may hold spaces
     return fields[0], int(fields[1]), int(fields[19])
 
 
@@ -765,12 +765,6 @@ async def test_a_sidecar_that_cannot_start_fails_the_session_promptly_saying_why
 # --- 9. the fork server -------------------------------------------------------------------------
 
 
-def _parent_pid(proc: Proc) -> int:
-    stat = _stat(proc.pid)
-    assert stat is not None, proc
-    return stat[1]
-
-
 async def test_a_killed_fork_server_is_replaced_and_its_sidecars_live_on(
     server: JupyterServer,
 ) -> None:
@@ -780,14 +774,14 @@ async def test_a_killed_fork_server_is_replaced_and_its_sidecars_live_on(
     await server.start_session("first.ipynb")
     record = server.sidecar(first)
     sidecar = process(record["pid"])
-    forker = process(_parent_pid(sidecar))
+    forker = process(parent_pid(sidecar.pid))
     assert FORK_SERVER in forker.cmd, forker
     os.kill(forker.pid, signal.SIGKILL)
     assert not await wait_exited([forker], 10)
 
     second = write_cells(server.root / "second.ipynb", {"b": "y = 2"})
     await server.start_session("second.ipynb")
-    new_forker = process(_parent_pid(process(server.sidecar(second)["pid"])))
+    new_forker = process(parent_pid(server.sidecar(second)["pid"]))
     assert FORK_SERVER in new_forker.cmd and new_forker != forker, new_forker
 
     async with NotebookPeer.connect(record["url"], record["token"]) as peer:

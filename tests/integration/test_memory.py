@@ -18,6 +18,7 @@ from kernel_collab import protocol
 from tests.files import write_notebook
 from tests.jupyter_server_process import JupyterServer
 from tests.peers import NotebookPeer
+from tests.procfs import parent_pid, rollup
 from tests.sidecar_process import running_sidecar
 
 pytestmark = pytest.mark.anyio
@@ -25,15 +26,6 @@ pytestmark = pytest.mark.anyio
 IDLE_USS_MIB = 32
 """Own memory (USS) of an idle sidecar of a 10-cell notebook: 28.6 MiB measured (42.5 before
 its kernel client was loaded lazily and freed memory returned)."""
-
-
-def _uss_mib(pid: int) -> float:
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == "kB":
-            fields[parts[0][:-1]] = int(parts[1])
-    return (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024
 
 
 async def test_an_idle_sidecar_loads_no_kernel_client_and_returns_what_it_freed(
@@ -46,7 +38,7 @@ async def test_an_idle_sidecar_loads_no_kernel_client_and_returns_what_it_freed(
         pid = sidecar.proc.pid
         maps = await anyio.Path(f"/proc/{pid}/maps").read_text()
         assert "zmq" not in maps  # loaded at the first attach
-        assert _uss_mib(pid) <= IDLE_USS_MIB
+        assert rollup(pid).uss <= IDLE_USS_MIB
 
 
 LARGE_GROWTH = 3.0
@@ -201,15 +193,6 @@ by one server's fork server, each with its kernel's client loaded (34 MiB each w
 sidecar was an interpreter of its own)."""
 
 
-def _rollup(pid: int) -> dict[str, int]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == "kB":
-            fields[parts[0][:-1]] = int(parts[1])
-    return fields
-
-
 def _clients(state_vector: bytes) -> list[int]:
     count, pos = protocol.read_var_uint(state_vector, 0)
     clients = []
@@ -218,11 +201,6 @@ def _clients(state_vector: bytes) -> list[int]:
         _clock, pos = protocol.read_var_uint(state_vector, pos)
         clients.append(client)
     return clients
-
-
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rpartition(")")[2].split()[1])
 
 
 async def test_sidecars_forked_by_one_server_share_what_they_import(
@@ -243,13 +221,13 @@ async def test_sidecars_forked_by_one_server_share_what_they_import(
     assert all(writers) and not set.intersection(*writers), writers
     pids = [int(record["pid"]) for record in server.sidecars()]
     assert len(pids) == 3
-    parents = {_parent(pid) for pid in pids}
+    parents = {parent_pid(pid) for pid in pids}
     assert len(parents) == 1, parents
     (parent,) = parents
     cmdline = (await anyio.Path(f"/proc/{parent}/cmdline").read_bytes()).replace(b"\0", b" ")
     assert b"kernel_collab.sidecar.forkserver" in cmdline, cmdline
-    pss = [_rollup(pid)["Pss"] / 1024 for pid in pids]
+    pss = [rollup(pid).pss for pid in pids]
     each = ", ".join(f"{v:.1f}" for v in pss)
     report_figure(f"memory: 3 idle sidecars forked by one server: PSS {each} MiB; the fork "
-                  f"server {_rollup(parent)['Pss'] / 1024:.1f} MiB")  # fmt: skip
+                  f"server {rollup(parent).pss:.1f} MiB")  # fmt: skip
     assert max(pss) <= FORKED_PSS_MIB, pss
