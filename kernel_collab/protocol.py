@@ -129,6 +129,25 @@ def decode_frame(data: bytes) -> dict[str, Any] | None:
     return obj
 
 
+# --- browser connections handed to a sidecar (docs/architecture.md, "The sync route") --------
+HANDOFF_LIMIT: Final = 64 * 1024
+"""Largest handed-over handshake (the browser's request, rebuilt by the server)."""
+
+
+def handoff_address(name: str) -> str:
+    """The Linux abstract Unix socket a sidecar takes browser connections on (``name`` is its
+    ``--handoff-socket``): no file to clean up, and no path length to outgrow."""
+    return "\0" + name
+
+
+def encode_handoff(request: bytes) -> bytes:
+    """The message sent with a browser's socket (SCM_RIGHTS): 4-byte big-endian length, then
+    the WebSocket handshake the sidecar answers on that socket."""
+    if len(request) > HANDOFF_LIMIT:
+        raise ValueError(f"a handshake of {len(request)} bytes (limit {HANDOFF_LIMIT})")
+    return len(request).to_bytes(4, "big") + request
+
+
 class ProtocolError(ValueError):
     """A peer sent bytes that are not a valid message."""
 

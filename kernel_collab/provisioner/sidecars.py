@@ -45,6 +45,8 @@ class SidecarHandle:
     kernel_ids: set[str] = field(default_factory=set)
     runtime_file: Path | None = None
     document_id: str | None = None
+    handoff: str = ""
+    """The abstract Unix socket the server hands browser connections to ("": proxy them)."""
 
     @property
     def alive(self) -> bool:
@@ -149,6 +151,10 @@ class SidecarRegistry:
         token, admin_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         env = {**os.environ, TOKEN_ENV: token, ADMIN_TOKEN_ENV: admin_token}
         args = [str(notebook), "--root", str(root), "--port", "0", "--watch-stdin", *extra_args]
+        # Abstract Unix sockets are Linux's; elsewhere browsers' connections are proxied.
+        handoff = f"kernel_collab-{secrets.token_hex(16)}" if sys.platform == "linux" else ""
+        if handoff:
+            args += ["--handoff-socket", handoff]
         process = await self._launch(args, env, fork)
         assert process.stdout is not None
         line = b""
@@ -168,7 +174,7 @@ class SidecarRegistry:
                 f"the kernel_collab sidecar for {notebook} did not start "
                 f"(exit code {process.returncode}): {reason or 'see the server log'}"
             )
-        handle = SidecarHandle(notebook, root, process, url, token, admin_token)
+        handle = SidecarHandle(notebook, root, process, url, token, admin_token, handoff=handoff)
         # Known before any kernel attaches, so browsers can rejoin a restarted sidecar at once.
         try:
             handle.document_id = (await handle.request({"type": "room_info"})).get("document_id")

@@ -11,7 +11,7 @@ from jupyter_server.services.contents.filemanager import (
     FileContentsManager,
 )
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Unicode
+from traitlets import Bool, Enum, Unicode
 from traitlets.config import Configurable
 
 from .. import hostpatches
@@ -44,6 +44,14 @@ class KernelCollabServer(Configurable):
     kernel_name = Unicode(
         "python3-collab",
         help="Kernelspec used when a room is opened for a notebook with no session.",
+    ).tag(config=True)
+    sync_route = Enum(
+        ["handoff", "proxy"],
+        default_value="handoff",
+        help="How a browser's document connection reaches its sidecar once authorized: "
+        "'handoff' passes the connection itself to the sidecar (Linux; the server leaves the "
+        "path), 'proxy' relays every message through this server. Where this server "
+        "terminates TLS, or a sidecar takes no handovers, it proxies.",
     ).tag(config=True)
     prestart_fork_server = Bool(
         True,
@@ -80,6 +88,7 @@ def load(serverapp: Any) -> None:
         web_app, url_path_join(base, "/api/kernels/x/execute"), ExecuteHandler)
     rooms = RoomManager(serverapp, config.kernel_name)
     web_app.settings["kernel_collab_rooms"] = rooms
+    web_app.settings["kernel_collab_sync_route"] = config.sync_route
     hostpatches.pass_notebook_paths(serverapp.session_manager, serverapp.root_dir, NOTEBOOK_ENV)
     hostpatches.forget_failed_kernel_starts(serverapp.kernel_manager)
     hostpatches.guard_stock_kernel_actions(

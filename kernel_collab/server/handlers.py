@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import anyio
 from jupyter_core.utils import ensure_async
@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..protocol import CLOSE_TRY_AGAIN
 from ..provisioner.sidecars import SidecarError, SidecarHandle, admin_headers
+from . import handoff
 from .history import summarise
 from .rooms import RoomManager, ask_as, identity_headers, identity_of
 
@@ -308,7 +309,8 @@ class ExecuteHandler(_Base):
 
 
 class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
-    """The y-websocket endpoint, proxied to the document's sidecar."""
+    """The y-websocket endpoint: the browser's connection is handed to the document's sidecar
+    (``handoff``), or relayed to it (``proxy``, and where this server terminates TLS)."""
 
     auth_resource = "contents"
     upstream: ClientConnection | None = None
@@ -330,13 +332,24 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if client:  # a script of this person's, named by itself (as the sidecar's ?name=)
             identity["client_name"] = client[:MAX_CLIENT_NAME]
         epoch = self.get_argument("epoch", None)
-        url = f"{handle.url}?{urlencode({'epoch': epoch})}" if epoch else handle.url
+        query = f"?{urlencode({'epoch': epoch})}" if epoch else ""
+        # The admin token goes in a header, never in the URL: an error or a log line that
+        # names the URL cannot carry it. No Origin header: the sidecar refuses those.
+        headers = {**identity_headers(identity), **admin_headers(handle)}
+        if self.settings.get("kernel_collab_sync_route") == "handoff" and handoff.possible(
+            self, handle
+        ):
+            refused = handoff.refusal(self)
+            if refused is not None:
+                raise web.HTTPError(*refused)
+            sidecar = urlsplit(handle.url)
+            request = handoff.handshake(self, sidecar.path + query, sidecar.netloc, headers)
+            if await handoff.hand_over(self, handle, request):
+                return
         try:
-            # The admin token goes in a header, never in the URL: an error or a log line that
-            # names the URL cannot carry it. No Origin header: the sidecar refuses those.
             self.upstream = await ws_connect(
-                url,
-                additional_headers={**identity_headers(identity), **admin_headers(handle)},
+                handle.url + query,
+                additional_headers=headers,
                 max_size=None,
                 compression=None,
             )

@@ -60,6 +60,11 @@ class SidecarApp(Application):
     watch_stdin = Bool(
         False, help="Save and exit when stdin closes (set by the provisioner: server death)."
     ).tag(config=True)
+    handoff_socket = Unicode(
+        "",
+        help="Name of the Linux abstract Unix socket on which the Jupyter server hands over "
+        "the browser connections it has authenticated (set by the provisioner; empty: none).",
+    ).tag(config=True)
     max_message_size = Int(
         256 * 1024 * 1024, help="Largest WebSocket message accepted from a peer, in bytes."
     ).tag(config=True)
@@ -68,6 +73,7 @@ class SidecarApp(Application):
         "root": "SidecarApp.root",
         "port": "SidecarApp.port",
         "token": "SidecarApp.token",
+        "handoff-socket": "SidecarApp.handoff_socket",
         "store": "SidecarApp.store_path",
         "synchronous": "DocumentStore.synchronous",
         "save-delay": "DiskSync.save_delay",
@@ -165,6 +171,7 @@ class SidecarApp(Application):
                     token=self.token,
                     admin_token=os.environ.get(ADMIN_TOKEN_ENV, ""),
                     port=self.port,
+                    handoff=self.handoff_socket,
                     max_message_size=self.max_message_size,
                     watch_stdin_eof=self.watch_stdin,
                     log=self.log,

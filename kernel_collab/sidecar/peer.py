@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -31,8 +32,13 @@ class Peer:
         identity: dict[str, Any] | None = None,
         admin: bool = False,
         log: logging.Logger,
+        write_now: Callable[[bytes], bool] | None = None,
     ):
         self.transport = transport
+        self._write_now = write_now
+        """Writes a message at once if the transport can take it without waiting (True), so
+        an idle peer's message skips the queue and its sender task."""
+        self._sending = False
         self.name = name
         self.identity = identity or {}
         self.admin = admin
@@ -88,6 +94,13 @@ class Peer:
         """Queue a message; disconnect the peer if it has fallen too far behind."""
         if self.closed:
             return
+        if (
+            self._write_now is not None
+            and not self._sending
+            and self._send.statistics().current_buffer_used == 0
+            and self._write_now(message)
+        ):
+            return  # nothing queued or being sent before it: order is kept
         try:
             self._send.send_nowait(message)
         except anyio.WouldBlock:
@@ -110,6 +123,10 @@ class Peer:
             async for message in self._recv:
                 if self.closed and self._close_code != 1000:
                     break  # an error close does not wait for the backlog
-                await self.transport.send(message)
+                self._sending = True
+                try:
+                    await self.transport.send(message)
+                finally:
+                    self._sending = False
                 del message  # a joining peer's sync reply is the whole document: not kept
         await self.transport.close(self._close_code, self.close_reason[:120])

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from http import HTTPStatus
 from itertools import count
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import anyio
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from .. import protocol
 from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_STALE_EPOCH, CLOSE_TOO_BIG, IDENTITY_HEADER
@@ -55,6 +59,24 @@ def _query(request: Request) -> dict[str, list[str]]:
 
 def _matches(given: str | None, token: str) -> bool:
     return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+CONNECTION_OPTIONS: dict[str, Any] = {"max_queue": 64, "ping_interval": None}
+"""Of every peer connection, direct or handed over (``compression`` stays off: Y updates are
+small and binary, and the server's proxy never compressed)."""
+
+
+class _HandedOver(ServerConnection):
+    """A connection whose handshake request was read by the Jupyter server: it is fed to the
+    protocol as the connection is made, before any byte is read from the socket."""
+
+    def __init__(self, request: bytes, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request = request
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.data_received(self._request)
 
 
 class SyncServer:
@@ -112,12 +134,17 @@ class SyncServer:
             port,
             process_request=self._check_token,
             max_size=self._max_message_size,
-            max_queue=64,
             compression=None,
-            ping_interval=None,
+            **CONNECTION_OPTIONS,
         )
         self.port = server.sockets[0].getsockname()[1]
         return server
+
+    def handed_over(self, server: Server, request: bytes) -> ServerConnection:
+        """A connection of ``server`` for a socket the Jupyter server handed over with the
+        handshake ``request``: checked and served as if it had connected here."""
+        protocol = ServerProtocol(max_size=self._max_message_size)
+        return _HandedOver(request, protocol, server, **CONNECTION_OPTIONS)
 
     async def _handle(self, connection: ServerConnection) -> None:
         request = connection.request
@@ -133,6 +160,7 @@ class SyncServer:
             identity=identity,
             admin=admin,
             log=self._log,
+            write_now=partial(_write_now, connection),
         )
         epoch = _query(request).get("epoch", [None])[0]
         current = self.room.status.get("epoch")
@@ -190,6 +218,28 @@ def _identity(request: Request, trusted: bool) -> dict[str, Any]:
     name = _query(request).get("name", ["Anonymous"])[0][:64]
     return {"username": "anonymous", "name": name, "display_name": name, "anonymous": True,
             "permissions": {"write": True, "execute": True}}  # fmt: skip
+
+
+WRITE_NOW_LIMIT = 64 * 1024
+"""Bytes a connection's socket buffer may hold for a message to be written at once (past it,
+the peer's sender waits for the socket to drain)."""
+
+
+def _write_now(connection: ServerConnection, message: bytes) -> bool:
+    """Write ``message`` to ``connection`` now if it is open and keeping up (True); False leaves
+    it to the peer's queue. The frame goes out as ``websockets.broadcast`` writes it."""
+    transport = connection.transport
+    if (
+        connection.protocol.state is not State.OPEN
+        or connection.send_in_progress is not None
+        or transport.get_write_buffer_size() > WRITE_NOW_LIMIT
+    ):
+        return False
+    try:
+        broadcast([connection], message, raise_exceptions=True)
+    except ExceptionGroup:
+        return False  # the connection broke: the queue's sender finds it closed
+    return True
 
 
 async def _ignore_closed(fn: Callable[[], Awaitable[None]]) -> None:

@@ -22,6 +22,7 @@ from .control import KernelControl, watch_stdin
 from .disk import DiskSync
 from .docstore import DocumentStore
 from .execution_queue import ExecutionQueue
+from .handoff import take_handoffs
 from .history import HistoryService
 from .inbound import Inbound
 from .kernel_link import KernelLink
@@ -124,6 +125,7 @@ async def serve(
     token: str,
     admin_token: str,
     port: int,
+    handoff: str,
     max_message_size: int,
     watch_stdin_eof: bool,
     log: logging.Logger,
@@ -150,6 +152,8 @@ async def serve(
             await tg.start(parts.queue.run)
             await tg.start(stdin.run)
             ws_server = await server.start(port)
+            if handoff:
+                await tg.start(take_handoffs, handoff, server, ws_server, log)
             tg.start_soon(_stop_on_signal, tg.cancel_scope, log)
             tg.start_soon(keep_releasing_freed_memory, _activity(room))
             tg.start_soon(room.loop_lag.run, lambda: bool(room.peers) and room.busy())

@@ -231,15 +231,15 @@ class KernelSetup:
 
 
 @contextlib.asynccontextmanager
-async def collab_server(base: Path,
-                        env: dict[str, str] | None = None) -> AsyncIterator[JupyterServer]:
+async def collab_server(base: Path, env: dict[str, str] | None = None,
+                        args: tuple[str, ...] = ()) -> AsyncIterator[JupyterServer]:
     """``tests.jupyter_server_process.running_server`` (kernel_collab's extension enabled) on a
-    fresh root under ``base`` (``env`` added to its environment); its blocking start and stop
-    run in a worker thread."""
+    fresh root under ``base`` (``env`` added to its environment, ``args`` to its command line);
+    its blocking start and stop run in a worker thread."""
     root, runtime = base / "root", base / "runtime"
     root.mkdir(parents=True)
     runtime.mkdir(parents=True)
-    cm: AbstractContextManager[JupyterServer] = running_server(root, runtime, env=env)
+    cm: AbstractContextManager[JupyterServer] = running_server(root, runtime, *args, env=env)
     server = await anyio.to_thread.run_sync(cm.__enter__)
     try:
         yield server

@@ -106,6 +106,13 @@ def _fail(server: JupyterServer, what: str, exc: BaseException | None = None) ->
     return KernelBenchError(f"{what}{detail}\n  server log (last lines):\n{tail}")
 
 
+async def sync_url(server: JupyterServer, rel: str) -> str:
+    """Open the room of ``rel`` and return its browser-facing WebSocket URL, with the token."""
+    model = await open_room(server, rel)
+    ws_base = server.url.replace("http://", "ws://", 1)
+    return f"{ws_base}/api/kernel-collab/sync/{model['document_id']}?token={quote(server.token)}"
+
+
 async def open_room(server: JupyterServer, rel: str) -> dict[str, Any]:
     """``PUT /api/kernel-collab/rooms/{path}``: the room's model (``document_id``, …)."""
     async with server.client() as http:
@@ -139,38 +146,45 @@ async def proxy_workload(system: System, ctx: Context, rec: Recorder) -> None:
         return
 
     runs = [f"tick{r}" for r in range(plan.ticker_runs)]
-    async with collab_server(ctx.scratch / "proxy" / secrets.token_hex(3)) as server:
+    base = ctx.scratch / "proxy" / secrets.token_hex(3)
+    async with (
+        collab_server(base / "handoff") as server,
+        collab_server(base / "relay", args=("--KernelCollabServer.sync_route=proxy",)) as relay,
+    ):
         nb = server.root / "nbproxy.ipynb"
         write_proxy_notebook(ctx, nb, runs)
-        model = await open_room(server, nb.name)
-        ws_base = server.url.replace("http://", "ws://", 1)
-        via = f"{ws_base}/api/kernel-collab/sync/{model['document_id']}?token={quote(server.token)}"
+        write_proxy_notebook(ctx, relay.root / nb.name, [])
+        via = await sync_url(server, nb.name)
         try:
             record = server.sidecar(nb)
         except AssertionError as exc:
             raise _fail(server, f"no sidecar runtime record for {nb.name}") from exc
-        direct = f"{record['url']}?token={quote(record['token'])}"
         now = time.perf_counter()
         paths = {
             "proxy": FixedRoom(name="proxy", root=server.root, spawned_at=now, url=via),
-            "direct": FixedRoom(name="direct", root=server.root, spawned_at=now, url=direct),
-        }
-        async with join(via, "opener") as opener:  # the kernel up before any timing
-            await wait_for(opener, kernel_idle(opener), f"{nb.name}: kernel idle")
-            await run_and_wait(opener, "warm", f"{nb.name}: warm-up cell")
+            "relay": FixedRoom(name="relay", root=relay.root, spawned_at=now,
+                               url=await sync_url(relay, nb.name)),
+            "direct": FixedRoom(name="direct", root=server.root, spawned_at=now,
+                                url=f"{record['url']}?token={quote(record['token'])}"),
+        }  # fmt: skip
+        for room in paths.values():  # the kernel up before any timing
+            async with join(room.url, "opener") as opener:
+                await wait_for(opener, kernel_idle(opener), f"{nb.name}: kernel idle")
+                await run_and_wait(opener, "warm", f"{nb.name}: warm-up cell")
         for r in range(ROUNDS):
-            for key in ("proxy", "direct") if r % 2 == 0 else ("direct", "proxy"):
+            for key in ("proxy", "relay", "direct")[:: 1 if r % 2 == 0 else -1]:
                 await _latency_phase(paths[key], nb, 10, edits, plan.proxy_warmup, key, rec)
         for receivers in EXTRA_RECEIVERS if plan.mode == "full" else ():
             await _latency_phase(paths["proxy"], nb, receivers, edits, plan.proxy_warmup,
                                  f"proxy{receivers}", rec)  # fmt: skip
-        for what in ("each", "slowest"):
-            a = summarize(rec.samples[f"latency.proxy.{what}"])
-            b = summarize(rec.samples[f"latency.direct.{what}"])
-            rec.given[f"latency.overhead.{what}"] = {
-                "n": a["n"], "median": a["median"] / b["median"], "p99": a["p99"] / b["p99"],
-                "p99_is_max": a["p99_is_max"] or b["p99_is_max"],
-            }
+        for route, row in (("proxy", "overhead"), ("relay", "relayoverhead")):
+            for what in ("each", "slowest"):
+                a = summarize(rec.samples[f"latency.{route}.{what}"])
+                b = summarize(rec.samples[f"latency.direct.{what}"])
+                rec.given[f"latency.{row}.{what}"] = {
+                    "n": a["n"], "median": a["median"] / b["median"],
+                    "p99": a["p99"] / b["p99"], "p99_is_max": a["p99_is_max"] or b["p99_is_max"],
+                }
         await anyio.sleep(1.2)  # autosave of the edits, before the file is watched
         async with join(via, "runner") as runner:
             for run in runs:
