@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="fewer samples, no browser and no many-rooms workload (about 4 min on 2 "
+                   help="fewer samples, no browser and no many-rooms workload (under 3 min on 2 "
                    "cores)")
     p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv",
                    help="venv with jupyter-collaboration (made by run.sh)")

@@ -694,11 +694,19 @@ async def client_round_trips(setup: KernelSetup, rel: str, samples: int) -> list
 
 
 async def floor_round_trips(client: AsyncKernelClient, samples: int) -> list[float]:
-    """The plain client: ``execute_request`` → its reply, for the same trivial cell."""
+    """The plain client: ``execute_request`` → its reply and the kernel's ``idle`` after it
+    (only then are a cell's outputs all in, what the Python client's ``wait()`` returns on),
+    for the same trivial cell."""
     times = []
     for _ in range(samples):
         t = time.perf_counter()
-        await client.execute("x = 1", reply=True, timeout=TIMEOUT)
+        reply = await client.execute("x = 1", reply=True, timeout=TIMEOUT)
+        parent = reply["parent_header"]["msg_id"]
+        while True:
+            msg = await client.get_iopub_msg(timeout=TIMEOUT)
+            if (msg["parent_header"].get("msg_id") == parent and msg["msg_type"] == "status"
+                    and msg["content"].get("execution_state") == "idle"):  # fmt: skip
+                break
         times.append(time.perf_counter() - t)
     return times[STAMP_WARMUP:]
 
