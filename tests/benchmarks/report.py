@@ -173,6 +173,16 @@ def _measures() -> list[Measure]:
         Measure("burst.throughput", "burst{n}: edits/s until all peers have them", "edits/s",
                 1.0, (Goal("ratio", ">=", 5.0, ISSUES),)),
         Measure("burst.send", "burst{n}: edits/s leaving the writer", "edits/s", 1.0),
+        Measure("burst.keepup", "burst{n}: edits/s to all peers / edits/s sent", "x", 1.0,
+                (Goal("ours", ">=", 0.95, ISSUES),)),
+        Measure("burst.floor.keepup", "burst{n}: to all peers / sent, bare relay (floor)▹", "x",
+                1.0, vs="none", na="the floor runs once, with ours"),
+        Measure("burst.floor.throughput", "burst{n}: edits/s to all peers, bare relay (floor)▹",
+                "edits/s", 1.0, vs="none", na="the floor runs once, with ours"),
+        Measure("burst4.throughput", "burst{n}, 4 writers at once: edits/s until all peers have "
+                "them", "edits/s", 1.0),
+        Measure("burst4.floor.throughput", "burst{n}, 4 writers: the same through the bare "
+                "relay (floor)▹", "edits/s", 1.0, vs="none", na="the floor runs once, with ours"),
         Measure("burst.ack", "burst{n}: first edit→last echo", "s", 1.0),
         Measure("burst.durable", "burst{n}: first edit→all in store", "s", 1.0),
         Measure("burst.durable_lag", "burst{n}: store behind the last echo by", "s", 1.0,

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import anyio
 
+from .bursts import burst_rate
 from .peers import Peer, PeerError, join
 from .systems import (
     Deployment,
@@ -596,6 +597,7 @@ async def burst(system: System, ctx: Context, rec: Recorder) -> None:
                 lag = durable - t_ack  # start of the first read that held them all
             rec.add("burst.throughput", plan.burst_edits / (t_all - t0))
             rec.add("burst.send", plan.burst_edits / (t_sent - t0))
+            rec.add("burst.keepup", (t_sent - t0) / (t_all - t0))
             rec.add("burst.ack", t_ack - t0)
             rec.add("burst.durable", durable - t0)
             rec.add("burst.durable_lag", lag)
@@ -633,6 +635,32 @@ async def burst(system: System, ctx: Context, rec: Recorder) -> None:
                 "store_reads_until_durable": reads,
             })
 
+
+    await _capacity(system, ctx, rec)
+
+
+CAPACITY_WRITERS = 4
+"""Writers sending at once in the capacity row."""
+
+
+async def _capacity(system: System, ctx: Context, rec: Recorder) -> None:
+    """Edits/s until every peer has every edit: ``CAPACITY_WRITERS`` writers at once (and, for
+    ours, one and four writers through the bare relay: what the same peers take at most)."""
+    plan = ctx.plan
+    root, nb = ctx.fresh_root(system, "100")
+    count = plan.burst_receivers + CAPACITY_WRITERS
+    async with system.launch(root, nb) as dep, peers(dep, nb, count) as g:
+        rate, _ = await burst_rate(g[:CAPACITY_WRITERS], g, plan.burst_edits, WAIT)
+        rec.add("burst4.throughput", rate)
+    if isinstance(system, Sidecar):
+        async with floor(root, nb) as bare:
+            async with peers(bare, nb, plan.burst_receivers + 1) as g:
+                rate, sent = await burst_rate(g[:1], g, plan.burst_edits, WAIT)
+                rec.add("burst.floor.throughput", rate)
+                rec.add("burst.floor.keepup", rate / sent)
+            async with peers(bare, nb, count) as g:
+                rate, _ = await burst_rate(g[:CAPACITY_WRITERS], g, plan.burst_edits, WAIT)
+                rec.add("burst4.floor.throughput", rate)
 
 # -- 5. save ---------------------------------------------------------------------------------
 
