@@ -150,6 +150,34 @@ async def test_a_file_written_by_another_tool_is_left_as_it_is_until_someone_edi
             await wait_for_file(nb, lambda: _cells_on_disk(nb) == ["x = 2"])
 
 
+async def test_each_save_writes_exactly_what_jupyter_would(tmp_path: Path) -> None:
+    """Saves render only the cells that changed since the last one: after edits, a new cell,
+    a deleted one and a moved one, the file is still byte for byte nbformat's."""
+    nb = write_notebook(tmp_path / "nb.ipynb", [f"x = {n}" for n in range(6)])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            steps: list[Callable[[], object]] = [
+                lambda: peer.notebook.set_cell(2, source="x = 'two' ✓"),
+                lambda: peer.notebook.append_cell({"cell_type": "markdown", "id": "new",
+                                                   "metadata": {}, "source": "# new\n"}),
+                lambda: peer.notebook.ycells.pop(0),
+                lambda: _move(peer, 0, 3),
+                lambda: peer.notebook.set_cell(1, source="y = [\n 1,\n]"),
+            ]  # fmt: skip
+            for step in steps:
+                step()
+                expected = notebook_file.serialize(peer.notebook.get())
+                await wait_for_file(nb, lambda expected=expected: nb.read_bytes() == expected)
+
+
+def _move(peer: NotebookPeer, source: int, target: int) -> None:
+    """Move a cell as JupyterLab does: its copy inserted, the original deleted (one update)."""
+    with peer.doc.transaction():
+        cell = peer.notebook.ycells[source].to_py()
+        del peer.notebook.ycells[source]
+        peer.notebook.ycells.insert(target, peer.notebook.create_ycell(cell))
+
+
 def p_hash(path: Path) -> str:
     """The content hash the sidecar publishes for a file."""
     return notebook_file.content_hash(path.read_bytes())
