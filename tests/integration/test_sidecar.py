@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,18 @@ async def test_a_file_written_by_another_tool_is_left_as_it_is_until_someone_edi
             await wait_for_file(nb, lambda: _cells_on_disk(nb) == ["x = 2"])
 
 
+def _holds(path: Path, data: bytes) -> bool:
+    return path.read_bytes() == data
+
+
+def _move(peer: NotebookPeer, source: int, target: int) -> None:
+    """Move a cell as JupyterLab does: its copy inserted, the original deleted (one update)."""
+    with peer.doc.transaction():
+        cell = peer.notebook.ycells[source].to_py()
+        del peer.notebook.ycells[source]
+        peer.notebook.ycells.insert(target, peer.notebook.create_ycell(cell))
+
+
 async def test_each_save_writes_exactly_what_jupyter_would(tmp_path: Path) -> None:
     """Saves render only the cells that changed since the last one: after edits, a new cell,
     a deleted one and a moved one, the file is still byte for byte nbformat's."""
@@ -167,15 +180,7 @@ async def test_each_save_writes_exactly_what_jupyter_would(tmp_path: Path) -> No
             for step in steps:
                 step()
                 expected = notebook_file.serialize(peer.notebook.get())
-                await wait_for_file(nb, lambda expected=expected: nb.read_bytes() == expected)
-
-
-def _move(peer: NotebookPeer, source: int, target: int) -> None:
-    """Move a cell as JupyterLab does: its copy inserted, the original deleted (one update)."""
-    with peer.doc.transaction():
-        cell = peer.notebook.ycells[source].to_py()
-        del peer.notebook.ycells[source]
-        peer.notebook.ycells.insert(target, peer.notebook.create_ycell(cell))
+                await wait_for_file(nb, partial(_holds, nb, expected))
 
 
 def p_hash(path: Path) -> str:
