@@ -28,13 +28,13 @@ from traitlets.config import LoggingConfigurable
 from ..notebook_core import files as nbfile
 from ..notebook_core.apply import apply_notebook
 from ..notebook_core.merge import changed_outputs, mark_file_run_records, three_way_merge
-from ..notebook_core.saved_form import SavedForm
 from ..store.blobs import pack
 from . import trust
 from .file_watch import watch_file
 from .peer import Peer
 from .requests import RequestError
 from .room import Room
+from .save_source import SaveSource
 
 DISK_AUTHOR = {"kind": "disk", "name": "outside edit (file)"}
 """Who made the changes merged from the file on disk, in the notebook's history."""
@@ -87,11 +87,9 @@ class DiskSync(LoggingConfigurable):
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
         self._watch_scope: anyio.CancelScope | None = None
-        self._form = SavedForm()
-        self._changed_cells: set[str] | None = None
-        """Ids of the cells changed since the last save's render (``None``: any may have)."""
+        self._source = SaveSource(room.notebook)
         nb = room.notebook
-        nb.ycells.observe_deep(self._on_cells_change)
+        nb.ycells.observe_deep(self._on_content_change)
         nb.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
 
     # -- state -------------------------------------------------------------------------------
@@ -132,39 +130,6 @@ class DiskSync(LoggingConfigurable):
 
     def _on_content_change(self, _events: object) -> None:
         self._changed.set()  # no writes here: observers run inside the transaction
-
-    def _on_cells_change(self, events: list[Any]) -> None:
-        self._changed.set()
-        changed = self._changed_cells
-        if changed is None:
-            return
-        ycells = self.room.notebook.ycells
-        for event in events:
-            path = event.path
-            if not path:  # the list itself: the cells it gained are new to the saved form
-                cells = [c for d in event.delta for c in d.get("insert", ())]
-            elif isinstance(path[0], int) and path[0] < len(ycells):
-                cells = [ycells[path[0]]]
-            else:
-                cells = [None]
-            ids = [cell.get("id") if isinstance(cell, Map) else None for cell in cells]
-            known = [cid for cid in ids if isinstance(cid, str)]
-            if len(known) != len(ids):
-                self._changed_cells = None  # cannot tell which: the next save renders all
-                return
-            changed.update(known)
-
-    def _take_changed_cells(self) -> set[str] | None:
-        changed, self._changed_cells = self._changed_cells, set()
-        return changed
-
-    def _render(self, nb: dict[str, Any], changed: set[str] | None) -> bytes:
-        """The saved form of ``nb`` (in a worker thread), rendering only ``changed`` cells."""
-        try:
-            return self._form.render(nb, changed)
-        except BaseException:
-            self._form.forget()
-            raise
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -251,8 +216,8 @@ class DiskSync(LoggingConfigurable):
             return None
         await self._doc_hash_known.wait()
         started = time.monotonic()
-        nb = self.room.notebook.get()
-        data = await anyio.to_thread.run_sync(self._render, nb, self._take_changed_cells())
+        nb, unrendered = self._source.snapshot()
+        data = await anyio.to_thread.run_sync(self._source.render, nb, unrendered)
         new_hash = nbfile.content_hash(data)
         if self.paused is None and new_hash in (self.doc_hash, self.disk_hash):
             self.doc_hash = new_hash
@@ -265,8 +230,8 @@ class DiskSync(LoggingConfigurable):
             await self._merge_from_disk_locked()
             if self.paused is not None:
                 return None
-            nb = self.room.notebook.get()
-            data = await anyio.to_thread.run_sync(self._render, nb, self._take_changed_cells())
+            nb, unrendered = self._source.snapshot()
+            data = await anyio.to_thread.run_sync(self._source.render, nb, unrendered)
             new_hash = nbfile.content_hash(data)
         try:
             await anyio.to_thread.run_sync(nbfile.write_atomic, self.path, data)
