@@ -38,7 +38,9 @@ class Peer:
         self._write_now = write_now
         """Writes a message at once if the transport can take it without waiting (True), so
         an idle peer's message skips the queue and its sender task."""
-        self._sending = False
+        self._unsent = 0
+        """Messages given to the queue and not yet written (one handed straight to a waiting
+        sender counts: the queue's own statistics do not show it)."""
         self.name = name
         self.identity = identity or {}
         self.admin = admin
@@ -94,15 +96,11 @@ class Peer:
         """Queue a message; disconnect the peer if it has fallen too far behind."""
         if self.closed:
             return
-        if (
-            self._write_now is not None
-            and not self._sending
-            and self._send.statistics().current_buffer_used == 0
-            and self._write_now(message)
-        ):
+        if self._write_now is not None and not self._unsent and self._write_now(message):
             return  # nothing queued or being sent before it: order is kept
         try:
             self._send.send_nowait(message)
+            self._unsent += 1
         except anyio.WouldBlock:
             self.close(CLOSE_TRY_AGAIN, "peer fell behind: send queue full, reconnect to resync")
 
@@ -123,10 +121,9 @@ class Peer:
             async for message in self._recv:
                 if self.closed and self._close_code != 1000:
                     break  # an error close does not wait for the backlog
-                self._sending = True
                 try:
                     await self.transport.send(message)
                 finally:
-                    self._sending = False
+                    self._unsent -= 1
                 del message  # a joining peer's sync reply is the whole document: not kept
         await self.transport.close(self._close_code, self.close_reason[:120])

@@ -215,7 +215,7 @@ async def shutdown(room: Room, disk: DiskSync, store: DocumentStore, log: loggin
     """Commit what is pending, save the file, tell peers to reconnect, close the store."""
     try:
         await room.flush()
-        await disk.save()
+        await disk.save(final=True)
     except Exception:
         log.exception("final save of %s failed; the store keeps the document", disk.path)
     for peer in list(room.peers):

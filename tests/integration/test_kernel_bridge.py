@@ -11,7 +11,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from tests.files import wait_for_file, write_notebook
 from tests.jupyter_server_process import JupyterServer, running_server
-from tests.kernel_helpers import ask, cell_outputs, stream_text
+from tests.kernel_helpers import ask, cell_outputs, kernel_status, stream_text
 from tests.peers import NotebookPeer
 
 pytestmark = pytest.mark.anyio
@@ -119,6 +119,10 @@ async def test_a_plain_kernel_client_naming_a_cell_gets_its_outputs_written(
     client.start_channels()
     try:
         async with NotebookPeer.connect(sidecar["url"], sidecar["token"]) as peer:
+            # The room shows the kernel idle once the sidecar's iopub subscription delivers
+            # (ZMQ drops what is published before a subscriber joins): runs before that are
+            # no one's to record, as in stock Jupyter.
+            await peer.wait_until(lambda p: kernel_status(p) == "idle")
             # A console execution (no cell id) must not write into any cell; it runs first,
             # so its output has come and gone by the time the cell's output is in.
             client.execute("print('console only')")
