@@ -35,6 +35,9 @@ KERNEL_AUTHOR = {"kind": "kernel", "name": "kernel"}
 """Who writes outputs, in the notebook's history."""
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 DIGEST_HISTORY_SIZE = 4096
+STDIN_WAIT = 2.0
+"""Longest wait for the stdin channel's connection to show before runs start anyway (it had
+connected before the watch began, or is very slow)."""
 """Signatures of the kernel's messages remembered to refuse a replayed one (jupyter_client's
 65,536 are about 9 MiB of small strings, once an hour of a cell printing 20 lines a second)."""
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
@@ -87,8 +90,11 @@ class KernelBridge(LoggingConfigurable):
         self.runs: dict[str, Run] = {}
         self.iopub_ready = False
         """Whether iopub delivers yet (a ZMQ subscription joins late; until then nothing runs)."""
+        self.stdin_ready = False
+        """Whether the kernel's stdin socket has our connection: it drops an ``input_request``
+        to a client not yet connected, and ``input()`` would wait forever."""
         self.ready: Listeners[None] = Listeners()
-        """Told each time an attached kernel's iopub starts delivering (runs can start)."""
+        """Told each time an attached kernel's iopub and stdin deliver (runs can start)."""
         self.widgets = OutputWidgets()
         self.link: KernelLink | None = None
         """Serves the kernel's replica (set by the service)."""
@@ -110,7 +116,7 @@ class KernelBridge(LoggingConfigurable):
     @property
     def attached(self) -> bool:
         """Whether a kernel is connected and its iopub delivers."""
-        return self.client is not None and self.iopub_ready
+        return self.client is not None and self.iopub_ready and self.stdin_ready
 
     def set_kernel_status(self, status: str) -> None:
         """Publish the kernel's status (starting, idle, busy, restarting, dead, none)."""
@@ -136,7 +142,7 @@ class KernelBridge(LoggingConfigurable):
         )
         client.start_channels(iopub=False, hb=False, stdin=True)
         self.client = client
-        self.iopub_ready = False
+        self.iopub_ready = self.stdin_ready = False
         self.kernel_id = kernel_id
         self.room.set_status("kernel_id", kernel_id)
         self.set_kernel_status("starting")
@@ -176,6 +182,7 @@ class KernelBridge(LoggingConfigurable):
                 assert client is not None
                 try:
                     async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._await_stdin, client)
                         tg.start_soon(self._read_iopub, client)
                         tg.start_soon(self._read_shell, client)
                         if self.link is not None:
@@ -189,6 +196,28 @@ class KernelBridge(LoggingConfigurable):
                 self.client.stop_channels()
             if self._context is not None:
                 self._context.destroy(linger=0)
+
+    async def _await_stdin(self, client: AsyncKernelClient) -> None:
+        """``stdin_ready`` once the stdin socket's handshake with the kernel shows (or after
+        ``STDIN_WAIT`` s: it had shown before this watch began, or is very slow)."""
+        import zmq
+
+        socket = client.stdin_channel.socket
+        monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            with anyio.move_on_after(STDIN_WAIT):
+                await monitor.recv_multipart()
+        finally:
+            socket.disable_monitor()
+            monitor.close(linger=0)
+        self.stdin_ready = True
+        self._announce_ready()
+
+    def _announce_ready(self) -> None:
+        if self.iopub_ready and self.stdin_ready:
+            if not self.runs:
+                self.set_kernel_status("idle")
+            self.ready.emit(None)
 
     # -- execution ---------------------------------------------------------------------------
 
@@ -370,9 +399,7 @@ class KernelBridge(LoggingConfigurable):
         run = self.runs.get(parent_id)
         if not self.iopub_ready:
             self.iopub_ready = True
-            if not self.runs:
-                self.set_kernel_status("idle")
-            self.ready.emit(None)
+            self._announce_ready()
         if run is not None and run.timing is not None and msg_type in ("status", "execute_input"):
             label = f"status.{content.get('execution_state')}" if msg_type == "status" else msg_type
             run.timing[f"iopub.{label}"] = _iso(msg.get("header", {}).get("date"))

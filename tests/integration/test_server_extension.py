@@ -271,7 +271,7 @@ async def test_jupyter_collaboration_cannot_open_a_second_room_on_our_notebook(
     assert refused_ws.value.response.status_code == 409
 
 
-async def test_a_killed_sidecar_tells_browsers_to_reconnect_and_comes_back(
+async def test_a_killed_sidecar_drops_browsers_who_reconnect_and_comes_back(
     server: JupyterServer,
 ) -> None:
     nb = write_notebook(server.root / "nb.ipynb", ["x = 1"])
@@ -289,8 +289,10 @@ async def test_a_killed_sidecar_tells_browsers_to_reconnect_and_comes_back(
         with pytest.raises(ConnectionError) as gone:
             await peer.wait_until(lambda p: False)
         closed = gone.value.__cause__
-        assert isinstance(closed, ConnectionClosed) and closed.rcvd is not None
-        assert closed.rcvd.code == 1013  # "try again later": reconnect
+        # Handed over, the connection was the sidecar's own: it drops without a close frame
+        # (1006; the proxy route says 1013). Browsers reconnect on any close but 4403/4409.
+        assert isinstance(closed, ConnectionClosed)
+        assert closed.rcvd is None or closed.rcvd.code == 1013
     # The server's supervisor starts a new sidecar from the store; the kernel lives on.
     def restarted() -> bool:
         return any(r["pid"] != old["pid"] for r in server.sidecars())
