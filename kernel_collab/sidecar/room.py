@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskStatus
 from jupyter_ydoc import YNotebook
 from pycrdt import Map, TransactionEvent, create_sync_message, create_update_message, merge_updates
-from traitlets import Int
+from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
 from .. import protocol
@@ -47,6 +47,13 @@ class Room(LoggingConfigurable):
         help="Messages queued for one peer before it is disconnected as too slow "
         "(it resyncs on reconnect).",
     ).tag(config=True)
+    settle_after = Float(
+        1.0, help="Seconds without a commit after which a compacted store is settled (its "
+        "free pages given back, its WAL truncated: an fsync kept off the way of edits)."
+    ).tag(config=True)
+    settle_max_delay = Float(
+        60.0, help="Longest a compacted store waits to be settled while commits keep coming."
+    ).tag(config=True)
 
     def __init__(self, notebook: YNotebook, store: DocumentStore, **kwargs: Any):
         super().__init__(**kwargs)
@@ -69,6 +76,7 @@ class Room(LoggingConfigurable):
         self._applied_seq = 0
         self._committed_seq = 0
         self._has_pending = anyio.Event()
+        self._compacted = anyio.Event()
         self._committed = anyio.Event()
         self._unstored: list[bytes] = []
         self.loop_lag = LoopLag(self.log, lambda: str(notebook.ystate.get("path")))
@@ -150,12 +158,34 @@ class Room(LoggingConfigurable):
         self._has_pending.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit and relay changes until cancelled."""
-        task_status.started()
+        """Commit and relay changes until cancelled; settle the store once quiet."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._settle_when_quiet)
+            task_status.started()
+            while True:
+                await self._has_pending.wait()
+                self._has_pending = anyio.Event()
+                await self._commit_and_relay()
+
+    async def _settle_when_quiet(self) -> None:
+        """After compactions, settle the store (free pages back, WAL truncated: an fsync) once
+        nothing was committed for ``settle_after`` s, or ``settle_max_delay`` s after the
+        first compaction left it unsettled while commits keep coming."""
         while True:
-            await self._has_pending.wait()
-            self._has_pending = anyio.Event()
-            await self._commit_and_relay()
+            await self._compacted.wait()
+            self._compacted = anyio.Event()
+            with anyio.move_on_after(self.settle_max_delay):
+                while True:
+                    with anyio.move_on_after(self.settle_after):
+                        await self._committed.wait()  # a commit: wait for quiet again
+                        continue
+                    break
+            if self.store.unsettled:
+                try:
+                    await self.store.settle()
+                except (sqlite3.Error, OSError) as exc:  # the store stays valid, only larger
+                    self.log.error("store %s: settling document %s failed: %s",
+                                   self.store.db_path, self.store.document_id, exc)  # fmt: skip
 
     async def flush(self) -> None:
         """Commit whatever is applied but not yet stored (used at shutdown)."""
@@ -204,6 +234,7 @@ class Room(LoggingConfigurable):
         if not self._unstored and self.store.wants_compaction():
             try:
                 await self.store.compact(self.doc.get_update())
+                self._compacted.set()
             except (sqlite3.Error, OSError) as exc:  # the rows stay valid: retried later
                 self.log.error("store %s: compaction of document %s failed (kept as it was): "
                                "%s", self.store.db_path, self.store.document_id, exc)  # fmt: skip

@@ -264,10 +264,12 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0])
 
-    def compact(self, document_id: str, snapshot: bytes, upto: int) -> list[str]:
+    def compact(self, document_id: str, snapshot: bytes, upto: int, *,
+                settle: bool = True) -> list[str]:  # fmt: skip
         """Replace the snapshot and drop updates up to id ``upto`` (all contained in it), keep
-        the document's history in its policy, then fold the WAL in. Returns what history's
-        maintenance did, for the log."""
+        the document's history in its policy, then (``settle``) give free pages back and fold
+        the WAL in (:meth:`checkpoint`). Returns what history's maintenance did, for the
+        log."""
         with self._transaction():
             blobs.execute(
                 self._db, f"UPDATE documents SET snapshot={blobs.BLOB}, updated=? WHERE"
@@ -278,7 +280,8 @@ class SQLiteStore:
                 "DELETE FROM updates WHERE document_id=? AND id<=?", (document_id, upto)
             )
         done = self.history.maintain(document_id)
-        self.checkpoint()
+        if settle:
+            self.checkpoint()
         return done
 
     def wal_bytes(self) -> int:
