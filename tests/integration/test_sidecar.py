@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -366,16 +367,20 @@ async def test_store_stays_within_twice_the_notebook_after_a_burst(tmp_path: Pat
             stats = await request(sidecar, {"type": "stats"})
             await wait_for_file(nb, lambda: len(_cells_on_disk(nb)[0]) > 10_000)
             await peer.wait_until(lambda p: p.notebook.ystate.get("dirty") is False)
-            # The database and its WAL (the -shm file is SQLite's fixed-size shared index).
-            store = sum(
-                (tmp_path / name).stat().st_size
-                for name in (".kernel_collab.db", ".kernel_collab.db-wal")
-                if (tmp_path / name).exists()
-            )
             notebook_size = nb.stat().st_size
-            history = (await request(sidecar, {"type": "stats"}))["history_bytes"]
-            # The live document's bound; history has its own budget (every version kept).
-            assert store - history <= 2 * notebook_size, (store, history, notebook_size)
+            history: int = (await request(sidecar, {"type": "stats"}))["history_bytes"]
+
+            def live() -> int:  # the database and its WAL (-shm: SQLite's fixed-size index)
+                return sum((tmp_path / name).stat().st_size for name in
+                           (".kernel_collab.db", ".kernel_collab.db-wal")
+                           if (tmp_path / name).exists()) - history  # fmt: skip
+
+            # The live document's bound, once the room is quiet (free pages given back, the
+            # WAL truncated: a second after the last commit); history has its own budget.
+            with contextlib.suppress(TimeoutError):
+                await wait_for_file(tmp_path / ".kernel_collab.db",
+                                    lambda: live() <= 2 * notebook_size, timeout=30)  # fmt: skip
+            assert live() <= 2 * notebook_size, (live(), history, notebook_size)
         assert stats["committed_updates"] >= 1
         assert stats["commits"] < 10_000, "every edit was its own commit: no group commit"
 
