@@ -65,8 +65,6 @@ class DocumentStore(LoggingConfigurable):
         """The newest version in the document's history."""
         self.compact_soon = False
         """Compact at the next commit, whatever the policy says (after a purge)."""
-        self.unsettled = False
-        """A compaction left free pages and WAL behind (:meth:`settle`)."""
         self._stored_state: bytes | None = None
         """The state vector of what the store holds, until the room's first commit: that
         commit carries the load too (the whole file, or the whole stored document), which is
@@ -134,7 +132,6 @@ class DocumentStore(LoggingConfigurable):
     async def settle(self) -> None:
         """Give the pages compactions freed back and truncate the WAL (an fsync: the room
         calls it once quiet, not on the way to its next commit)."""
-        self.unsettled = False
         await self._call(self.store.checkpoint)
 
     async def fold_wal(self) -> None:
@@ -155,7 +152,6 @@ class DocumentStore(LoggingConfigurable):
         done = await self._call(
             lambda: self.store.compact(self.document_id, snapshot, upto, settle=False)
         )
-        self.unsettled = True
         self.log.debug(
             "compacted document %s: %d updates (%d bytes) into a %d-byte snapshot",
             self.document_id,

@@ -180,12 +180,11 @@ class Room(LoggingConfigurable):
                         await self._committed.wait()  # a commit: wait for quiet again
                         continue
                     break
-            if self.store.unsettled:
-                try:
-                    await self.store.settle()
-                except (sqlite3.Error, OSError) as exc:  # the store stays valid, only larger
-                    self.log.error("store %s: settling document %s failed: %s",
-                                   self.store.db_path, self.store.document_id, exc)  # fmt: skip
+            try:
+                await self.store.settle()
+            except (sqlite3.Error, OSError) as exc:  # the store stays valid, only larger
+                self.log.error("store %s: settling document %s failed: %s",
+                               self.store.db_path, self.store.document_id, exc)  # fmt: skip
 
     async def flush(self) -> None:
         """Commit whatever is applied but not yet stored (used at shutdown)."""
