@@ -28,6 +28,7 @@ from traitlets.config import LoggingConfigurable
 from ..notebook_core import files as nbfile
 from ..notebook_core.apply import apply_notebook
 from ..notebook_core.merge import changed_outputs, mark_file_run_records, three_way_merge
+from ..store import HistoryError
 from ..store.blobs import pack
 from . import trust
 from .file_watch import watch_file
@@ -71,11 +72,9 @@ class DiskSync(LoggingConfigurable):
         """Hash of the bytes on disk as the sidecar last read or wrote them."""
         self.doc_hash: str | None = None
         """Hash of the document's serialisation when it last equalled the file."""
-        self._loaded: bytes | None = None
-        """The document as loaded from the file (a Y update) until ``doc_hash`` is computed
-        from it, in a thread once the room serves (``_hash_loaded``)."""
-        self._doc_hash_known = anyio.Event()
-        self._doc_hash_known.set()
+        self._loaded = False
+        """Loaded from the file, and the saved form's hash of what was loaded not known yet: a
+        save that needs it renders the store's first version (``_loaded_hash``)."""
         self._unrecorded_base: bytes | None = None
         """The base, compressed, while the store could not record it (else it is read back)."""
         self.paused: str | None = None
@@ -100,10 +99,10 @@ class DiskSync(LoggingConfigurable):
         self.disk_hash = nbfile.content_hash(data)
         self._unrecorded_base = None
         # Hashing the document as it would be saved takes jupyter_ydoc's get and nbformat's
-        # writer (~160 ms for 1,000 cells): not on the way to serving it (see run()).
+        # writer (~100 ms for 1,000 cells, holding the GIL): the first save that needs it
+        # does (most never do: a file nbformat wrote is its own saved form).
         self.doc_hash = None
-        self._loaded = self.room.doc.get_update()
-        self._doc_hash_known = anyio.Event()
+        self._loaded = True
         self._changed = anyio.Event()  # loading the file is no change to save
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.room.set_status("last_saved_hash", self.disk_hash)
@@ -136,21 +135,10 @@ class DiskSync(LoggingConfigurable):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Autosave and watch until cancelled."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._hash_loaded)
             if self.watch:
                 await tg.start(self._watch)
             tg.start_soon(self._autosave)
             task_status.started()
-
-    async def _hash_loaded(self) -> None:
-        """``doc_hash`` of the document loaded from the file, computed in a worker thread from
-        a copy of it (a save waits for it; a merge meanwhile makes it moot)."""
-        loaded, self._loaded = self._loaded, None
-        if loaded is not None:
-            digest = await anyio.to_thread.run_sync(_hash_of_state, loaded)
-            if not self._doc_hash_known.is_set():
-                self.doc_hash = digest
-        self._doc_hash_known.set()
 
     async def _autosave(self) -> None:
         while True:
@@ -215,11 +203,12 @@ class DiskSync(LoggingConfigurable):
     async def _save_locked(self, force: bool, final: bool = False) -> str | None:
         if self.paused is not None and not force:
             return None
-        await self._doc_hash_known.wait()
         started = time.monotonic()
         nb, unrendered = self._source.snapshot()
         data = await anyio.to_thread.run_sync(self._source.render, nb, unrendered)
         new_hash = nbfile.content_hash(data)
+        if self.paused is None and new_hash != self.disk_hash and self._loaded:
+            await self._loaded_hash()
         if self.paused is None and new_hash in (self.doc_hash, self.disk_hash):
             self.doc_hash = new_hash
             self._mark_clean()
@@ -298,6 +287,20 @@ class DiskSync(LoggingConfigurable):
         self.room.mark("save", f"saved by {peer.author['name']}")
         return {"ok": True, "hash": saved, "overwrote": overwrote}
 
+    async def _loaded_hash(self) -> None:
+        """``doc_hash`` of the document as loaded from the file (its saved form, which differs
+        from the file's bytes when another tool wrote it): the store's first version, rendered
+        in a worker thread (none if that version was purged: the save then writes)."""
+        self._loaded = False
+        try:
+            first = await self.room.store.snapshot(0)
+        except (HistoryError, sqlite3.Error, OSError) as exc:
+            self.log.info("%s: the document as loaded is gone from history (%s): saving it in "
+                          "nbformat's layout", self.path, exc)  # fmt: skip
+            return
+        if not first.outputs_dropped:
+            self.doc_hash = await anyio.to_thread.run_sync(_saved_hash_of, first.notebook)
+
     # -- outside changes ---------------------------------------------------------------------
 
     async def check_disk(self) -> None:
@@ -330,7 +333,12 @@ class DiskSync(LoggingConfigurable):
                 await anyio.sleep(self.parse_retry_delay)  # a writer may still be writing
                 continue
             self.merge(disk_nb, data, await self._base())
-            await self._record_base(data, nbfile.content_hash(data))
+            try:
+                await self._record_base(data, nbfile.content_hash(data))
+            except (sqlite3.Error, OSError) as exc:  # kept in memory: the next save retries
+                self.log.error("%s: merged, but its base could not be recorded in the store: %s",
+                               self.path, exc)  # fmt: skip
+                self.room.set_status("store_error", str(exc))
             return
 
     async def _record_base(self, data: bytes, data_hash: str) -> None:
@@ -380,7 +388,7 @@ class DiskSync(LoggingConfigurable):
             )
         self.disk_hash = nbfile.content_hash(data)
         self.doc_hash = _saved_hash(self.room.notebook) if merged == disk_nb else None
-        self._doc_hash_known.set()
+        self._loaded = False
         self._resume()
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.log.info("%s: merged outside change", self.path)
@@ -388,16 +396,14 @@ class DiskSync(LoggingConfigurable):
             self._changed.set()
 
 
-def _hash_of_state(update: bytes) -> str:
-    """The hash of a document's serialisation, from its state (this thread's own copy)."""
-    notebook = YNotebook()
-    notebook.ydoc.apply_update(update)
-    return _saved_hash(notebook)
-
-
 def _saved_hash(notebook: YNotebook) -> str:
     """The hash of a notebook's serialisation, as a save would write it."""
-    return nbfile.content_hash(nbfile.serialize(notebook.get()))
+    return _saved_hash_of(notebook.get())
+
+
+def _saved_hash_of(nb: dict[str, Any]) -> str:
+    """The hash of a notebook's serialisation (``nb`` as jupyter_ydoc's ``get`` returns it)."""
+    return nbfile.content_hash(nbfile.serialize(nb))
 
 
 def _hash_or_none(path: Path) -> str | None:

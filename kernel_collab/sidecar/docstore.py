@@ -18,6 +18,7 @@ from traitlets import Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from ..store import Commit, Snapshot, SQLiteStore, StoredDocument, Version
+from ..store.sqlite import new_document_id, new_epoch
 
 T = TypeVar("T")
 ROW_OVERHEAD = 48
@@ -69,8 +70,12 @@ class DocumentStore(LoggingConfigurable):
         """The state vector of what the store holds, until the room's first commit: that
         commit carries the load too (the whole file, or the whole stored document), which is
         stored already and is left out of it."""
+        self._creation: tuple[str, bytes, bytes | None, str | None] | None = None
+        """A document loaded from its file and served, not stored yet (``create_later``)."""
+        self._creating = anyio.Lock()
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        await self.created()
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     async def open(self) -> None:
@@ -86,9 +91,9 @@ class DocumentStore(LoggingConfigurable):
         return self._store
 
     async def close(self) -> None:
-        """Close the database."""
+        """Close the database (a document never stored stays in its file alone)."""
         if self._store is not None:
-            await self._call(self._store.close)
+            await anyio.to_thread.run_sync(self._store.close, limiter=self._limiter)
             self._store = None
 
     async def load(self, path: str) -> StoredDocument | None:
@@ -107,15 +112,41 @@ class DocumentStore(LoggingConfigurable):
         self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None
     ) -> tuple[str, str]:
         """Store a new document; return ``(document_id, epoch)``."""
-        document_id, epoch = await self._call(self.store.create, path, snapshot, base, base_hash)
-        self.document_id, self.epoch = document_id, epoch
+        self.create_later(path, snapshot, base, base_hash)
+        await self.created()
+        return self.document_id, self.epoch
+
+    def create_later(
+        self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None
+    ) -> None:
+        """Name a new document loaded from its file, to be stored by :meth:`created`, which
+        every other use of the store awaits first: the room serves it meanwhile (the file
+        holds that content; storing a large notebook takes a while)."""
+        self.document_id, self.epoch = new_document_id(), new_epoch()
         self.snapshot_bytes = len(snapshot)
         self._stored_state = get_state(snapshot)
-        return document_id, epoch
+        self._creation = (path, snapshot, base, base_hash)
+
+    async def created(self) -> None:
+        """Store the document :meth:`create_later` named, unless it is stored (the store's
+        error is raised, and the next use of the store tries again)."""
+        if self._creation is None:
+            return
+        async with self._creating:
+            creation = self._creation
+            if creation is None:
+                return
+            await anyio.to_thread.run_sync(
+                lambda: self.store.create(*creation, document_id=self.document_id,
+                                          epoch=self.epoch),
+                limiter=self._limiter,
+            )  # fmt: skip
+            self._creation = None
 
     async def append(self, updates: Sequence[bytes], record: Commit | None = None) -> None:
         """Commit updates (one transaction) before anyone sees them, with their record in the
         notebook's history."""
+        await self.created()
         if self._stored_state is not None:
             updates = [get_update(u, self._stored_state) for u in updates]
         if self.synchronous == "NORMAL" and sum(map(len, updates)) <= INLINE_BYTES:

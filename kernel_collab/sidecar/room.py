@@ -28,11 +28,14 @@ from .events import Listeners
 from .looplag import LoopLag, quantile
 from .peer import Peer
 from .trust import TrustLedger
+from .whole_document import WholeDocument
 
 if TYPE_CHECKING:
     from .ownership import FieldGuard
 
 EMPTY_UPDATE = b"\x00\x00"
+EMPTY_STATE = b"\x00"
+"""The state vector of a peer that has nothing yet."""
 SIDECAR_AUTHOR = {"kind": "sidecar", "name": "kernel_collab"}
 """Who changes the document when no peer, kernel output or file does (repairs, run records)."""
 UNVERSIONED: dict[str, Any] = {}
@@ -53,6 +56,10 @@ class Room(LoggingConfigurable):
     ).tag(config=True)
     settle_max_delay = Float(
         60.0, help="Longest a compacted store waits to be settled while commits keep coming."
+    ).tag(config=True)
+    whole_document_keep = Float(
+        10.0, help="Seconds the whole document, encoded for a joining peer, is kept for the "
+        "next one while it does not change (it costs the document's size in memory)."
     ).tag(config=True)
 
     def __init__(self, notebook: YNotebook, store: DocumentStore, **kwargs: Any):
@@ -79,6 +86,7 @@ class Room(LoggingConfigurable):
         self._compacted = anyio.Event()
         self._committed = anyio.Event()
         self._unstored: list[bytes] = []
+        self._store_failing = False
         self.loop_lag = LoopLag(self.log, lambda: str(notebook.ystate.get("path")))
         self.active_at = 0.0
         """``time.monotonic()`` of the last commit or join: the loop-lag sampler runs only
@@ -87,6 +95,7 @@ class Room(LoggingConfigurable):
         self.commit_times: deque[float] = deque(maxlen=10_000)
         """Durations of the latest group commits, in seconds."""
         self.committed_updates = 0
+        self.whole = WholeDocument(self.doc, self.whole_document_keep)
         self._subscription = self.doc.observe(self._on_transaction)
         self._actor: dict[str, Any] | None = None
         self._authors: dict[tuple[str, str], dict[str, Any]] = {}
@@ -149,6 +158,7 @@ class Room(LoggingConfigurable):
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         if event.update != EMPTY_UPDATE:
+            self.whole.drop()
             self._queue(event.update)
 
     def _queue(self, update: bytes) -> None:
@@ -160,12 +170,27 @@ class Room(LoggingConfigurable):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit and relay changes until cancelled; settle the store once quiet."""
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self._store_loaded)
             tg.start_soon(self._settle_when_quiet)
+            tg.start_soon(self.whole.run)
             task_status.started()
             while True:
                 await self._has_pending.wait()
                 self._has_pending = anyio.Event()
                 await self._commit_and_relay()
+
+    async def _store_loaded(self) -> None:
+        """Store a document served as loaded from its file (``DocumentStore.create_later``);
+        if the store fails, the file still holds it, and the next commit tries again."""
+        try:
+            await self.store.created()
+        except (sqlite3.Error, OSError) as exc:
+            self._store_failing = True
+            self.log.error(
+                "store %s could not record document %s as loaded from %s (the file holds it; "
+                "retried at the next change): %s", self.store.db_path, self.store.document_id,
+                self.notebook.ystate.get("path"), exc)  # fmt: skip
+            self.set_status("store_error", str(exc))
 
     async def _settle_when_quiet(self) -> None:
         """After compactions, settle the store (free pages back, WAL truncated: an fsync) once
@@ -205,14 +230,16 @@ class Room(LoggingConfigurable):
             await self.store.append(to_store, record)
         except (sqlite3.Error, OSError) as exc:  # the store failing must not stop the room
             self._unstored = to_store
+            self._store_failing = True
             self.log.error("store %s failed to commit %d updates of document %s (kept in memory, "
                            "retried at the next change): %s", self.store.db_path, len(to_store),
                            self.store.document_id, exc)  # fmt: skip
             self.set_status("store_error", str(exc))
         else:
-            if self._unstored:
+            if self._store_failing:
                 self.log.info("store %s is writable again", self.store.db_path)
                 self._unstored = []
+                self._store_failing = False
                 self.set_status("store_error", None)
         self.commit_times.append(time.perf_counter() - started)
         self.active_at = time.monotonic()
@@ -257,6 +284,8 @@ class Room(LoggingConfigurable):
         """Remove a peer."""
         self.peers.discard(peer)
         self.no_echo.discard(peer)
+        if not self.people:
+            self.whole.drop()
         self.left.emit(peer)
 
     def busy(self, within: float = 2.0) -> bool:
@@ -290,12 +319,15 @@ class Room(LoggingConfigurable):
             if len(self._pending) == start + 1:  # the update alone: no repair, no undo
                 self._pending_from[start] = peer
         elif message.kind == protocol.Kind.SYNC_STEP1:
-            try:
-                update = self.doc.get_update(message.payload)
-            except ValueError as exc:
-                raise protocol.ProtocolError(f"invalid state vector: {exc}") from exc
-            await self.wait_all_committed()
-            peer.send(protocol.encode_sync_step2(update))
+            if message.payload == EMPTY_STATE:  # a new peer: the room's one encoding
+                reply = self.whole.message()
+            else:
+                try:
+                    reply = protocol.encode_sync_step2(self.doc.get_update(message.payload))
+                except ValueError as exc:
+                    raise protocol.ProtocolError(f"invalid state vector: {exc}") from exc
+            await self.wait_all_committed()  # what it holds is durable before it is sent
+            peer.send(reply)
 
     async def handle_sync(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
         """Reply once everything this peer sent before is stored (its messages are handled in

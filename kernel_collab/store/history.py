@@ -129,18 +129,21 @@ class History:
 
     # -- writing (inside the caller's transaction) ------------------------------------------
 
-    def begin(self, document_id: str, state: bytes, kind: str, label: str, at: float) -> None:
-        """Start a document's history at ``state`` (version 0, pinned, checkpointed)."""
+    def begin(self, document_id: str, state: bytes, kind: str, label: str, at: float, *,
+              packed: bytes | None = None) -> None:  # fmt: skip
+        """Start a document's history at ``state`` (version 0, pinned, checkpointed);
+        ``packed``: ``blobs.pack(state)``, when the caller has it already."""
         self._db.execute(
             "INSERT INTO history (document_id, version, first_at, at, kind, pinned, label, data)"
             " VALUES (?, 0, ?, ?, ?, 1, ?, ?)", (document_id, at, at, kind, label, EMPTY))
-        self._put_checkpoint(document_id, 0, state)
+        self._put_checkpoint(document_id, 0, state, packed)
 
-    def _put_checkpoint(self, document_id: str, version: int, state: bytes) -> None:
+    def _put_checkpoint(self, document_id: str, version: int, state: bytes,
+                        packed: bytes | None = None) -> None:  # fmt: skip
         """Record (or replace) the full state after a version."""
         blobs.execute(
             self._db, f"INSERT OR REPLACE INTO history_checkpoints VALUES (?, ?, {blobs.BLOB})",
-            (document_id, version, blobs.pack(state)),
+            (document_id, version, blobs.pack(state) if packed is None else packed),
             table="history_checkpoints", column="state")  # fmt: skip
 
     def has(self, document_id: str) -> bool:

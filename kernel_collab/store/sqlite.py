@@ -217,20 +217,24 @@ class SQLiteStore:
         )
 
     def create(
-        self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None
+        self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None, *,
+        document_id: str | None = None, epoch: str | None = None,
     ) -> tuple[str, str]:
-        """Store a new document for ``path``; return its ``(document_id, epoch)``."""
-        document_id = str(uuid.uuid4())
-        epoch = uuid.uuid4().hex[:12]
+        """Store a new document for ``path`` (with the ids given, or new ones); return its
+        ``(document_id, epoch)``."""
+        document_id = document_id or new_document_id()
+        epoch = epoch or new_epoch()
         now = time.time()
+        packed = _pack(snapshot)  # the snapshot and history's first checkpoint: one packing
         with self._transaction():
             blobs.execute(
                 self._db, f"INSERT INTO documents VALUES (?, ?, ?, {blobs.BLOB}, NULL, ?, ?, ?)",
-                (document_id, path, epoch, _pack(snapshot), base_hash, now, now),
+                (document_id, path, epoch, packed, base_hash, now, now),
                 table="documents", column="snapshot")  # fmt: skip
             if base is not None:
                 self._set_base(document_id, base, base_hash, now)
-            self.history.begin(document_id, snapshot, "created", "loaded from the file", now)
+            self.history.begin(document_id, snapshot, "created", "loaded from the file", now,
+                               packed=packed)  # fmt: skip
         return document_id, epoch
 
     def append(self, document_id: str, updates: Iterable[bytes],
@@ -376,6 +380,16 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
+def new_document_id() -> str:
+    """A new document's id (peers and the server extension name its room by it)."""
+    return str(uuid.uuid4())
+
+
+def new_epoch() -> str:
+    """A new epoch: peers of an older copy of the document are refused (4409) on reconnect."""
+    return uuid.uuid4().hex[:12]
+
+
 @overload
 def _pack(data: bytes) -> bytes: ...
 @overload
@@ -397,5 +411,5 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self._db.execute("COMMIT")
-        else:
+        elif self._db.in_transaction:  # SQLite rolls some errors back itself (a full disk)
             self._db.execute("ROLLBACK")

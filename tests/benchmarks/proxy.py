@@ -25,12 +25,12 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import anyio
-import httpx
 import watchfiles
 
 from tests.jupyter_server_process import JupyterServer
@@ -38,7 +38,7 @@ from tests.jupyter_server_process import JupyterServer
 from .kernel import KernelBenchError, collab_server, kernel_idle, run_and_wait, wait_for
 from .peers import Peer, join
 from .report import summarize
-from .systems import FixedRoom, Sidecar, System
+from .systems import FixedRoom, Sidecar, System, http_json
 from .workloads import Context, Recorder, _latency_phase
 
 TICK_PERIOD = 0.05
@@ -114,14 +114,14 @@ async def sync_url(server: JupyterServer, rel: str) -> str:
 
 
 async def open_room(server: JupyterServer, rel: str) -> dict[str, Any]:
-    """``PUT /api/kernel-collab/rooms/{path}``: the room's model (``document_id``, …)."""
-    async with server.client() as http:
-        try:
-            response = await http.put(f"/api/kernel-collab/rooms/{quote(rel)}")
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise _fail(server, f"PUT /api/kernel-collab/rooms/{rel}", exc) from exc
-        model: dict[str, Any] = response.json()
+    """``PUT /api/kernel-collab/rooms/{path}``: the room's model (``document_id``, …). Made
+    as theirs' PUT session is (``systems.http_json``: urllib in a worker thread), so neither side
+    pays a client's set-up (a new ``httpx.AsyncClient`` builds an SSL context: ~20 ms)."""
+    url = f"{server.url}/api/kernel-collab/rooms/{quote(rel)}"
+    try:
+        model: dict[str, Any] = await anyio.to_thread.run_sync(http_json, "PUT", url, server.token)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _fail(server, f"PUT /api/kernel-collab/rooms/{rel}", exc) from exc
     if not model.get("document_id"):
         raise _fail(server, f"PUT /api/kernel-collab/rooms/{rel}: no document_id in {model}")
     return model

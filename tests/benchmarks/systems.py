@@ -349,7 +349,7 @@ async def floor(root: Path, notebook: Path) -> AsyncIterator[FixedRoom]:
 # -- theirs ----------------------------------------------------------------------------------
 
 
-def _http(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> Any:
+def http_json(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> Any:
     """Blocking JSON request with token auth and no proxy."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -390,7 +390,7 @@ class JupyterDeployment(Deployment):
         url = f"http://{self.base}/api/collaboration/session/{quote(rel)}"
         try:
             session = await anyio.to_thread.run_sync(
-                _http, "PUT", url, self.token, {"format": "json", "type": "notebook"}
+                http_json, "PUT", url, self.token, {"format": "json", "type": "notebook"}
             )
         except (urllib.error.URLError, OSError) as exc:
             raise LaunchError(f"PUT {url} failed: {exc}\n{self.log_tail()}") from exc
@@ -496,7 +496,7 @@ class JupyterCollaboration(System):
                     while process.returncode is None:
                         try:
                             await anyio.to_thread.run_sync(
-                                _http, "GET", f"http://{base}/api/status", token
+                                http_json, "GET", f"http://{base}/api/status", token
                             )
                             dep.ready_at = time.perf_counter()
                             break

@@ -5,6 +5,7 @@ Mounting needs root (as the CI machine runs); the test fails, saying so, otherwi
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import subprocess
@@ -53,14 +54,14 @@ def _status(peer: NotebookPeer) -> dict[str, Any]:
     return value.to_py() if value is not None else {}
 
 
-def _fill(folder: Path) -> Path:
-    """Fill the filesystem up to its last byte; return the filler file."""
+def _fill(folder: Path, leave: int = 0) -> Path:
+    """Fill the filesystem up to its last byte (but ``leave`` bytes); return the filler."""
     filler = folder / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
     try:
         for size in (65536, 1):
             try:
-                while True:
+                while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
                     os.write(fd, b"\0" * size)
             except OSError:
                 pass
@@ -98,6 +99,30 @@ async def test_a_full_disk_keeps_every_edit_and_says_so_until_there_is_room(
     with running_sidecar(nb, small_fs) as again:
         async with NotebookPeer.connect(again.url, again.token) as peer:
             assert str(peer.notebook.ycells[0]["source"]) == "x = 'room again'"
+
+
+async def test_a_notebook_the_store_cannot_hold_is_served_and_stored_once_there_is_room(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    """Opening is not held up by storing: a notebook its full store cannot take is served all
+    the same (its file holds it), says why, and is stored with the edits made meanwhile once
+    there is room."""
+    blob = base64.b64encode(os.urandom(150_000)).decode()  # 200 kB that barely compress
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1", f"blob = {blob!r}"])
+    store = small_fs / ".kernel_collab.db"
+    filler = _fill(small_fs, leave=128 * 1024)  # room to open the store, not for the notebook
+    with running_sidecar(nb, tmp_path, "--store", str(store)) as sidecar, _log_on_failure(sidecar):
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            assert str(peer.notebook.ycells[0]["source"]) == "x = 1"
+            await peer.wait_until(lambda p: bool(_status(p).get("store_error")))
+            peer.notebook.set_cell(0, source="x = 'typed while the store was full'")
+            filler.unlink()
+            peer.notebook.set_cell(0, source="x = 'stored once there was room'")
+            await peer.wait_until(lambda p: not _status(p).get("store_error"))
+    with running_sidecar(nb, tmp_path, "--store", str(store)) as again:
+        async with NotebookPeer.connect(again.url, again.token) as peer:
+            assert str(peer.notebook.ycells[0]["source"]) == "x = 'stored once there was room'"
+            assert "restored document" in again.log
 
 
 async def test_a_read_only_filesystem_pauses_saving_and_loses_nothing(small_fs: Path) -> None:

@@ -129,6 +129,24 @@ async def test_edits_are_saved_to_the_file(tmp_path: Path) -> None:
     nbformat.validate(nbformat.read(nb, as_version=4))
 
 
+async def test_each_joiner_gets_the_document_as_it_is_when_it_joins(tmp_path: Path) -> None:
+    """Joiners of an unchanged document share one encoding of it; whoever joins after a
+    change gets the document with that change, whether others stayed in the room or not."""
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a = 1", "b = 2"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as alice:
+            expected = "a = 1"
+            for step in range(3):
+                async with NotebookPeer.connect(sidecar.url, sidecar.token) as early:
+                    assert _source(early, 0) == expected
+                expected = f"a = {step + 10}"
+                alice.notebook.set_cell(0, source=expected)
+                async with NotebookPeer.connect(sidecar.url, sidecar.token) as late:
+                    assert [_source(late, i) for i in range(2)] == [expected, "b = 2"]
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as last:  # nobody was in
+            assert [_source(last, i) for i in range(2)] == ["a = 12", "b = 2"]
+
+
 async def test_a_file_written_by_another_tool_is_left_as_it_is_until_someone_edits(
     tmp_path: Path,
 ) -> None:
