@@ -161,6 +161,7 @@ class SidecarApp(Application):
         room.set_status("autosave", "on" if disk.paused is None else "paused")
         bridge = KernelBridge(room, parent=self)
         bridge.set_kernel_status("none")
+        room.seal_load()
         queue = ExecutionQueue(room, bridge, parent=self)
         parts = SidecarParts(room, disk, store, bridge, queue)
         async with anyio.create_task_group() as tg:

@@ -70,6 +70,8 @@ class DocumentStore(LoggingConfigurable):
         """The state vector of what the store holds, until the room's first commit: that
         commit carries the load too (the whole file, or the whole stored document), which is
         stored already and is left out of it."""
+        self._new: tuple[str, bytes | None, str | None] | None = None
+        """A document loaded from its file, until :meth:`seal` gives its state."""
         self._creation: tuple[str, bytes, bytes | None, str | None] | None = None
         """A document loaded from its file and served, not stored yet (``create_later``)."""
         self._creating = anyio.Lock()
@@ -112,20 +114,29 @@ class DocumentStore(LoggingConfigurable):
         self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None
     ) -> tuple[str, str]:
         """Store a new document; return ``(document_id, epoch)``."""
-        self.create_later(path, snapshot, base, base_hash)
+        self.create_later(path, base, base_hash)
+        self.seal(snapshot)
         await self.created()
         return self.document_id, self.epoch
 
-    def create_later(
-        self, path: str, snapshot: bytes, base: bytes | None, base_hash: str | None
-    ) -> None:
-        """Name a new document loaded from its file, to be stored by :meth:`created`, which
-        every other use of the store awaits first: the room serves it meanwhile (the file
-        holds that content; storing a large notebook takes a while)."""
+    def create_later(self, path: str, base: bytes | None, base_hash: str | None) -> None:
+        """Name a new document loaded from its file, to be stored as :meth:`seal` gives it, by
+        :meth:`created`, which every other use of the store awaits first: the room serves it
+        meanwhile (the file holds that content; storing a large notebook takes a while)."""
         self.document_id, self.epoch = new_document_id(), new_epoch()
+        self._new = (path, base, base_hash)
+
+    def seal(self, snapshot: bytes) -> bool:
+        """The state of the document :meth:`create_later` named, with what the sidecar wrote
+        as it started (no commit of its own); ``False`` if none was named."""
+        if self._new is None:
+            return False
+        path, base, base_hash = self._new
+        self._new = None
         self.snapshot_bytes = len(snapshot)
         self._stored_state = get_state(snapshot)
         self._creation = (path, snapshot, base, base_hash)
+        return True
 
     async def created(self) -> None:
         """Store the document :meth:`create_later` named, unless it is stored (the store's

@@ -179,6 +179,16 @@ class Room(LoggingConfigurable):
                 self._has_pending = anyio.Event()
                 await self._commit_and_relay()
 
+    def seal_load(self) -> None:
+        """A document new from its file: what the sidecar wrote as it started (ids, status)
+        is part of the document as loaded and stored with it, not a commit a joiner would
+        wait for while the store takes the notebook."""
+        if self.store.seal(self.doc.get_update()):
+            self._pending.clear()
+            self._pending_from.clear()
+            self._committed_seq = self._applied_seq
+            self._take_record()
+
     async def _store_loaded(self) -> None:
         """Store a document served as loaded from its file (``DocumentStore.create_later``);
         if the store fails, the file still holds it, and the next commit tries again."""

@@ -115,11 +115,14 @@ class SQLiteStore:
             self._db = sqlite3.connect(
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
-            # Both only take effect when set before the file's first write. Small pages keep
-            # a small notebook's store small (a dozen fixed pages) and each commit's WAL
-            # frames few; large snapshots just use more of them.
-            self._db.execute("PRAGMA page_size=1024")
-            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            # Both only take effect when set before the file's first write, so only a new
+            # file gets them (setting auto_vacuum takes the write lock even when it is set
+            # already: opening a store while another sidecar stores a notebook it just
+            # opened would wait for that). Small pages keep a small notebook's store small
+            # (a dozen fixed pages) and each commit's WAL frames few.
+            if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                self._db.execute("PRAGMA page_size=1024")
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -145,6 +146,33 @@ async def test_each_joiner_gets_the_document_as_it_is_when_it_joins(tmp_path: Pa
                     assert [_source(late, i) for i in range(2)] == [expected, "b = 2"]
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as last:  # nobody was in
             assert [_source(last, i) for i in range(2)] == ["a = 12", "b = 2"]
+
+
+async def test_storing_a_notebook_as_it_opens_never_holds_up_whoever_opens_it(
+    tmp_path: Path,
+) -> None:
+    """With the store locked by another writer, a notebook opened from its file is served and
+    synced all the same (its file holds it); it is stored once the lock is gone."""
+    with running_sidecar(write_notebook(tmp_path / "other.ipynb", ["y = 1"]), tmp_path):
+        pass  # the store exists
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    holder = sqlite3.connect(tmp_path / ".kernel_collab.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the sidecar waits up to 10 s for this lock
+        with running_sidecar(nb, tmp_path) as sidecar:
+            with anyio.fail_after(5):
+                async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+                    assert _source(peer, 0) == "x = 1"
+            holder.execute("COMMIT")
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+                peer.notebook.set_cell(0, source="x = 'stored'")
+                await wait_for_file(nb, lambda: _cells_on_disk(nb) == ["x = 'stored'"])
+    finally:
+        holder.close()
+    with running_sidecar(nb, tmp_path) as again:
+        async with NotebookPeer.connect(again.url, again.token) as peer:
+            assert _source(peer, 0) == "x = 'stored'"
+        assert "restored document" in again.log
 
 
 async def test_a_file_written_by_another_tool_is_left_as_it_is_until_someone_edits(
