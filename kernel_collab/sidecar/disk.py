@@ -204,9 +204,8 @@ class DiskSync(LoggingConfigurable):
         if self.paused is not None and not force:
             return None
         started = time.monotonic()
-        nb, unrendered = self._source.snapshot()
-        data = await anyio.to_thread.run_sync(self._source.render, nb, unrendered)
-        new_hash = nbfile.content_hash(data)
+        nb, unrendered = await self._source.snapshot_soon()
+        data, new_hash = await anyio.to_thread.run_sync(self._rendered, nb, unrendered)
         if self.paused is None and new_hash != self.disk_hash and self._loaded:
             await self._loaded_hash()
         if self.paused is None and new_hash in (self.doc_hash, self.disk_hash):
@@ -220,9 +219,8 @@ class DiskSync(LoggingConfigurable):
             await self._merge_from_disk_locked()
             if self.paused is not None:
                 return None
-            nb, unrendered = self._source.snapshot()
-            data = await anyio.to_thread.run_sync(self._source.render, nb, unrendered)
-            new_hash = nbfile.content_hash(data)
+            nb, unrendered = await self._source.snapshot_soon()
+            data, new_hash = await anyio.to_thread.run_sync(self._rendered, nb, unrendered)
         try:
             await anyio.to_thread.run_sync(nbfile.write_atomic, self.path, data)
         except OSError as exc:
@@ -255,6 +253,12 @@ class DiskSync(LoggingConfigurable):
         self._mark_clean()
         self.log.debug("%s saved (%d bytes)", self.path, len(data))
         return new_hash
+
+    def _rendered(self, nb: dict[str, Any], unrendered: set[str] | None) -> tuple[bytes, str]:
+        """The saved bytes of a snapshot and their hash (in a worker thread: hashing a large
+        notebook took milliseconds of the event loop)."""
+        data = self._source.render(nb, unrendered)
+        return data, nbfile.content_hash(data)
 
     def _mark_clean(self) -> None:
         if self.room.notebook.ystate.get("dirty") is not False:

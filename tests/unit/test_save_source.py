@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jupyter_ydoc import YNotebook
@@ -63,3 +65,39 @@ def test_every_snapshot_and_render_is_the_whole_documents(
             snapshot, unrendered = source.snapshot()
             assert snapshot == nb.get()
             assert source.render(snapshot, unrendered) == files.serialize(nb.get())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 12), st.lists(st.tuples(st.sampled_from(["append", "source", "output",
+                                                             "delete", "move", "id", "meta"]),
+                                              st.integers(0, 9), TEXT), max_size=12))  # fmt: skip
+def test_a_snapshot_taken_while_the_document_changes_is_the_document_at_one_instant(
+    first: int, actions: list[tuple[str, int, str]],
+) -> None:
+    """Converted a few cells at a time with edits landing in between, a save still sees the
+    whole document as it is when the snapshot completes."""
+    nb = YNotebook()
+    nb.set({"cells": [_code(f"c{k}", f"x = {k}") for k in range(10)], "metadata": {},
+            "nbformat": 4, "nbformat_minor": 5})  # fmt: skip
+    source = SaveSource(nb)
+    for serial in range(first):  # some changed before, some saved before
+        _act(nb, "source", serial, "y", serial)
+        if serial % 5 == 4:
+            source.snapshot()
+
+    async def main() -> None:
+        async def edit() -> None:
+            for serial, (action, n, text) in enumerate(actions, start=100):
+                _act(nb, action, n, text, serial)
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(edit)
+            snapshot, unrendered = await source.snapshot_soon(chunk=2)
+            assert snapshot == nb.get()  # no turn of the loop since the snapshot was taken
+            assert source.render(snapshot, unrendered) == files.serialize(nb.get())
+        snapshot, unrendered = source.snapshot()
+        assert snapshot == nb.get()
+        assert source.render(snapshot, unrendered) == files.serialize(nb.get())
+
+    anyio.run(main)
