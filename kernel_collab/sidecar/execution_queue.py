@@ -142,6 +142,8 @@ class ExecutionQueue(LoggingConfigurable):
         while True:
             await self._cells_changed.wait()
             self._cells_changed = anyio.Event()
+            if not self.entries:  # reading every cell's id costs ~20 µs a cell
+                continue
             present = {c.get("id") for c in self.room.notebook.ycells}
             kept = [e for e in self.entries if e.cell_id in present]
             if len(kept) != len(self.entries):

@@ -32,6 +32,7 @@ PRELOAD = (
     "nbformat.sign",
     "zmq.asyncio",
     "jupyter_client.asynchronous.client",
+    "psutil",  # jupyter_client.localinterfaces imports it at a kernel's first attach (10 ms)
     "anyio._backends._asyncio",  # what anyio and the codecs import once a sidecar runs
     "anyio.streams.tls",
     "encodings.unicode_escape",
