@@ -148,6 +148,15 @@ def encode_handoff(request: bytes) -> bytes:
     return len(request).to_bytes(4, "big") + request
 
 
+def handoff_length(head: bytes) -> int:
+    """The handshake length announced by a handover's first 4 bytes (``ValueError`` past the
+    limit)."""
+    length = int.from_bytes(head[:4], "big")
+    if length > HANDOFF_LIMIT:
+        raise ValueError(f"a handshake of {length} bytes (limit {HANDOFF_LIMIT})")
+    return length
+
+
 class ProtocolError(ValueError):
     """A peer sent bytes that are not a valid message."""
 

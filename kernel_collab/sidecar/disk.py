@@ -86,10 +86,8 @@ class DiskSync(LoggingConfigurable):
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
         self._watch_scope: anyio.CancelScope | None = None
-        self._source = SaveSource(room.notebook)
-        nb = room.notebook
-        nb.ycells.observe_deep(self._on_content_change)
-        nb.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
+        self._source = SaveSource(room.notebook, on_change=lambda: self._changed.set())
+        room.notebook.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import SocketStream
 from websockets.asyncio.server import Server
 
-from ..protocol import HANDOFF_LIMIT, handoff_address
+from ..protocol import HANDOFF_LIMIT, handoff_address, handoff_length
 from .server import SyncServer
 
 RECEIVE_TIMEOUT = 5.0
@@ -75,9 +75,10 @@ async def _receive(link: SocketStream) -> tuple[bytes, socket.socket]:
             raise HandoffError(f"a socket of type {sock.type!r}, not a stream")
         while len(data) < 4:
             data += await link.receive(4 - len(data))
-        length = int.from_bytes(data[:4], "big")
-        if length > HANDOFF_LIMIT:
-            raise HandoffError(f"a handshake of {length} bytes (limit {HANDOFF_LIMIT})")
+        try:
+            length = handoff_length(data)
+        except ValueError as exc:
+            raise HandoffError(str(exc)) from None
         request = data[4:]
         while len(request) < length:
             request += await link.receive(length - len(request))
