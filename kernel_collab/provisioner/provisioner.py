@@ -122,12 +122,22 @@ class CollabProvisioner(KernelProvisionerBase):
             raise RuntimeError(f"kernel_collab: {exc}") from None
         if self.notebook is not None:
             existing = REGISTRY.get(self.notebook)
-            if existing is not None:  # refused before a kernel process exists
-                try:
+            try:
+                if existing is not None:  # refused before a kernel process exists
                     self._check_one_kernel(existing)
-                except SidecarError as exc:
-                    raise RuntimeError(f"kernel_collab: {exc}") from None
+                else:  # the document is served first, the kernel starts beside it
+                    await self._ensure_sidecar()
+            except SidecarError as exc:
+                raise RuntimeError(f"kernel_collab: {exc}") from None
         return await self.inner.pre_launch(**kwargs)
+
+    async def _ensure_sidecar(self) -> SidecarHandle:
+        """The notebook's sidecar, started if none runs."""
+        assert self.notebook is not None and self.root is not None
+        return await REGISTRY.ensure(
+            self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout,
+            self.fork_sidecars,
+        )  # fmt: skip
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         info = await self.inner.launch_kernel(cmd, **kwargs)
@@ -145,10 +155,7 @@ class CollabProvisioner(KernelProvisionerBase):
     async def _attach_sidecar(self) -> None:
         assert self.notebook is not None and self.root is not None
         try:
-            sidecar = await REGISTRY.ensure(
-                self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout,
-                self.fork_sidecars,
-            )
+            sidecar = await self._ensure_sidecar()
             self._check_one_kernel(sidecar)
             info = {
                 k: (v.decode() if isinstance(v, bytes) else v)

@@ -389,8 +389,10 @@ async def open_rooms(ctx: Context, rec: Recorder) -> None:
     a notebook: ``PUT /api/kernel-collab/rooms/{path}`` (starts the collaborative kernel and
     the sidecar) → a peer on the server's ``/api/kernel-collab/sync/{document_id}`` synced;
     then, the room open, the same request and a second peer (warm). The server's first room
-    is a warm-up. Rooms stay open (as theirs' do) and their sessions are deleted at the end."""
-    from .kernel import collab_server  # import cycle: kernel.py imports this module
+    is a warm-up. Rooms stay open (as theirs' do) and their sessions are deleted at the end;
+    each next room is opened once the last one's kernel is idle (booting, it took a core from
+    the next open: theirs starts no kernel)."""
+    from .kernel import collab_server, kernel_idle, wait_for  # kernel.py imports this module
     from .proxy import open_room
 
     sessions: list[str] = []
@@ -417,6 +419,9 @@ async def open_rooms(ctx: Context, rec: Recorder) -> None:
                         async with join(url, "warm") as peer:
                             check_cells(peer, size)
                             rec.add("open.room_warm.1000", peer.synced_at - t0)
+                # Its kernel started: the next open is timed once it is up (theirs starts no
+                # kernel, and one person opens one notebook, not one while others boot).
+                await wait_for(first, kernel_idle(first), f"{name}: kernel idle", 60)
 
         async def close(session: str) -> None:
             async with server.client() as http:
