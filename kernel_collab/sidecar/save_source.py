@@ -74,10 +74,12 @@ class SaveSource:
         order = self._order
         if order is None:
             return
+        dropped = False  # a cell deleted or re-keyed: its converted copy goes too
         try:
             for event in events:
                 if not event.path:
                     order = _apply_delta(order, event.delta)
+                    dropped = dropped or any("delete" in step for step in event.delta)
             for event in events:
                 path = event.path
                 if len(path) == 1 and "id" in event.keys:
@@ -85,10 +87,16 @@ class SaveSource:
                     if not isinstance(cid, str):
                         raise ValueError("a cell without an id")
                     order[path[0]] = cid
+                    dropped = True
         except (ValueError, TypeError, IndexError):
             order = None
-        self._order = order if order is not None and len(order) == len(self.notebook.ycells) \
-            else None
+        if order is None or len(order) != len(self.notebook.ycells) or not _unique_ids(order):
+            self._order = None
+            return
+        if dropped:
+            present = set(order)
+            self._cells = {cid: c for cid, c in self._cells.items() if cid in present}
+        self._order = order
 
     def snapshot(self) -> tuple[dict[str, Any], set[str] | None]:
         """The notebook now (as ``YNotebook.get()``; on the event loop), and the ids of the
@@ -117,26 +125,31 @@ class SaveSource:
     def _unconverted(self) -> list[tuple[int, str]] | None:
         """The cells :meth:`snapshot` would convert now, by index and id (``None``: it would
         convert the whole notebook in one go: no ids to keep them by)."""
-        ids = self._order
+        ids = self._order if self._order is not None else self._read_order()
         if ids is None:
-            ids = [ycell.get("id") for ycell in self.notebook.ycells]
-            if not _unique_ids(ids):
-                return None
-            present = set(ids)
-            self._cells = {cid: c for cid, c in self._cells.items() if cid in present}
-            self._order = ids
+            return None
         if self._stale is None:  # any cell may have changed: each is converted afresh
             self._stale = set(ids)
         stale = self._stale
         return [(i, cid) for i, cid in enumerate(ids) if cid in stale or cid not in self._cells]
 
+    def _read_order(self) -> list[str] | None:
+        """Read the cells' ids into ``_order`` (the cache keeps only those cells); ``None``
+        when some cell has no id or shares one."""
+        ids = [ycell.get("id") for ycell in self.notebook.ycells]
+        if not _unique_ids(ids):
+            return None
+        present = set(ids)
+        self._cells = {cid: c for cid, c in self._cells.items() if cid in present}
+        self._order = ids
+        return ids
+
     def _content(self) -> dict[str, Any]:
         stale, self._stale = self._stale, set()
-        ycells = self.notebook.ycells
         ids = self._order
         if ids is None and stale is not None:
-            ids = [ycell.get("id") for ycell in ycells]
-        if stale is None or ids is None or not _unique_ids(ids):
+            ids = self._read_order()
+        if stale is None or ids is None:
             nb: dict[str, Any] = self.notebook.get()
             self._cells = {c["id"]: c for c in nb["cells"] if isinstance(c.get("id"), str)}
             if len(self._cells) != len(nb["cells"]):
@@ -156,9 +169,6 @@ class SaveSource:
             if cell is None or cid in stale:
                 cell = self._cells[cid] = self.notebook.get_cell(index)
             cells.append(cell)
-        if self._order is None:
-            self._cells = {cid: self._cells[cid] for cid in ids}
-            self._order = ids
         return {"cells": cells, "metadata": meta.get("metadata", {}),
                 "nbformat": int(meta.get("nbformat", 0)),
                 "nbformat_minor": int(meta.get("nbformat_minor", 0))}  # fmt: skip

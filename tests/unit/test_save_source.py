@@ -65,6 +65,8 @@ def test_every_snapshot_and_render_is_the_whole_documents(
             snapshot, unrendered = source.snapshot()
             assert snapshot == nb.get()
             assert source.render(snapshot, unrendered) == files.serialize(nb.get())
+            # What it keeps between saves is the notebook's cells, not every cell it ever had.
+            assert len(source._cells) <= len(nb.ycells)
 
 
 @settings(max_examples=60, deadline=None)
