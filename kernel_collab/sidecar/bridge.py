@@ -35,11 +35,11 @@ KERNEL_AUTHOR = {"kind": "kernel", "name": "kernel"}
 """Who writes outputs, in the notebook's history."""
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 DIGEST_HISTORY_SIZE = 4096
+"""Signatures of the kernel's messages remembered to refuse a replayed one (jupyter_client's
+65,536 are about 9 MiB of small strings, once an hour of a cell printing 20 lines a second)."""
 STDIN_WAIT = 2.0
 """Longest wait for the stdin channel's connection to show before runs start anyway (it had
 connected before the watch began, or is very slow)."""
-"""Signatures of the kernel's messages remembered to refuse a replayed one (jupyter_client's
-65,536 are about 9 MiB of small strings, once an hour of a cell printing 20 lines a second)."""
 KNOWN_IGNORED = frozenset({"shutdown_reply", "debug_event"})
 
 
