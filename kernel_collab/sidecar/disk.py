@@ -91,10 +91,10 @@ class DiskSync(LoggingConfigurable):
 
     # -- state -------------------------------------------------------------------------------
 
-    def synced_with(self, data: bytes) -> None:
-        """Record that the document equals file content ``data`` (the store holds it as the
-        base)."""
-        self.disk_hash = nbfile.content_hash(data)
+    def synced_with(self, data_hash: str) -> None:
+        """Record that the document equals the file content of hash ``data_hash`` (the store
+        holds it as the base)."""
+        self.disk_hash = data_hash
         self._unrecorded_base = None
         # Hashing the document as it would be saved takes jupyter_ydoc's get and nbformat's
         # writer (~100 ms for 1,000 cells, holding the GIL): the first save that needs it
@@ -321,7 +321,8 @@ class DiskSync(LoggingConfigurable):
                 else:
                     self._pause(str(exc), file_unread=True)
                 return
-            if nbfile.content_hash(data) == self.disk_hash:
+            data_hash = nbfile.content_hash(data)
+            if data_hash == self.disk_hash:
                 if self.paused is not None and self.path.exists():
                     self._resume()
                 return
@@ -334,9 +335,9 @@ class DiskSync(LoggingConfigurable):
                     return
                 await anyio.sleep(self.parse_retry_delay)  # a writer may still be writing
                 continue
-            self.merge(disk_nb, data, await self._base())
+            self.merge(disk_nb, data_hash, await self._base())
             try:
-                await self._record_base(data, nbfile.content_hash(data))
+                await self._record_base(data, data_hash)
             except (sqlite3.Error, OSError) as exc:  # kept in memory: the next save retries
                 self.log.error("%s: merged, but its base could not be recorded in the store: %s",
                                self.path, exc)  # fmt: skip
@@ -369,9 +370,11 @@ class DiskSync(LoggingConfigurable):
         except nbfile.NotebookFileError:
             return None
 
-    def merge(self, disk_nb: dict[str, Any], data: bytes, base: dict[str, Any] | None) -> None:
-        """Three-way merge file content into the document against ``base`` (the live
-        document if ``None``); the file content becomes the new base."""
+    def merge(self, disk_nb: dict[str, Any], data_hash: str,
+              base: dict[str, Any] | None) -> None:  # fmt: skip
+        """Three-way merge file content (``disk_nb``, its bytes' hash ``data_hash``) into the
+        document against ``base`` (the live document if ``None``); the file content becomes
+        the new base."""
         live = self.room.notebook.get()
         result = three_way_merge(base if base is not None else live, disk_nb, live)
         merged = mark_file_run_records(live, result.notebook)
@@ -388,7 +391,7 @@ class DiskSync(LoggingConfigurable):
                 self.path,
                 ", ".join(conflicts),
             )
-        self.disk_hash = nbfile.content_hash(data)
+        self.disk_hash = data_hash
         self.doc_hash = _saved_hash(self.room.notebook) if merged == disk_nb else None
         self._loaded = False
         self._resume()

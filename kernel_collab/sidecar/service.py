@@ -74,8 +74,9 @@ async def _load(
         if await anyio.to_thread.run_sync(trust.is_signed, nb):
             disk.room.trust.vouch_all()  # the file this room first loads, signed: trusted
         # Served before it is stored (the room stores it first thing): the file holds it.
-        store.create_later(relpath, data, nbfile.content_hash(data))
-        disk.synced_with(data)
+        data_hash = nbfile.content_hash(data)
+        store.create_later(relpath, data, data_hash)
+        disk.synced_with(data_hash)
         log.info("%s: loaded %d cells from the file", relpath, len(nb["cells"]))
         return
     notebook.ydoc.apply_update(stored.update)
