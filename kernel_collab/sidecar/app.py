@@ -151,7 +151,7 @@ class SidecarApp(Application):
         room = Room(notebook, store, parent=self)
         disk = DiskSync(room, path, parent=self)
         try:
-            await load(notebook, store, disk, path, relpath)
+            records = await load(notebook, store, disk, path, relpath)
         except BaseException:
             await store.close()
             raise
@@ -163,7 +163,7 @@ class SidecarApp(Application):
         bridge.set_kernel_status("none")
         room.seal_load()
         queue = ExecutionQueue(room, bridge, parent=self)
-        parts = SidecarParts(room, disk, store, bridge, queue)
+        parts = SidecarParts(room, disk, store, bridge, queue, records)
         async with anyio.create_task_group() as tg:
             url: str = await tg.start(
                 lambda task_status: serve(

@@ -27,7 +27,7 @@ from .history import HistoryService
 from .inbound import Inbound
 from .kernel_link import KernelLink
 from .memory import keep_releasing_freed_memory
-from .ownership import FieldGuard
+from .ownership import FieldGuard, run_records
 from .requests import Requests
 from .room import UNVERSIONED, Room
 from .server import SyncServer
@@ -48,20 +48,23 @@ class SidecarParts:
     store: DocumentStore
     bridge: KernelBridge
     queue: ExecutionQueue
+    run_records: dict[str, str] | None = None
+    """The loaded file's run records (``None``: restored from the store, read from it)."""
 
 
 async def load(
     notebook: YNotebook, store: DocumentStore, disk: DiskSync, path: Path, relpath: str
-) -> None:
+) -> dict[str, str] | None:
     """Fill the document from the store and/or the file, merging a file changed meanwhile
-    (what loading changes is part of the version it starts from, not a version of its own)."""
+    (what loading changes is part of the version it starts from, not a version of its own).
+    Return the run records of a notebook loaded from its file (``None`` from the store)."""
     with disk.room.acting(UNVERSIONED):
-        await _load(notebook, store, disk, path, relpath)
+        return await _load(notebook, store, disk, path, relpath)
 
 
 async def _load(
     notebook: YNotebook, store: DocumentStore, disk: DiskSync, path: Path, relpath: str
-) -> None:
+) -> dict[str, str] | None:
     log = disk.log
     stored = await store.load(relpath)
     if stored is None:
@@ -78,7 +81,7 @@ async def _load(
         store.create_later(relpath, data, data_hash)
         disk.synced_with(data_hash)
         log.info("%s: loaded %d cells from the file", relpath, len(nb["cells"]))
-        return
+        return run_records(nb["cells"])
     notebook.ydoc.apply_update(stored.update)
     log.info(
         "%s: restored document %s from %s (%d cells, %d updates since its snapshot)",
@@ -102,6 +105,7 @@ async def _load(
         log.info("%s changed on disk while the sidecar was down; merging", relpath)
     await disk.check_disk()
     disk.request_save()  # writes only if the stored document differs from the file
+    return None
 
 
 async def _trust_from_old_store(disk: DiskSync, path: Path, data: bytes) -> None:
@@ -137,7 +141,7 @@ async def serve(
     room, disk, store = parts.room, parts.disk, parts.store
     requests = Requests()
     awareness = AwarenessRelay(room, parent=room.parent)
-    room.updates = FieldGuard(room.notebook, room.trust, room.log)
+    room.updates = FieldGuard(room.notebook, room.trust, room.log, parts.run_records)
     inbound = Inbound(room, awareness, requests)
     parts.bridge.link = KernelLink(inbound, awareness, parent=room.parent)
     server = SyncServer(room, inbound, token=token, admin_token=admin_token,

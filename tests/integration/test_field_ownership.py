@@ -39,7 +39,10 @@ def _notebook(path: Path, *, signed: bool) -> Path:
         cell = nbformat.v4.new_code_cell(f"x{i} = {i}", id=f"cell-{i}")
         cell.outputs = [nbformat.v4.new_output("display_data", data=HTML)]
         cell.execution_count = i + 1
-        cell.metadata["kernel_collab"] = {"last_run": {"by": {"name": "Alice"}, "status": "ok"}}
+        # An int, as files hold it: Y gives it back as a double (the record must still match).
+        cell.metadata["kernel_collab"] = {
+            "last_run": {"by": {"name": "Alice"}, "status": "ok", "execution_count": i + 1}
+        }
         cells.append(cell)
     nb = nbformat.v4.new_notebook(cells=cells)
     if signed:
