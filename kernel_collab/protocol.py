@@ -75,14 +75,19 @@ TRUST_KEY: Final = "trusted"
 """The trust record inside ``state.kernel_collab``: cell id → digest of vouched outputs."""
 
 
-def ready_line(url: str) -> str:
-    """The line the sidecar prints once it serves ``url``."""
-    return f"{READY_PREFIX}{url}\n"
+def ready_line(url: str, document_id: str) -> str:
+    """The line the sidecar prints once it serves ``url`` (the document's id after it: the
+    server needs it at once, and asking cost a round trip on every open)."""
+    return f"{READY_PREFIX}{url} document={document_id}\n"
 
 
-def parse_ready_line(line: str) -> str | None:
-    """The URL of a ready line; ``None`` for any other line."""
-    return line[len(READY_PREFIX):].strip() if line.startswith(READY_PREFIX) else None
+def parse_ready_line(line: str) -> tuple[str, str | None] | None:
+    """The URL and document id of a ready line; ``None`` for any other line."""
+    if not line.startswith(READY_PREFIX):
+        return None
+    url, _, rest = line[len(READY_PREFIX):].strip().partition(" ")
+    document_id = rest[len("document="):] if rest.startswith("document=") else None
+    return url, document_id or None
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:

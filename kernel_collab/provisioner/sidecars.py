@@ -164,8 +164,8 @@ class SidecarRegistry:
                 if b"\n" in line:
                     break
         first = line.partition(b"\n")[0].decode(errors="replace")
-        url = parse_ready_line(first)
-        if url is None:
+        ready = parse_ready_line(first)
+        if ready is None:
             if process.returncode is None:
                 process.kill()
             await process.wait()
@@ -174,14 +174,10 @@ class SidecarRegistry:
                 f"the kernel_collab sidecar for {notebook} did not start "
                 f"(exit code {process.returncode}): {reason or 'see the server log'}"
             )
-        handle = SidecarHandle(notebook, root, process, url, token, admin_token, handoff=handoff)
+        url, document_id = ready
         # Known before any kernel attaches, so browsers can rejoin a restarted sidecar at once.
-        try:
-            handle.document_id = (await handle.request({"type": "room_info"})).get("document_id")
-        except SidecarError:
-            process.kill()
-            await process.wait()
-            raise
+        handle = SidecarHandle(notebook, root, process, url, token, admin_token,
+                               document_id=document_id, handoff=handoff)  # fmt: skip
         handle.runtime_file = self._write_runtime_file(handle)
         self.handles[notebook] = handle
         self.log.info("kernel_collab: sidecar for %s at %s (pid %d)", notebook, url, process.pid)

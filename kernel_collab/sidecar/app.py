@@ -38,7 +38,7 @@ class SidecarApp(Application):
     y-websocket peers on ws://127.0.0.1:PORT/?token=TOKEN. Every change is committed to an
     SQLite store before any peer sees it; the .ipynb follows about a second later, and edits
     made to the file outside are merged back cell by cell. Prints
-    'kernel_collab sidecar ready at ws://127.0.0.1:PORT/' once it accepts peers."""
+    'kernel_collab sidecar ready at ws://127.0.0.1:PORT/ document=ID' once it accepts peers."""
     examples = """
     KERNEL_COLLAB_TOKEN=secret python -m kernel_collab.sidecar examples/demo.ipynb --port 0
     python -m kernel_collab.sidecar nb.ipynb --root ~/work --port 8899 --token secret
@@ -179,7 +179,7 @@ class SidecarApp(Application):
                     task_status=task_status,
                 )
             )
-            announce(url)
+            announce(url, store.document_id)
 
 
 def main(argv: list[str] | None = None) -> None:

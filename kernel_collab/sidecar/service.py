@@ -238,7 +238,7 @@ async def _stop_on_signal(scope: anyio.CancelScope, log: logging.Logger) -> None
             return
 
 
-def announce(url: str) -> None:
+def announce(url: str, document_id: str) -> None:
     """Print the ready line tests and the provisioner wait for."""
-    sys.stdout.write(ready_line(url))
+    sys.stdout.write(ready_line(url, document_id))
     sys.stdout.flush()
