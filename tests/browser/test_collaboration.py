@@ -326,12 +326,18 @@ def test_edits_made_while_the_sidecar_is_down_arrive(
     alice, bob = alice_and_bob(user_page, "cut.ipynb")
     pid = lab.sidecar(path)["pid"]
 
-    os.kill(pid, signal.SIGKILL)
-    for person in (alice, bob):  # (whether it is on top: test_banners_are_seen_above_…)
-        expect(person.page.locator(".kc-banner-reconnecting")).to_be_visible()
-    type_at_end(alice, 1, "  # while cut")
-    still_cut = alice.page.locator(".kc-banner-reconnecting").count() == 1
-    alice.screenshot("cut")
+    # The server is held still while Alice types, so nothing can start a new sidecar before
+    # she is done (the sidecar is back within ~0.2 s of being restarted: a race otherwise).
+    lab.proc.send_signal(signal.SIGSTOP)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        for person in (alice, bob):  # (whether it is on top: test_banners_are_seen_above_…)
+            expect(person.page.locator(".kc-banner-reconnecting")).to_be_visible()
+        type_at_end(alice, 1, "  # while cut")
+        still_cut = alice.page.locator(".kc-banner-reconnecting").count() == 1
+        alice.screenshot("cut")
+    finally:
+        lab.proc.send_signal(signal.SIGCONT)
     for person in (alice, bob):
         expect(person.page.locator(".kc-banner-reconnecting")).to_have_count(0, timeout=SEE_MS)
     assert lab.sidecar(path)["pid"] != pid, "the sidecar was not restarted"
