@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.history [--quick] [--no-peer] [--json FILE]
 
-1. **A simulated week**: a script types 200,000 keystrokes (``--quick``: 20,000) into the cells
+1. **A simulated week**: a script types 200,000 keystrokes (``--quick``: 10,000) into the cells
    of a 100-cell notebook, one Y transaction per keystroke as a browser sends them, with
    backspaces, pasted lines, cells inserted and deleted now and then, runs with small text
    outputs, a 1 MB plot (``--quick``: 0.25 MB) re-run every hour, explicit saves and a kernel
@@ -666,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Notebook history: store size, listing, "
                                 "rebuilding (issue #19).")  # fmt: skip
     p.add_argument("--quick", action="store_true",
-                   help="20,000 keystrokes, a 0.25 MB plot (~10 s)")
+                   help="10,000 keystrokes, a 0.25 MB plot (~10 s)")
     p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="replay the week into jupyter-collaboration's store too (default)")
@@ -680,9 +680,9 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - t0:5.0f} s] {message}", file=sys.stderr, flush=True)
 
-    # --quick: a tenth of the keystrokes and a quarter of the plot (compacting a 64 MB store
+    # --quick: a twentieth of the keystrokes, a quarter of the plot (compacting a 64 MB store
     # took 15 of its 24 s; the budget is then not reached: the full run shows it).
-    week_plan = Plan(edits=20_000 if args.quick else 200_000, cells=100, days=7,
+    week_plan = Plan(edits=10_000 if args.quick else 200_000, cells=100, days=7,
                      plot_bytes=250_000 if args.quick else 1_000_000)  # fmt: skip
     large_plan = Plan(edits=1_000 if args.quick else 3_000, cells=1_000, days=1,
                       outputs_share=0.5, seed=20)  # fmt: skip
@@ -697,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         peer: subprocess.Popen[str] | str = "not run (--no-peer)"
         with stream_path.open("wb") as stream:
             if args.peer:
-                budget = args.timeline_budget or (5.0 if args.quick else 20.0)
+                budget = args.timeline_budget or (2.0 if args.quick else 20.0)
                 peer = start_peer(args.peer_venv, stream_path, tmp, budget)
             feeding = not isinstance(peer, str)
             progress("the week" + (" (the peer stores the same updates meanwhile)"
