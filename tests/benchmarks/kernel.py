@@ -249,6 +249,36 @@ async def collab_server(base: Path, env: dict[str, str] | None = None,
 
 
 @contextlib.asynccontextmanager
+async def collab_servers(
+    *specs: tuple[Path, tuple[str, ...]],
+) -> AsyncIterator[list[JupyterServer]]:
+    """``collab_server`` for each ``(base, args)``, all started and stopped at once (a start
+    is seconds of waiting for the server: the quick run has little to spare)."""
+    managers = []
+    for base, args in specs:
+        root, runtime = base / "root", base / "runtime"
+        root.mkdir(parents=True)
+        runtime.mkdir(parents=True)
+        managers.append(running_server(root, runtime, *args))
+    entered: dict[int, JupyterServer] = {}
+
+    async def enter(i: int) -> None:
+        entered[i] = await anyio.to_thread.run_sync(managers[i].__enter__)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(len(managers)):
+                tg.start_soon(enter, i)
+        yield [entered[i] for i in range(len(managers))]
+    finally:
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for i in entered:
+                    tg.start_soon(anyio.to_thread.run_sync, managers[i].__exit__, None, None,
+                                  None)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
 async def jupyter_server(ctx: Context) -> AsyncIterator[KernelSetup]:
     """A server for the kernel workloads, with the run's plan."""
     async with collab_server(ctx.scratch / "kernel") as server:

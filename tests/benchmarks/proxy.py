@@ -35,7 +35,7 @@ import watchfiles
 
 from tests.jupyter_server_process import JupyterServer
 
-from .kernel import KernelBenchError, collab_server, kernel_idle, run_and_wait, wait_for
+from .kernel import KernelBenchError, collab_servers, kernel_idle, run_and_wait, wait_for
 from .peers import Peer, join
 from .report import summarize
 from .systems import FixedRoom, Sidecar, System, http_json
@@ -147,10 +147,9 @@ async def proxy_workload(system: System, ctx: Context, rec: Recorder) -> None:
 
     runs = [f"tick{r}" for r in range(plan.ticker_runs)]
     base = ctx.scratch / "proxy" / secrets.token_hex(3)
-    async with (
-        collab_server(base / "handoff") as server,
-        collab_server(base / "relay", args=("--KernelCollabServer.sync_route=proxy",)) as relay,
-    ):
+    async with collab_servers(
+        (base / "handoff", ()), (base / "relay", ("--KernelCollabServer.sync_route=proxy",)),
+    ) as (server, relay):
         nb = server.root / "nbproxy.ipynb"
         write_proxy_notebook(ctx, nb, runs)
         write_proxy_notebook(ctx, relay.root / nb.name, [])

@@ -59,6 +59,8 @@ class Plan:
     cold_n_large: int
     warm_n: int
     from_start_n: int
+    from_start_sizes: tuple[str, ...]
+    """Notebooks opened from process start (each one a server's start for theirs)."""
     room_n: int
     """Room requests timed on a running server (1,000 cells; ours starts kernel + sidecar)."""
     latency_edits: int
@@ -99,16 +101,18 @@ class Plan:
 
 
 QUICK = Plan(  # every default workload in under 3 min (README)
-    mode="quick", cold_n=3, cold_n_large=2, warm_n=5, from_start_n=1, room_n=3,
+    mode="quick", cold_n=3, cold_n_large=2, warm_n=5, from_start_n=1,
+    from_start_sizes=("10", "1000"), room_n=3,
     latency_edits=100, latency_warmup=10, latency_receivers=(1, 10), burst_edits=5_000,
     burst_receivers=3, burst_repeats=1, durable_cap=3.0, save_n=3, outside_n=3,
     crowd_receivers=50, crowd_edits=100, memory_n=1, lines_flushed=5_000,
-    lines_buffered=100_000, lines_repeats=1, stamp_samples=100, stamp_repeats=1, queue_cells=300,
+    lines_buffered=50_000, lines_repeats=1, stamp_samples=100, stamp_repeats=1, queue_cells=300,
     queue_repeats=1, running_samples=60, proxy_edits=100, proxy_warmup=10, ticker_seconds=4.0,
     ticker_runs=1, rooms_n=3, rooms_idle=5.0, outside_gap=(1.3, 2.0),
 )
 FULL = Plan(  # N >= 20 for every open, save and outside row
-    mode="full", cold_n=20, cold_n_large=20, warm_n=20, from_start_n=20, room_n=20,
+    mode="full", cold_n=20, cold_n_large=20, warm_n=20, from_start_n=20,
+    from_start_sizes=("10", "100", "1000", "10MB"), room_n=20,
     latency_edits=1_000, latency_warmup=50, latency_receivers=(1, 10), burst_edits=10_000,
     burst_receivers=10, burst_repeats=2, durable_cap=180.0, save_n=20, outside_n=20,
     crowd_receivers=50, crowd_edits=300, memory_n=3, lines_flushed=100_000,
@@ -352,7 +356,7 @@ async def open_time(system: System, ctx: Context, rec: Recorder) -> None:
             rec.info.setdefault("open_warm_with_request", {})[size] = times
             rec.note(f"open.warm.{size}", "with the PUT session request before it (as "
                      f"JupyterLab opens): median {statistics.median(times) * 1e3:.1f} ms")
-        for size in NOTEBOOKS:  # the warm-up above was one from start, 10 cells
+        for size in plan.from_start_sizes:  # the warm-up above was one from start, 10 cells
             for _ in range(plan.from_start_n - 1 if size == "10" else plan.from_start_n):
                 root, nb = ctx.fresh_root(system, size)
                 async with system.launch(root, nb) as dep:
@@ -364,7 +368,7 @@ async def open_time(system: System, ctx: Context, rec: Recorder) -> None:
     async with system.launch(root, nb) as dep:  # warm-up (the fork server's start): not timed
         await timed_join(dep, nb, "10")
     for size in NOTEBOOKS:
-        for _ in range(plan.from_start_n):
+        for _ in range(plan.from_start_n if size in plan.from_start_sizes else 0):
             root, nb = ctx.fresh_root(system, size)
             async with system.launch(root, nb, fresh=True) as dep:
                 rec.add(f"open.start.{size}", await timed_join(dep, nb, size, dep.spawned_at))
