@@ -9,8 +9,8 @@ notebook on "Python 3") and pages in one headless chromium.
   context is ready: both providers resolve it once the room's state is in) and to the first
   cell being editable (a ``contenteditable`` CodeMirror in the DOM). The first open is cold
   (ours starts the kernel and its sidecar before syncing; theirs loads the file into a room
-  and starts the kernel beside it); the tab is then closed and the notebook reopened (warm:
-  both keep the room).
+  and starts the kernel beside it); the tab is then closed (once its kernel is connected) and
+  the notebook reopened (warm: both keep the room).
 - **keystroke**: two people on a 10-cell notebook; one types single characters into the first
   cell, the other's page times each one's arrival in its editor's DOM (a MutationObserver).
   Both pages share the machine's clock (``performance.timeOrigin + now()``), so keydown →
@@ -58,6 +58,9 @@ OPEN_JS = """async (path) => {
   });
   const editable = performance.now() - t0;
   const cells = widget.content.model.cells.length;
+  // Closed once its kernel is connected, as a person's tab would be: closed at once, the tab's
+  // kernel connection was still being made during the next open, and timed with it.
+  await widget.context.sessionContext.ready;
   widget.dispose();
   return {synced, editable, cells};
 }"""
