@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command: kernel_collab's sidecar vs jupyter-collaboration, same workloads, same run.
-#   tests/benchmarks/run.sh --quick    # ~3 min 15 s on 2 cores (no browser workload), history's ~25 s included
+#   tests/benchmarks/run.sh --quick    # ~2 min 50 s on 2 cores (no browser workload), history's ~10 s included
 #   tests/benchmarks/run.sh            # full, about 25 min
 # Other options go to `python -m tests.benchmarks` (see --help). Exits non-zero without a table
 # if either system does not start or a workload does not complete.
