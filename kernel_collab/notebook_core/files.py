@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +98,7 @@ def _read_v4(raw: dict[str, Any]) -> dict[str, Any] | None:
             metadata.pop(key, None)
         for cell in raw["cells"]:
             cell["metadata"].pop("trusted", None)
-        with warnings.catch_warnings():  # nbformat.reads warns through its logger instead
-            warnings.simplefilter("ignore")
-            nbformat.validate(raw)
+        nbformat.validate(raw)  # (repairs missing or duplicate cell ids, as reads does)
     except (nbformat.ValidationError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return raw
