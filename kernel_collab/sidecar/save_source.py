@@ -74,11 +74,12 @@ class SaveSource:
         order = self._order
         if order is None:
             return
-        dropped = False  # a cell deleted or re-keyed: its converted copy goes too
+        moved = dropped = False  # dropped: a cell deleted or re-keyed (its copy goes too)
         try:
             for event in events:
                 if not event.path:
                     order = _apply_delta(order, event.delta)
+                    moved = True
                     dropped = dropped or any("delete" in step for step in event.delta)
             for event in events:
                 path = event.path
@@ -87,9 +88,11 @@ class SaveSource:
                     if not isinstance(cid, str):
                         raise ValueError("a cell without an id")
                     order[path[0]] = cid
-                    dropped = True
+                    moved = dropped = True
         except (ValueError, TypeError, IndexError):
             order = None
+        if not moved and order is not None:  # an edit inside cells (a keystroke): as it was
+            return
         if order is None or len(order) != len(self.notebook.ycells) or not _unique_ids(order):
             self._order = None
             return
