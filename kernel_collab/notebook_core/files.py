@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from nbformat.v4.rwbase import _rejoin_mimebundle
 
 
 class NotebookFileError(Exception):
@@ -105,28 +106,20 @@ def _read_v4(raw: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _rejoin_cell(cell: dict[str, Any]) -> None:
-    """nbformat's v4 ``rejoin_lines`` for one cell of plain dicts."""
+    """nbformat's v4 ``rejoin_lines`` for one cell of plain dicts (its own function for
+    mimebundles works on dicts; ``rejoin_lines`` needs ``NotebookNode`` attributes)."""
     if isinstance(cell.get("source"), list):
         cell["source"] = "".join(cell["source"])
     for attachment in (cell.get("attachments") or {}).values():
-        _rejoin_bundle(attachment)
+        _rejoin_mimebundle(attachment)
     if cell.get("cell_type") != "code":
         return
     for output in cell.get("outputs", []):
         output_type = output.get("output_type", "")
         if output_type in ("execute_result", "display_data"):
-            _rejoin_bundle(output.get("data", {}))
+            _rejoin_mimebundle(output.get("data", {}))
         elif output_type and isinstance(output.get("text", ""), list):
             output["text"] = "".join(output["text"])
-
-
-def _rejoin_bundle(data: dict[str, Any]) -> None:
-    for key, value in list(data.items()):
-        json_mime = key == "application/json" or (
-            key.startswith("application/") and key.endswith("+json")
-        )
-        if not json_mime and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            data[key] = "".join(value)
 
 
 def read(path: Path, limit: int = MAX_FILE_BYTES) -> tuple[dict[str, Any], bytes]:

@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from jupyter_ydoc import YNotebook
 from pycrdt import Map
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
@@ -392,18 +391,13 @@ class DiskSync(LoggingConfigurable):
                 ", ".join(conflicts),
             )
         self.disk_hash = data_hash
-        self.doc_hash = _saved_hash(self.room.notebook) if merged == disk_nb else None
+        self.doc_hash = _saved_hash_of(self.room.notebook.get()) if merged == disk_nb else None
         self._loaded = False
         self._resume()
         self.room.notebook.ystate["hash"] = self.disk_hash
         self.log.info("%s: merged outside change", self.path)
         if self.doc_hash is None:
             self._changed.set()
-
-
-def _saved_hash(notebook: YNotebook) -> str:
-    """The hash of a notebook's serialisation, as a save would write it."""
-    return _saved_hash_of(notebook.get())
 
 
 def _saved_hash_of(nb: dict[str, Any]) -> str:
