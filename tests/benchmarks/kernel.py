@@ -236,30 +236,22 @@ async def collab_server(base: Path, env: dict[str, str] | None = None,
     """``tests.jupyter_server_process.running_server`` (kernel_collab's extension enabled) on a
     fresh root under ``base`` (``env`` added to its environment, ``args`` to its command line);
     its blocking start and stop run in a worker thread."""
-    root, runtime = base / "root", base / "runtime"
-    root.mkdir(parents=True)
-    runtime.mkdir(parents=True)
-    cm: AbstractContextManager[JupyterServer] = running_server(root, runtime, *args, env=env)
-    server = await anyio.to_thread.run_sync(cm.__enter__)
-    try:
+    async with collab_servers((base, args), env=env) as (server,):
         yield server
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
 
 
 @contextlib.asynccontextmanager
 async def collab_servers(
-    *specs: tuple[Path, tuple[str, ...]],
+    *specs: tuple[Path, tuple[str, ...]], env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[JupyterServer]]:
     """``collab_server`` for each ``(base, args)``, all started and stopped at once (a start
     is seconds of waiting for the server: the quick run has little to spare)."""
-    managers = []
+    managers: list[AbstractContextManager[JupyterServer]] = []
     for base, args in specs:
         root, runtime = base / "root", base / "runtime"
         root.mkdir(parents=True)
         runtime.mkdir(parents=True)
-        managers.append(running_server(root, runtime, *args))
+        managers.append(running_server(root, runtime, *args, env=env))
     entered: dict[int, JupyterServer] = {}
 
     async def enter(i: int) -> None:
