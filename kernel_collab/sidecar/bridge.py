@@ -62,6 +62,12 @@ class Run:
     on_end: Callable[[Run], None] | None = None
     """Called as the run ends, in the transaction that ends it (the queue records the end
     and starts its next cell there: one update, no wait for the event loop)."""
+    on_reply: Callable[[Run], None] | None = None
+    """Called when an ``ok`` reply comes before the kernel's ``idle`` (the queue sends its
+    next cell then, so the kernel does not wait for the sidecar between cells)."""
+    ahead: bool = False
+    """Sent while the run before it was ending: its cell is marked running, and its outputs
+    cleared, only when that run ends (:meth:`KernelBridge.begin`)."""
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -223,9 +229,11 @@ class KernelBridge(LoggingConfigurable):
 
     def execute(self, cell_id: str, code: str, by: dict[str, Any],
                 record_timing: bool | None = None,
-                on_end: Callable[[Run], None] | None = None) -> Run:
+                on_end: Callable[[Run], None] | None = None,
+                on_reply: Callable[[Run], None] | None = None, ahead: bool = False) -> Run:
         """Send one cell to the kernel (recording JupyterLab's timing metadata if asked);
-        ``on_end(run)`` is called as it ends (see :attr:`Run.on_end`)."""
+        ``on_end(run)`` is called as it ends (see :class:`Run`). ``ahead``: its cell is
+        cleared by :meth:`begin`, when the run before it ends, instead of now."""
         client = self.client
         if client is None:
             raise RuntimeError("no kernel attached")
@@ -240,13 +248,20 @@ class KernelBridge(LoggingConfigurable):
         metadata = {"cellId": cell_id, "kernel_collab": {"by": by}}
         msg = client.session.msg("execute_request", content, metadata=metadata)
         run = Run(msg["header"]["msg_id"], cell_id, by, time.time(), record_timing=record_timing,
-                  on_end=on_end)
+                  on_end=on_end, on_reply=on_reply, ahead=ahead)
         if record_timing:
             run.timing = {}
         self.runs[run.msg_id] = run
-        self._clear(cell_id)
+        if not ahead:
+            self._clear(cell_id)
         client.shell_channel.send(msg)
         return run
+
+    def begin(self, run: Run) -> None:
+        """The turn of a run sent ahead has come: clear its cell (before any of its output
+        is written: see :meth:`_apply`)."""
+        run.ahead = False
+        self._clear(run.cell_id)
 
     def _start_external(self, msg_id: str, parent: dict[str, Any], content: Any) -> None:
         """A run asked by another client of the kernel (a console, nbclient, a JupyterLab
@@ -329,6 +344,8 @@ class KernelBridge(LoggingConfigurable):
                 run.timing["shell.execute_reply"] = _iso(msg.get("header", {}).get("date"))
             if run.idle:
                 self.finish(run, status=str(run.reply.get("status", "ok")))
+            elif run.on_reply is not None and run.reply.get("status") == "ok":
+                run.on_reply(run)
 
     def _note_kernel_api(self, info: dict[str, Any]) -> None:
         """Say in the room whether ``kernel_collab.notebook()`` works in this kernel."""
@@ -358,29 +375,54 @@ class KernelBridge(LoggingConfigurable):
             socket.close(linger=0)
 
     def _apply(self, session: Session, batch: list[list[bytes]]) -> None:
+        messages = self._decode(session, batch)
+        while messages:
+            finished, messages = self._route_until_a_turn(messages)
+            for run in finished:
+                self.finish(run, status=str((run.reply or {}).get("status", "ok")))
+        self._send_widget_updates()
+
+    def _decode(self, session: Session, batch: list[list[bytes]]) -> list[dict[str, Any]]:
+        messages = []
+        for frames in batch:
+            try:
+                _idents, parts = session.feed_identities(frames, copy=True)
+                msg = session.deserialize(parts, content=True, copy=True)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.log.warning("kernel %s: undecodable iopub message: %s", self.kernel_id, exc)
+                continue
+            if not isinstance(msg.get("content"), dict):
+                self.log.warning("kernel %s: ignored an iopub %s whose content is not an "
+                                 "object", self.kernel_id, msg.get("msg_type"))  # fmt: skip
+                continue
+            messages.append(msg)
+        return messages
+
+    def _route_until_a_turn(
+        self, messages: list[dict[str, Any]]
+    ) -> tuple[list[Run], list[dict[str, Any]]]:
+        """Route messages in one transaction; return the runs they ended and the messages
+        left. It stops at a message of a run sent ahead once a run has ended: ending that
+        run begins the next (iopub is ordered: the kernel's ``idle`` for one cell comes
+        before anything of the next)."""
         finished: list[Run] = []
+        rest: list[dict[str, Any]] = []
         with self.room.acting(KERNEL_AUTHOR), self.room.doc.transaction():
-            for frames in batch:
-                try:
-                    _idents, parts = session.feed_identities(frames, copy=True)
-                    msg = session.deserialize(parts, content=True, copy=True)
-                except (ValueError, KeyError, TypeError) as exc:
-                    self.log.warning("kernel %s: undecodable iopub message: %s",
-                                     self.kernel_id, exc)
-                    continue
-                if not isinstance(msg.get("content"), dict):
-                    self.log.warning("kernel %s: ignored an iopub %s whose content is not an "
-                                     "object", self.kernel_id, msg.get("msg_type"))  # fmt: skip
-                    continue
+            for i, msg in enumerate(messages):
+                if finished and self._sent_ahead(msg):
+                    rest = messages[i:]
+                    break
                 run = self._route(msg)
                 if run is not None:
                     finished.append(run)
             if self.writer.touched:
                 self.room.trust.kernel_wrote(self.writer.touched)
                 self.writer.touched.clear()
-        for run in finished:
-            self.finish(run, status=str((run.reply or {}).get("status", "ok")))
-        self._send_widget_updates()
+        return finished, rest
+
+    def _sent_ahead(self, msg: dict[str, Any]) -> bool:
+        run = self.runs.get((msg.get("parent_header") or {}).get("msg_id", ""))
+        return run is not None and run.ahead
 
     def _send_widget_updates(self) -> None:
         client = self.client

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 from pycrdt import Array
-from traitlets import Float, Int
+from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from ..notebook_core.cells import common_prefix, common_suffix, find_cell
@@ -41,6 +41,11 @@ class ExecutionQueue(LoggingConfigurable):
     publish_interval = Float(
         0.05, help="Shortest time between two updates of the queue in the document."
     ).tag(config=True)
+    send_ahead = Bool(
+        True, help="Send the next queued cell to the kernel as soon as the running one "
+        "replies ok, before its end is recorded, so the kernel does not wait for the sidecar "
+        "between cells (it is marked running only when the cell before it ends).",
+    ).tag(config=True)
     max_entries_per_person = Int(
         1000, help="Cells one person (or client) may have waiting in the queue at once."
     ).tag(config=True)
@@ -56,6 +61,8 @@ class ExecutionQueue(LoggingConfigurable):
         self._publish_due = False
         self._current: Run | None = None
         """The run of the queue's cell now in the kernel."""
+        self._ahead: tuple[Entry, Run, str] | None = None
+        """The next entry, already sent to the kernel (:attr:`send_ahead`), with its source."""
         self._stopped = False
         self._record_timing: dict[str, bool] = {}
         """Cells whose asker said whether to record ``metadata.execution`` timing."""
@@ -157,7 +164,11 @@ class ExecutionQueue(LoggingConfigurable):
         self._wake.set()
 
     def _start_next(self) -> None:
-        """Send the first queued cell that still exists to the kernel, if it is free."""
+        """Begin the cell sent ahead, or send the first queued cell that still exists to the
+        kernel, if it is free."""
+        if self._ahead is not None and not self._current:
+            self._current = self._begin(*self._ahead)
+            self._ahead = None
         while not self._current and self.entries and self.bridge.attached and not self._stopped:
             entry = self.entries.pop(0)
             self._publish(soon=True)  # "running" says which one runs meanwhile
@@ -173,16 +184,55 @@ class ExecutionQueue(LoggingConfigurable):
             source = record_start(ycell, entry.by, started)
             self.room.set_status("running", {**entry.as_dict(), "start": started})
             try:
-                timing = self._record_timing.pop(entry.cell_id, None)
-                return self.bridge.execute(entry.cell_id, source, entry.by, record_timing=timing,
-                                           on_end=lambda run: self._ended(entry, run))
+                return self._send(entry, source, ahead=False)
             except RuntimeError as exc:
                 self._end(entry, "cancelled", str(exc))
                 return None
 
+    def _send(self, entry: Entry, source: str, *, ahead: bool) -> Run:
+        timing = self._record_timing.pop(entry.cell_id, None)
+        return self.bridge.execute(
+            entry.cell_id, source, entry.by, record_timing=timing, ahead=ahead,
+            on_end=lambda run: self._ended(entry, run),
+            on_reply=(lambda _run: self._send_ahead()) if self.send_ahead else None,
+        )
+
+    def _send_ahead(self) -> None:
+        """The running cell replied ok and its end is on the way: send the next cell now."""
+        if self._ahead is not None or self._stopped or not self.bridge.attached:
+            return
+        while self.entries:
+            entry = self.entries.pop(0)
+            ycell = find_cell(self.room.notebook, entry.cell_id)
+            if ycell is None:  # deleted while queued
+                self._record_timing.pop(entry.cell_id, None)
+                continue
+            source = str(ycell["source"])
+            try:
+                run = self._send(entry, source, ahead=True)
+            except RuntimeError:  # the kernel went away: the entry stays queued
+                self.entries.insert(0, entry)
+                return
+            self._ahead = (entry, run, source)
+            return
+
+    def _begin(self, entry: Entry, run: Run, source: str) -> Run:
+        """The cell sent ahead has its turn: mark it running with the source it runs."""
+        ycell = find_cell(self.room.notebook, entry.cell_id)
+        started = time.time()
+        self._publish(soon=True)  # "running" says which one runs meanwhile
+        with self.room.doc.transaction():
+            if ycell is not None:  # a cell deleted meanwhile runs without writing anywhere
+                record_start(ycell, entry.by, started, source)
+            self.room.set_status("running", {**entry.as_dict(), "start": started})
+            self.bridge.begin(run)
+        return run
+
     def _ended(self, entry: Entry, run: Run) -> None:
         """The run of ``entry`` ended (in the bridge's transaction that ends it): record it,
         clear the queue on an error, and send the next cell at once."""
+        if run.ahead:  # ended before its turn (the kernel went away): cancelled with the queue
+            return
         if self._current is run:
             self._current = None
         status = str((run.reply or {}).get("status", "ok"))
@@ -190,6 +240,9 @@ class ExecutionQueue(LoggingConfigurable):
         if status == "error" and not self._raises_exception(entry.cell_id):
             self.clear(f"cell {entry.cell_id} raised an error")
         elif status not in ("ok", "error"):
+            if self._ahead is not None:  # it may not have run: cancelled with the rest
+                self.entries.insert(0, self._ahead[0])
+                self._ahead = None
             self.clear(f"kernel {status}")
         self._start_next()
         if not self._current:  # else "running" names the next cell, in this same update

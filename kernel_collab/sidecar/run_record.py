@@ -17,9 +17,11 @@ def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
     metadata["kernel_collab"] = ours
 
 
-def record_start(ycell: Map[Any], by: dict[str, Any], started: float) -> str:
-    """Mark a cell running; return the source that runs."""
-    source = str(ycell["source"])
+def record_start(ycell: Map[Any], by: dict[str, Any], started: float,
+                 source: str | None = None) -> str:
+    """Mark a cell running; return the source that runs (``source``, when it was sent
+    before, or the cell's)."""
+    source = str(ycell["source"]) if source is None else source
     with ycell.doc.transaction():
         ycell["execution_state"] = "running"
         if ycell.get("execution_count") is not None:

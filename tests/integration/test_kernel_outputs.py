@@ -54,6 +54,8 @@ DEFAULT_CAP = 5 * 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DRAIN = 20
 """Cells of the queue-draining test."""
+AHEAD = 30
+"""Cells of the sent-ahead test."""
 
 
 def gate(name: str) -> str:
@@ -97,6 +99,9 @@ CELLS: dict[str, str] = {
     "status-fence": "print('fence')\n",
     "drain-0": gate("drain"),
     **{f"drain-{i}": "x = 1\n" for i in range(1, DRAIN)},
+    "ahead-0": (gate("ahead") + "_os.remove(_gate)\n"
+                "_ahead_pass = globals().get('_ahead_pass', 0) + 1\n"),
+    **{f"ahead-{i}": f"print('ahead-{i} pass', _ahead_pass)\n" for i in range(1, AHEAD)},
     "console-gate": gate("console") + "print('cell output')\n",
     "console-fence": "print('after console')\n",
     "big-display": BIG_DISPLAY,
@@ -431,6 +436,18 @@ async def test_kernel_status_follows_cells_not_other_clients(main: Session) -> N
         await peer.wait_until(lambda p: kernel_status(p) == "idle")
 
 
+async def _queue_behind_gate(main: Session, peer: NotebookPeer,
+                             cells: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Queue ``cells``, the first holding the rest behind its gate; their runs before."""
+    before = {c: last_run(peer, c) for c in cells}
+    await main.queue(cells[0])
+    await peer.wait_until(lambda p: cell(p, cells[0]).get("execution_state") == "running")
+    for c in cells[1:]:
+        await main.queue(c)
+    await peer.wait_until(lambda p: len(collab_state(p).get("queue") or []) == len(cells) - 1)
+    return before
+
+
 async def test_a_queue_drains_busy_throughout_with_about_one_update_per_cell(
     main: Session,
 ) -> None:
@@ -439,12 +456,7 @@ async def test_a_queue_drains_busy_throughout_with_about_one_update_per_cell(
     cells = [f"drain-{i}" for i in range(DRAIN)]
     async with main.peer(releasing="drain") as peer:
         await peer.wait_until(lambda p: kernel_status(p) == "idle")
-        before = {c: last_run(peer, c) for c in cells}
-        await main.queue(cells[0])
-        await peer.wait_until(lambda p: cell(p, cells[0]).get("execution_state") == "running")
-        for c in cells[1:]:
-            await main.queue(c)
-        await peer.wait_until(lambda p: len(collab_state(p).get("queue") or []) == DRAIN - 1)
+        before = await _queue_behind_gate(main, peer, cells)
         await peer.wait_until(lambda p: kernel_status(p) == "busy")
         updates = 0
 
@@ -472,6 +484,26 @@ async def test_a_queue_drains_busy_throughout_with_about_one_update_per_cell(
         # About one per cell (its end and the next start), plus the queue's own updates
         # (at most every 50 ms); it was four or five per cell.
         assert updates <= 2 * DRAIN, updates
+
+
+async def test_cells_sent_ahead_show_only_their_own_new_output(main: Session) -> None:
+    """The queue sends the next cell when the running one replies, before its end is in:
+    a cell's output can come in the same batch as the end of the cell before it. Each cell
+    still ends with exactly its output of this pass (cleared once, before it), in order."""
+    cells = [f"ahead-{i}" for i in range(AHEAD)]
+    async with main.peer(releasing="ahead") as peer:
+        for n in (1, 2):  # the second pass replaces the first's outputs
+            before = await _queue_behind_gate(main, peer, cells)
+            main.open("ahead")
+            for c in cells:
+                await wait_ended(peer, c, before[c])
+            for i, c in enumerate(cells[1:], start=1):
+                assert stream_text(outputs_of(peer, c)) == f"ahead-{i} pass {n}\n", (c, n)
+                assert [o["output_type"] for o in outputs_of(peer, c)] == ["stream"]
+            runs = [last_run(peer, c) or {} for c in cells]
+            assert all(runs[i]["end"] <= runs[i + 1]["start"] for i in range(AHEAD - 1))
+            counts = [cell(peer, c)["execution_count"] for c in cells]
+            assert counts == list(range(counts[0], counts[0] + AHEAD)), counts
 
 
 async def test_console_executions_never_write_into_cells(main: Session) -> None:
