@@ -167,8 +167,12 @@ class ExecutionQueue(LoggingConfigurable):
         """Begin the cell sent ahead, or send the first queued cell that still exists to the
         kernel, if it is free."""
         if self._ahead is not None and not self._current:
-            self._current = self._begin(*self._ahead)
+            entry, run, source = self._ahead
             self._ahead = None
+            if self.bridge.attached:
+                self._current = self._begin(entry, run, source)
+            else:  # the kernel went away before its turn: cancelled with the queue
+                self.entries.insert(0, entry)
         while not self._current and self.entries and self.bridge.attached and not self._stopped:
             entry = self.entries.pop(0)
             self._publish(soon=True)  # "running" says which one runs meanwhile
@@ -231,7 +235,7 @@ class ExecutionQueue(LoggingConfigurable):
     def _ended(self, entry: Entry, run: Run) -> None:
         """The run of ``entry`` ended (in the bridge's transaction that ends it): record it,
         clear the queue on an error, and send the next cell at once."""
-        if run.ahead:  # ended before its turn (the kernel went away): cancelled with the queue
+        if run.ahead:  # the kernel went away before its turn (see _start_next)
             return
         if self._current is run:
             self._current = None
@@ -240,9 +244,6 @@ class ExecutionQueue(LoggingConfigurable):
         if status == "error" and not self._raises_exception(entry.cell_id):
             self.clear(f"cell {entry.cell_id} raised an error")
         elif status not in ("ok", "error"):
-            if self._ahead is not None:  # it may not have run: cancelled with the rest
-                self.entries.insert(0, self._ahead[0])
-                self._ahead = None
             self.clear(f"kernel {status}")
         self._start_next()
         if not self._current:  # else "running" names the next cell, in this same update

@@ -31,6 +31,7 @@ from tests.kernel_helpers import (
     cell,
     collab_state,
     kernel_status,
+    last_run,
     plain_client,
     run_cell,
     saved_cell,
@@ -230,6 +231,13 @@ def last_event(peer: NotebookPeer) -> str | None:
     return event.get("event") if isinstance(event, dict) else None
 
 
+async def start(server: JupyterServer, notebook: Path) -> tuple[str, dict[str, Any]]:
+    """Start a session on ``notebook`` (in the server's root): its kernel's id and its
+    sidecar's record."""
+    session = await server.start_session(notebook.relative_to(server.root).as_posix())
+    return session["kernel"]["id"], server.sidecar(notebook)
+
+
 def attached(kernel_id: str) -> Callable[[NotebookPeer], bool]:
     """A predicate: the document shows kernel ``kernel_id`` attached and idle."""
     return lambda p: kernel_status(p) == "idle" and collab_state(p).get("kernel_id") == kernel_id
@@ -310,9 +318,7 @@ async def test_restart_keeps_the_sidecar_the_room_and_the_queue_working(
         "long": "import time\nprint('sleeping', flush=True)\ntime.sleep(120)",
         "after": "print('after restart', flush=True)",
     })  # fmt: skip
-    session = await server.start_session("nb.ipynb")
-    kernel_id = session["kernel"]["id"]
-    record = server.sidecar(nb)
+    kernel_id, record = await start(server, nb)
     url, token = record["url"], record["token"]
     sidecar, old_kernel = process(record["pid"]), kernel_process(kernel_id)
     async with NotebookPeer.connect(url, token) as peer:
@@ -605,6 +611,72 @@ async def test_kernel_kill_9_is_shown_and_the_restarted_kernel_runs_cells(
         assert is_running(sidecar) and server.sidecar(nb)["pid"] == sidecar.pid
         ran = await run_to_end(peer, url, token, "a")
         assert ran["execution_count"] == 1 and stream_text(ran["outputs"]) == "alive\n"
+
+
+SLOW_IDLE = """\
+import os, sys, time
+class _HeldFlush:
+    # Holds the kernel between this cell's reply and its idle (ipykernel's dispatch_shell
+    # flushes stdout in between), until the test lets it go.
+    def __init__(self, inner):
+        self.inner = inner
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+    def flush(self):
+        caller = sys._getframe(1)  # hold only after this cell's reply
+        msg = caller.f_locals.get("msg") if caller.f_code.co_name == "dispatch_shell" else None
+        if "_HeldFlush" not in str(getattr(msg, "get", dict().get)("content")):
+            return self.inner.flush()
+        sys.stdout = self.inner
+        open({held!r}, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists({release!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.inner.flush()
+sys.stdout = _HeldFlush(sys.stdout)
+"""
+
+
+async def test_a_kernel_dying_before_a_cell_sent_ahead_has_its_turn_cancels_it(
+    server: JupyterServer,
+) -> None:
+    """The queue sends the next cell as soon as the running one replies ok, before the
+    kernel's idle for it. A kernel that dies in between: the cell that replied ended ok, and
+    the cell sent ahead, whose turn never came, is listed as cancelled with the rest of the
+    queue: none is lost, shown as run, or left running."""
+    held = server.root.parent / "held"
+    queued = ["next", "later"]
+    nb = write_cells(server.root / "ahead.ipynb", {
+        "slow-idle": SLOW_IDLE.format(held=str(held), release=str(held) + ".never"),
+        **dict.fromkeys(queued, "print('ran', flush=True)"),
+        "after": "print('after', flush=True)",
+    })  # fmt: skip
+    kernel_id, record = await start(server, nb)
+    url, token = record["url"], record["token"]
+    async with NotebookPeer.connect(url, token) as peer:
+        peer.wait_timeout = LIFECYCLE_TIMEOUT
+        await settle(peer, attached(kernel_id), "the kernel shows idle")
+        for cell_id in ["slow-idle", *queued]:
+            assert (await ask(url, token, {"type": "execute", "cell_id": cell_id}))["ok"] is True
+        await wait_for_file(held, held.exists, LIFECYCLE_TIMEOUT)  # replied; idle held back
+        kernel = kernel_process(kernel_id)
+        os.kill(kernel.pid, signal.SIGKILL)
+        await settle(peer, lambda p: attached(kernel_id)(p) and (
+            last_run(p, "slow-idle") or {}).get("status") != "running",
+            "the held cell ended and the restarted kernel shows idle")  # fmt: skip
+        assert not is_running(kernel)
+        slow = last_run(peer, "slow-idle") or {}
+        assert slow.get("status") == "ok" and slow.get("end") is not None, slow
+        cancelled = [e["cell_id"] for e in collab_state(peer).get("cancelled") or []]
+        assert cancelled == queued, collab_state(peer).get("cancelled")
+        for cell_id in queued:
+            assert last_run(peer, cell_id) is None
+            assert cell(peer, cell_id)["outputs"] == []
+            assert cell(peer, cell_id)["execution_state"] == "idle"
+        assert collab_state(peer).get("queue") == []
+        assert collab_state(peer).get("running") is None
+        after = await run_to_end(peer, url, token, "after")
+        assert stream_text(after["outputs"]) == "after\n"
 
 
 # --- 7. the notebook's path, from each kind of session ----------------------------------------
