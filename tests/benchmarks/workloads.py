@@ -107,7 +107,7 @@ QUICK = Plan(  # every default workload in under 3 min (README)
     burst_receivers=3, burst_repeats=1, durable_cap=3.0, save_n=3, outside_n=3,
     crowd_receivers=50, crowd_edits=100, memory_n=1, lines_flushed=5_000,
     lines_buffered=50_000, lines_repeats=1, stamp_samples=100, stamp_repeats=1, queue_cells=300,
-    queue_repeats=1, running_samples=60, proxy_edits=100, proxy_warmup=10, ticker_seconds=4.0,
+    queue_repeats=3, running_samples=60, proxy_edits=100, proxy_warmup=10, ticker_seconds=4.0,
     ticker_runs=1, rooms_n=3, rooms_idle=5.0, outside_gap=(1.3, 2.0),
 )
 FULL = Plan(  # N >= 20 for every open, save and outside row
