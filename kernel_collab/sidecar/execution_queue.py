@@ -59,6 +59,9 @@ class ExecutionQueue(LoggingConfigurable):
         self._cells_changed = anyio.Event()
         self._queue_changed = anyio.Event()
         self._publish_due = False
+        self._published: list[dict[str, Any]] = []
+        """The queue as last written into the document (reading it back cost ~12 % of the
+        sidecar's time while a 1,000-cell queue drained)."""
         self._current: Run | None = None
         """The run of the queue's cell now in the kernel."""
         self._ahead: tuple[Entry, Run, str] | None = None
@@ -278,10 +281,19 @@ class ExecutionQueue(LoggingConfigurable):
         status = self.room.status
         current = status.get("queue")
         if isinstance(current, Array):
-            update_array(current, current.to_py() or [], entries)
+            update_array(current, self._written(current), entries)
         else:  # first publish (or a plain list left by an older version)
             status["queue"] = Array(entries)
+        self._published = entries
 
+    def _written(self, array: Array[Any]) -> list[Any]:
+        """What ``array`` holds: the last published list, unless it visibly is not (peers
+        cannot write the queue, but a document restored from the store starts with its own)."""
+        published = self._published
+        if len(array) == len(published) and (
+                not published or (array[0] == published[0] and array[-1] == published[-1])):
+            return published
+        return array.to_py() or []
     async def _publisher(self) -> None:
         while True:
             await self._queue_changed.wait()
