@@ -179,17 +179,26 @@ class CellList(Sequence[Cell]):
 class RunHandle:
     """A queued run of a cell; :meth:`wait` returns its outputs."""
 
-    def __init__(self, notebook: Notebook, cell: Cell, asked_at: float, position: int):
+    def __init__(self, notebook: Notebook, cell: Cell, asked_at: float, position: int,
+                 number: int | None = None):
         self.notebook = notebook
         self.cell = cell
         self.asked_at = asked_at
         self.position = position
+        self.number = number
+        """The run's number among the cell's runs (``last_run.n``; None from a sidecar that
+        does not number runs)."""
 
     @property
     def done(self) -> bool:
         """Whether the run has finished (or was cancelled)."""
         run = self.cell.last_run or {}
-        return bool(run.get("end")) and float(run.get("start") or 0) >= self.asked_at - 1
+        if self.number is None:  # an older sidecar: by time (its clock may differ by ~1 s)
+            return bool(run.get("end")) and float(run.get("start") or 0) >= self.asked_at - 1
+        number = run.get("n")
+        if not isinstance(number, int | float) or number < self.number:
+            return False  # not started yet
+        return number > self.number or bool(run.get("end"))  # later runs: this one is over
 
     @property
     def status(self) -> str | None:
@@ -203,6 +212,9 @@ class RunHandle:
 
     def _cancelled(self) -> bool:
         status = self.notebook.status.get("cancelled") or []
+        if self.number is not None:
+            return any(c.get("cell_id") == self.cell.id and c.get("n") == self.number
+                       for c in status)  # fmt: skip
         return any(c.get("cell_id") == self.cell.id and c.get("at", 0) >= self.asked_at - 1
                    for c in status)  # fmt: skip
 
@@ -327,7 +339,9 @@ class Notebook:
         if self.calling_cell_id is not None:
             request["as_cell"] = self.calling_cell_id  # attributed to whoever ran that cell
         reply = await self._transport.request(request)
-        return RunHandle(self, target, asked, int(reply.get("position", 0)))
+        number = reply.get("n")
+        return RunHandle(self, target, asked, int(reply.get("position", 0)),
+                         int(number) if isinstance(number, int) else None)
 
     async def sync(self) -> None:
         """Wait until the sidecar has stored every edit made here so far."""

@@ -18,7 +18,7 @@ from .bridge import KernelBridge, Run
 from .peer import Peer
 from .requests import RequestError, require
 from .room import Room
-from .run_record import record_end, record_start
+from .run_record import last_run_number, record_end, record_start
 
 
 @dataclass
@@ -28,11 +28,14 @@ class Entry:
     cell_id: str
     by: dict[str, Any]
     at: float
+    number: int
+    """The run's number among its cell's runs (``n`` in the queue, ``cancelled`` and the
+    cell's ``last_run``): a client waits for its own run by it."""
 
     def as_dict(self) -> dict[str, Any]:
         """As written into the document (``dataclasses.asdict`` deep-copies field by field:
         about 8 ms for a 300-cell queue, blocking the loop at each publish)."""
-        return {"cell_id": self.cell_id, "by": dict(self.by), "at": self.at}
+        return {"cell_id": self.cell_id, "by": dict(self.by), "at": self.at, "n": self.number}
 
 
 class ExecutionQueue(LoggingConfigurable):
@@ -67,6 +70,8 @@ class ExecutionQueue(LoggingConfigurable):
         self._ahead: tuple[Entry, Run, str] | None = None
         """The next entry, already sent to the kernel (:attr:`send_ahead`), with its source."""
         self._stopped = False
+        self._numbers: dict[str, int] = {}
+        """The number of each cell's latest queued run (see :attr:`Entry.number`)."""
         self._record_timing: dict[str, bool] = {}
         """Cells whose asker said whether to record ``metadata.execution`` timing."""
         room.notebook.ycells.observe(lambda _event: self._cells_changed.set())
@@ -87,14 +92,15 @@ class ExecutionQueue(LoggingConfigurable):
             last = ours.get("last_run") if isinstance(ours, dict) else None
             if isinstance(last, dict) and last.get("status") == "running":
                 by = dict(last.get("by") or by)
-        position = self.enqueue(cell_id, by)
+        position, number = self.enqueue(cell_id, by)
         timing = request.get("record_timing")
         if isinstance(timing, bool):  # JupyterLab's "record timing" setting of the asker
             self._record_timing[cell_id] = timing
-        return {"ok": True, "cell_id": cell_id, "position": position}
+        return {"ok": True, "cell_id": cell_id, "position": position, "n": number}
 
-    def enqueue(self, cell_id: str, by: dict[str, Any]) -> int:
-        """Queue a code cell; return its position (0 = next). Already queued: asker updated."""
+    def enqueue(self, cell_id: str, by: dict[str, Any]) -> tuple[int, int]:
+        """Queue a code cell; return its position (0 = next) and its run's number. Already
+        queued: asker updated (one run, the same number)."""
         ycell = find_cell(self.room.notebook, cell_id)
         if ycell is None:
             raise RequestError(f"no cell with id {cell_id!r} in this notebook")
@@ -104,17 +110,21 @@ class ExecutionQueue(LoggingConfigurable):
             if entry.cell_id == cell_id:
                 entry.by, entry.at = by, time.time()
                 self._publish()
-                return i
+                return i, entry.number
         mine = sum(1 for e in self.entries if e.by.get("username") == by.get("username"))
         if mine >= self.max_entries_per_person:
             raise RequestError(
                 f"{by.get('name', 'you')} already has {mine} cells queued "
                 f"(limit {self.max_entries_per_person}); wait for some to run"
             )
-        self.entries.append(Entry(cell_id, by, time.time()))
+        number = self._numbers.get(cell_id)
+        if number is None:  # its first run queued by this sidecar: go on from the document's
+            number = last_run_number(ycell)
+        self._numbers[cell_id] = number = number + 1
+        self.entries.append(Entry(cell_id, by, time.time(), number))
         self._publish(soon=True)
         self._wake.set()
-        return len(self.entries) - 1
+        return len(self.entries) - 1, number
 
     def clear(self, reason: str) -> None:
         """Cancel every waiting entry (restart, interrupt, error), recording why."""
@@ -188,7 +198,7 @@ class ExecutionQueue(LoggingConfigurable):
             return None  # deleted while queued
         started = time.time()
         with self.room.doc.transaction():  # one update: running, its cell, its cleared outputs
-            source = record_start(ycell, entry.by, started)
+            source = record_start(ycell, entry.by, started, number=entry.number)
             self.room.set_status("running", {**entry.as_dict(), "start": started})
             try:
                 return self._send(entry, source, ahead=False)
@@ -230,7 +240,7 @@ class ExecutionQueue(LoggingConfigurable):
         self._publish(soon=True)  # "running" says which one runs meanwhile
         with self.room.doc.transaction():
             if ycell is not None:  # a cell deleted meanwhile runs without writing anywhere
-                record_start(ycell, entry.by, started, source)
+                record_start(ycell, entry.by, started, source, number=entry.number)
             self.room.set_status("running", {**entry.as_dict(), "start": started})
             self.bridge.begin(run)
         return run

@@ -17,18 +17,27 @@ def _set_last_run(ycell: Map[Any], last_run: dict[str, Any]) -> None:
     metadata["kernel_collab"] = ours
 
 
+def last_run_number(ycell: Map[Any]) -> int:
+    """The number of the cell's last run (``last_run.n``; 0 if none was numbered)."""
+    ours = ycell["metadata"].get("kernel_collab")
+    last = ours.get("last_run") if isinstance(ours, dict) else None
+    number = last.get("n") if isinstance(last, dict) else None
+    return int(number) if isinstance(number, int | float) and not isinstance(number, bool) else 0
+
+
 def record_start(ycell: Map[Any], by: dict[str, Any], started: float,
-                 source: str | None = None) -> str:
+                 source: str | None = None, *, number: int | None = None) -> str:
     """Mark a cell running; return the source that runs (``source``, when it was sent
-    before, or the cell's)."""
+    before, or the cell's). ``number``: the queue's number of the run; another client's run
+    (not numbered) keeps the number of the run before it."""
     source = str(ycell["source"]) if source is None else source
+    last = {"by": by, "start": started, "end": None, "status": "running", "source": source,
+            "n": last_run_number(ycell) if number is None else number}
     with ycell.doc.transaction():
         ycell["execution_state"] = "running"
         if ycell.get("execution_count") is not None:
             ycell["execution_count"] = None
-        _set_last_run(
-            ycell, {"by": by, "start": started, "end": None, "status": "running", "source": source}
-        )
+        _set_last_run(ycell, last)
     return source
 
 

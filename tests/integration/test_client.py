@@ -49,6 +49,27 @@ async def test_a_script_writes_and_runs_cells_while_a_person_watches(
                         and "print(x)" not in nb_path.read_text())
 
 
+async def test_each_run_waits_for_its_own_outputs(server: JupyterServer) -> None:
+    """An agent runs a cell, edits it and runs it again at once: each ``wait()`` returns the
+    outputs of its own run, never the run before (the same cell, a moment earlier)."""
+    write_notebook(server.root / "nb.ipynb", ["print(0)"])
+    async with connect(server.url, "nb.ipynb", token=server.token, name="agent") as nb:
+        cell = nb.cells[0]
+        for i in range(1, 6):
+            cell.source = f"print({i})"
+            outputs = await (await nb.run(cell)).wait()
+            assert outputs == [{"output_type": "stream", "name": "stdout", "text": f"{i}\n"}]
+        # Asked twice while it waits in the queue behind a running cell: one run, both see it.
+        blocker = nb.append_cell("import time; time.sleep(0.3)")
+        first = await nb.run(blocker)
+        cell.source = "print('once')"
+        a, b = await nb.run(cell), await nb.run(cell)
+        assert await a.wait() == await b.wait() == [
+            {"output_type": "stream", "name": "stdout", "text": "once\n"}]
+        assert a.status == b.status == "ok"
+        await first.wait()
+
+
 async def test_bad_requests_raise_python_errors_naming_the_cell(server: JupyterServer) -> None:
     write_notebook(server.root / "nb.ipynb", ["x = 1"])
     async with connect(server.url, "nb.ipynb", token=server.token) as nb:
