@@ -20,6 +20,10 @@ CELL_TYPES = ("code", "markdown", "raw")
 class Transport(Protocol):
     """What a :class:`Notebook` needs from its connection to the sidecar."""
 
+    @property
+    def ordered(self) -> bool:
+        """Whether a request reaches the sidecar after the edits sent before it."""
+
     async def request(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send a kernel_collab request and return the reply (raising on ``ok: false``)."""
 
@@ -334,7 +338,8 @@ class Notebook:
             raise ValueError(f"cell {target.id} is a {target.cell_type} cell: only code runs")
         asked = time.time()
         self._transport.touched(target.id)  # others see which cell this client runs
-        await self.sync()  # the sidecar must have the cell's current source
+        if not self._transport.ordered:
+            await self.sync()  # the sidecar must have the cell's current source
         request: dict[str, Any] = {"type": "execute", "cell_id": target.id}
         if self.calling_cell_id is not None:
             request["as_cell"] = self.calling_cell_id  # attributed to whoever ran that cell

@@ -47,6 +47,10 @@ class Channel(Protocol):
     """What carries the wire's messages: a WebSocket, or the kernel's comm. Both raise
     ``ConnectionError`` (or websockets' ``ConnectionClosed``) once closed."""
 
+    ordered: bool
+    """Whether every message sent arrives, in order, so a request finds the edits sent
+    before it applied (the kernel's comm can lose a batch: its edits come back later)."""
+
     async def pace(self) -> None:
         """Wait until the next batch may go (a channel that coalesces under load waits)."""
 
@@ -59,6 +63,8 @@ class Channel(Protocol):
 
 class WebSocketChannel:
     """One WebSocket: a message a frame, sent as soon as it is queued."""
+
+    ordered = True
 
     def __init__(self, websocket: ClientConnection):
         self.ws = websocket
@@ -111,6 +117,11 @@ class SyncTransport:
         notebook.ydoc.observe(self._on_local_change)
 
     # -- Transport ---------------------------------------------------------------------------
+
+    @property
+    def ordered(self) -> bool:
+        """Whether a request reaches the sidecar after the edits sent before it."""
+        return self.channel.ordered
 
     @property
     def closed(self) -> bool:

@@ -80,6 +80,9 @@ class CommChannel:
     """Batches over one comm (made before the comm opens, so nothing sent at once is lost);
     ``publish(data, buffers)``, set once it opens, sends a comm message on iopub."""
 
+    ordered = False
+    """iopub can drop a batch under bursts: its requests are sent again, its edits come back
+    through Y sync, so a request can arrive before an edit sent earlier."""
     min_interval = 0.01
     """Seconds between two batches under load (at most 100 comm messages a second)."""
     first_probe = 0.3
