@@ -287,7 +287,8 @@ class ExecutionQueue(LoggingConfigurable):
             self._queue_changed.set()
             return
         self._publish_due = False
-        entries = [e.as_dict() for e in self.entries]
+        waiting = [self._ahead[0], *self.entries] if self._ahead is not None else self.entries
+        entries = [e.as_dict() for e in waiting]  # one sent ahead waits for its turn too
         status = self.room.status
         current = status.get("queue")
         if isinstance(current, Array):
