@@ -196,6 +196,21 @@ class RunHandle:
     @property
     def done(self) -> bool:
         """Whether the run has finished (or was cancelled)."""
+        return self._ended() or self._cancelled()
+
+    @property
+    def status(self) -> str | None:
+        """``ok``, ``error``, ``cancelled``… once done."""
+        if self._ended():
+            return (self.cell.last_run or {}).get("status")
+        return "cancelled" if self._cancelled() else None
+
+    async def wait(self) -> list[dict[str, Any]]:
+        """Wait until the run ends and return the cell's outputs."""
+        await self.notebook._transport.wait_for(lambda: self.done)
+        return self.cell.outputs
+
+    def _ended(self) -> bool:
         run = self.cell.last_run or {}
         if self.number is None:  # an older sidecar: by time (its clock may differ by ~1 s)
             return bool(run.get("end")) and float(run.get("start") or 0) >= self.asked_at - 1
@@ -203,16 +218,6 @@ class RunHandle:
         if not isinstance(number, int | float) or number < self.number:
             return False  # not started yet
         return number > self.number or bool(run.get("end"))  # later runs: this one is over
-
-    @property
-    def status(self) -> str | None:
-        """``ok``, ``error``, ``cancelled``… once done."""
-        return (self.cell.last_run or {}).get("status") if self.done else None
-
-    async def wait(self) -> list[dict[str, Any]]:
-        """Wait until the run ends and return the cell's outputs."""
-        await self.notebook._transport.wait_for(lambda: self.done or self._cancelled())
-        return self.cell.outputs
 
     def _cancelled(self) -> bool:
         status = self.notebook.status.get("cancelled") or []

@@ -68,6 +68,15 @@ async def test_each_run_waits_for_its_own_outputs(server: JupyterServer) -> None
             {"output_type": "stream", "name": "stdout", "text": "once\n"}]
         assert a.status == b.status == "ok"
         await first.wait()
+        # A run that an error before it cancels is done, and says so.
+        failing = nb.append_cell("raise ValueError('stop')")
+        held, bad, after = (await nb.run(blocker), await nb.run(failing),
+                            await nb.run(cell))
+        assert await after.wait() == [
+            {"output_type": "stream", "name": "stdout", "text": "once\n"}]  # the last run's
+        assert (held.status, after.status) == ("ok", "cancelled") and after.done
+        await bad.wait()
+        assert bad.status == "error"
 
 
 async def test_bad_requests_raise_python_errors_naming_the_cell(server: JupyterServer) -> None:
