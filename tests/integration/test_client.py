@@ -68,9 +68,11 @@ async def test_each_run_waits_for_its_own_outputs(server: JupyterServer) -> None
             {"output_type": "stream", "name": "stdout", "text": "once\n"}]
         assert a.status == b.status == "ok"
         await first.wait()
-        # A run that an error before it cancels is done, and says so.
+        # A run that an error before it cancels is done, and says so (queued behind a cell
+        # that holds the kernel long enough for all three requests to be in).
+        holder = nb.append_cell("import time; time.sleep(1.5)")
         failing = nb.append_cell("raise ValueError('stop')")
-        held, bad, after = (await nb.run(blocker), await nb.run(failing),
+        held, bad, after = (await nb.run(holder), await nb.run(failing),
                             await nb.run(cell))
         assert await after.wait() == [
             {"output_type": "stream", "name": "stdout", "text": "once\n"}]  # the last run's
