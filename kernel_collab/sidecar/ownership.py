@@ -217,7 +217,7 @@ class FieldGuard:
         if refused is not None:
             self.log.warning("%s: refused and undid an update from %s: %s", where, peer.name,
                              refused)  # fmt: skip
-            peer.close(CLOSE_REFUSED, f"refused: {refused}; reload"[:120])
+            peer.close(CLOSE_REFUSED, f"refused: {refused}; reload")
             return
         self.judge_inserted(seen.inserted)
         problems = self._repair(seen.touched)
@@ -227,7 +227,7 @@ class FieldGuard:
                 "repaired, the rest of the update kept, and the peer told to reload",
                 where, peer.name, "; ".join(problems),
             )  # fmt: skip
-            peer.close(CLOSE_PROTOCOL_ERROR, f"invalid notebook: {problems[0]}"[:120])
+            peer.close(CLOSE_PROTOCOL_ERROR, f"invalid notebook: {problems[0]}")
 
     def _repair(self, touched: set[int]) -> list[str]:
         """Repair the cells whose shape is broken (Y has no retraction); say what was wrong."""

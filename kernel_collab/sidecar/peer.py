@@ -20,6 +20,16 @@ class Transport(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
+MAX_CLOSE_REASON = 123
+"""Bytes of UTF-8 a WebSocket close reason may have (RFC 6455); a longer one made the close
+itself fail (1011) instead of saying why."""
+
+
+def fit_close_reason(reason: str) -> str:
+    """``reason`` cut to fit a close frame, at a whole character."""
+    return reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+
+
 class Peer:
     """A peer of a room, wrapping its transport."""
 
@@ -126,4 +136,4 @@ class Peer:
                 finally:
                     self._unsent -= 1
                 del message  # a joining peer's sync reply is the whole document: not kept
-        await self.transport.close(self._close_code, self.close_reason[:120])
+        await self.transport.close(self._close_code, fit_close_reason(self.close_reason))

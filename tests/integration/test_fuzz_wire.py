@@ -139,6 +139,25 @@ async def _break_schema(
             assert "invalid notebook" in (bad.close_reason or "")
 
 
+def test_a_long_invalid_value_still_gets_its_reason_in_the_close(tmp_path: Path) -> None:
+    """The reason quotes the invalid value: cut to fit a close frame's 123 bytes at a whole
+    character (cut at 120 characters, multi-byte ones made the close itself fail: 1011)."""
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a = 1"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+
+        async def check() -> None:
+            async with NotebookPeer.connect(sidecar.url, sidecar.token) as bad:
+                bad.notebook.ycells[0]["cell_type"] = "ü" * 100  # 2 bytes each, quoted as is
+                with pytest.raises(ConnectionError):
+                    await bad.wait_until(lambda p: False)
+                assert bad.close_code == 1002, (bad.close_code, bad.close_reason)
+                reason = bad.close_reason or ""
+                assert reason.startswith("invalid notebook: cell ")
+                assert 119 < len(reason.encode()) <= 123
+
+        anyio.run(check)
+
+
 def test_updates_breaking_the_schema_are_repaired_and_the_sender_told(
     tmp_path: Path, report_figure: Callable[[str], None]
 ) -> None:
