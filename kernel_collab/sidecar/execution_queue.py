@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from pycrdt import Array
+from pycrdt import Array, Map
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
@@ -196,10 +196,9 @@ class ExecutionQueue(LoggingConfigurable):
         if ycell is None:
             self._record_timing.pop(entry.cell_id, None)
             return None  # deleted while queued
-        started = time.time()
+        source = str(ycell["source"])
         with self.room.doc.transaction():  # one update: running, its cell, its cleared outputs
-            source = record_start(ycell, entry.by, started, number=entry.number)
-            self.room.set_status("running", {**entry.as_dict(), "start": started})
+            self._mark_running(entry, ycell, source)
             try:
                 return self._send(entry, source, ahead=False)
             except RuntimeError as exc:
@@ -235,15 +234,19 @@ class ExecutionQueue(LoggingConfigurable):
 
     def _begin(self, entry: Entry, run: Run, source: str) -> Run:
         """The cell sent ahead has its turn: mark it running with the source it runs."""
-        ycell = find_cell(self.room.notebook, entry.cell_id)
-        started = time.time()
         self._publish(soon=True)  # "running" says which one runs meanwhile
         with self.room.doc.transaction():
-            if ycell is not None:  # a cell deleted meanwhile runs without writing anywhere
-                record_start(ycell, entry.by, started, source, number=entry.number)
-            self.room.set_status("running", {**entry.as_dict(), "start": started})
+            self._mark_running(entry, find_cell(self.room.notebook, entry.cell_id), source)
             self.bridge.begin(run)
         return run
+
+    def _mark_running(self, entry: Entry, ycell: Map[Any] | None, source: str) -> None:
+        """Record that ``entry``'s run starts with ``source``: in its cell (a cell deleted
+        meanwhile runs without writing anywhere) and as the queue's running entry."""
+        started = time.time()
+        if ycell is not None:
+            record_start(ycell, entry.by, started, source, number=entry.number)
+        self.room.set_status("running", {**entry.as_dict(), "start": started})
 
     def _ended(self, entry: Entry, run: Run) -> None:
         """The run of ``entry`` ended (in the bridge's transaction that ends it): record it,
