@@ -23,7 +23,7 @@ log = logging.getLogger("kernel_collab")
 
 JUPYTER_SERVER = ((2, 14), (3, 0))
 """jupyter_server ``>=2.14,<3``: ``KernelActionHandler.post``, ``SessionManager.get_kernel_env``,
-``web_app.add_handlers``."""
+``session_exists`` and ``list_sessions``, ``web_app.add_handlers``."""
 JUPYTER_CLIENT = ((8, 6), (9, 0))
 """jupyter_client ``>=8.6,<9``: ``MultiKernelManager._add_kernel_when_ready``."""
 IPYKERNEL = ((7, 4), (8, 0))
@@ -58,6 +58,9 @@ def problems() -> list[str]:
     found = _kernel_action_problems()
     if not callable(getattr(sessions.SessionManager, "get_kernel_env", None)):
         found.append("jupyter_server's SessionManager.get_kernel_env is gone")
+    for name in ("session_exists", "list_sessions"):
+        if not _async_method(sessions.SessionManager, name):
+            found.append(f"jupyter_server's SessionManager.{name} is gone or not async")
     found += _outside("jupyter_client", JUPYTER_CLIENT)
     manager = importlib.import_module("jupyter_client.multikernelmanager")
     if not _async_method(manager.MultiKernelManager, "_add_kernel_when_ready"):
@@ -131,6 +134,37 @@ def pass_notebook_paths(sessions: Any, root: str, env_name: str) -> None:
         return env
 
     sessions.get_kernel_env = get_kernel_env
+
+
+def wait_for_session_starts(
+    sessions: Any,
+    started: Callable[[str], Awaitable[None]],
+    all_started: Callable[[], Awaitable[None]],
+) -> None:
+    """While a notebook's collaborative session is being started (its room served, its kernel
+    launching), ``GET /api/sessions`` (``list_sessions``) waits for every such start
+    (``all_started``) and ``POST /api/sessions`` (``session_exists``) for that notebook's
+    (``started(path)``). JupyterLab opening the notebook lists the sessions and joins the one
+    on its path; finding none, it would start a second kernel (under a random path), which
+    the provisioner refuses."""
+    if not (_async_method(sessions, "session_exists") and _async_method(sessions, "list_sessions")):
+        log.warning("kernel_collab: jupyter_server's SessionManager.session_exists or "
+                    "list_sessions is gone or no longer async: a notebook opened while its "
+                    "collaborative kernel starts may be refused a second kernel")  # fmt: skip
+        return
+    exists, listing = sessions.session_exists, sessions.list_sessions
+
+    async def session_exists(path: str) -> bool:
+        await started(path)
+        return bool(await exists(path))
+
+    async def list_sessions() -> list[dict[str, Any]]:
+        await all_started()
+        result: list[dict[str, Any]] = await listing()
+        return result
+
+    sessions.session_exists = session_exists
+    sessions.list_sessions = list_sessions
 
 
 def refuse_later_clashes(web_app: Any, probe: str, ours: type) -> None:

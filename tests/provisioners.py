@@ -76,3 +76,35 @@ class RecordingProvisioner(LocalProvisioner):
         """Record the call (with ``restart``), then clean up."""
         self._record("cleanup", restart=restart)
         await super().cleanup(restart=restart)
+
+
+HOLD_DIR_ENV = "KERNEL_COLLAB_TEST_HOLD_DIR"
+"""Directory (in the server's environment) :class:`HeldProvisioner` waits on."""
+
+
+class HeldProvisioner(LocalProvisioner):
+    """The local provisioner, whose ``launch_kernel`` writes ``held`` in
+    ``$KERNEL_COLLAB_TEST_HOLD_DIR`` and waits there for a file: ``release`` launches the
+    kernel, ``fail`` raises (a kernel that cannot be launched). A test thereby holds a kernel's
+    launch exactly while it looks at what the room serves meanwhile."""
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """Wait for the test's word, then launch (or refuse) as told."""
+        folder = Path(os.environ[HOLD_DIR_ENV])
+        (folder / "held").write_text(str(self.kernel_id))
+        if await _word(folder) == "fail":
+            raise RuntimeError("launch refused by the test")
+        info: KernelConnectionInfo = await super().launch_kernel(cmd, **kwargs)
+        return info
+
+
+async def _word(folder: Path) -> str:
+    """``release`` or ``fail``, once either file is in ``folder`` (re-checked at each change,
+    and at least every half second)."""
+    import watchfiles
+
+    async for _ in watchfiles.awatch(folder, rust_timeout=500, yield_on_timeout=True):
+        for word in ("fail", "release"):
+            if (folder / word).exists():
+                return word
+    raise RuntimeError(f"{folder} stopped being watched")

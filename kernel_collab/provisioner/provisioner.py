@@ -129,24 +129,46 @@ class CollabProvisioner(KernelProvisionerBase):
             try:
                 if existing is not None:  # refused before a kernel process exists
                     self._check_one_kernel(existing)
+                    REGISTRY.kernel_starting(existing, str(self.kernel_id))
                 else:  # the document is served first, the kernel starts beside it
-                    await self._ensure_sidecar()
+                    await self._ensure_sidecar(starting=True)
             except SidecarError as exc:
                 raise RuntimeError(f"kernel_collab: {exc}") from None
-        return await self.inner.pre_launch(**kwargs)
+        try:
+            return await self.inner.pre_launch(**kwargs)
+        except Exception as exc:
+            await self._start_failed(exc)
+            raise
 
-    async def _ensure_sidecar(self) -> SidecarHandle:
-        """The notebook's sidecar, started if none runs."""
+    async def _ensure_sidecar(self, *, starting: bool = False) -> SidecarHandle:
+        """The notebook's sidecar, started if none runs (``starting``: for this kernel,
+        which it shows as starting until attached)."""
         assert self.notebook is not None and self.root is not None
+        args = [*self.sidecar_args, "--kernel-starting"] if starting else list(self.sidecar_args)
         return await REGISTRY.ensure(
-            self.notebook, self.root, list(self.sidecar_args), self.sidecar_start_timeout,
-            self.fork_sidecars,
+            self.notebook, self.root, args, self.sidecar_start_timeout, self.fork_sidecars,
+            str(self.kernel_id) if starting else None,
         )  # fmt: skip
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        info = await self.inner.launch_kernel(cmd, **kwargs)
+        try:
+            info = await self.inner.launch_kernel(cmd, **kwargs)
+        except Exception as exc:
+            await self._start_failed(exc)
+            raise
         self.connection_info = info
         return info
+
+    async def _start_failed(self, error: Exception) -> None:
+        """The kernel could not be launched: its room, served meanwhile, stops showing it as
+        starting and says why (runs queued for it are cancelled)."""
+        sidecar = REGISTRY.get(self.notebook) if self.notebook is not None else None
+        if sidecar is None or sidecar.starting_kernel != str(self.kernel_id):
+            return
+        sidecar.starting_kernel = None
+        self.log.error("kernel_collab: kernel %s for %s did not start: %s", self.kernel_id,
+                       self.notebook, error)  # fmt: skip
+        await self._detach(sidecar, "failed", error=f"{type(error).__name__}: {error}")
 
     async def post_launch(self, **kwargs: Any) -> None:
         """Start (or find) the sidecar and attach it to this kernel's new connection info."""
@@ -172,9 +194,12 @@ class CollabProvisioner(KernelProvisionerBase):
         except SidecarError as exc:
             await self.inner.kill()
             await self.inner.cleanup(restart=False)
+            await self._start_failed(exc)
             raise RuntimeError(f"kernel_collab: {exc}") from None
         self.sidecar = sidecar  # only now: a refused kernel must never detach the room's one
         sidecar.kernel_ids.add(str(self.kernel_id))
+        if sidecar.starting_kernel == str(self.kernel_id):
+            sidecar.starting_kernel = None
 
     def _check_one_kernel(self, sidecar: SidecarHandle) -> None:
         others = sidecar.kernel_ids - {str(self.kernel_id)}
@@ -209,9 +234,12 @@ class CollabProvisioner(KernelProvisionerBase):
                 sidecar.kernel_ids.discard(str(self.kernel_id))
         await self.inner.cleanup(restart=restart)
 
-    async def _detach(self, sidecar: SidecarHandle, reason: str) -> None:
+    async def _detach(self, sidecar: SidecarHandle, reason: str, error: str = "") -> None:
+        request = {"type": "detach_kernel", "reason": reason}
+        if error:
+            request["error"] = error
         try:
-            await sidecar.request({"type": "detach_kernel", "reason": reason})
+            await sidecar.request(request)
         except SidecarError as exc:
             self.log.warning("kernel_collab: %s", exc)
 

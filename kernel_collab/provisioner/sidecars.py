@@ -47,6 +47,9 @@ class SidecarHandle:
     document_id: str | None = None
     handoff: str = ""
     """The abstract Unix socket the server hands browser connections to ("": proxy them)."""
+    starting_kernel: str | None = None
+    """The id of a kernel being launched for this notebook, until it is attached or its
+    start failed (the room is served meanwhile)."""
 
     @property
     def alive(self) -> bool:
@@ -106,6 +109,8 @@ class SidecarRegistry:
         self.handles: dict[Path, SidecarHandle] = {}
         self.locks: dict[Path, anyio.Lock] = {}
         """One per notebook: two kernels starting at once must not start two sidecars."""
+        self.arrivals: dict[Path, list[anyio.Event]] = {}
+        """Events set once a sidecar for the notebook is registered (:meth:`notify`)."""
         self.log = logging.getLogger("kernel_collab")
 
     def live(self) -> Iterator[SidecarHandle]:
@@ -119,15 +124,44 @@ class SidecarRegistry:
             return None
         return handle
 
+    def notify(self, notebook: Path, event: anyio.Event) -> None:
+        """Set ``event`` once a sidecar for ``notebook`` is registered, or a kernel is being
+        launched for it (:meth:`kernel_starting`)."""
+        self.arrivals.setdefault(notebook, []).append(event)
+
+    def unnotify(self, notebook: Path, event: anyio.Event) -> None:
+        """Drop an event given to :meth:`notify` (no longer waited for)."""
+        events = self.arrivals.get(notebook, [])
+        if event in events:
+            events.remove(event)
+        if not events:
+            self.arrivals.pop(notebook, None)
+
+    def _register(self, handle: SidecarHandle) -> None:
+        self.handles[handle.notebook] = handle
+        self._arrived(handle.notebook)
+
+    def kernel_starting(self, handle: SidecarHandle, kernel_id: str) -> None:
+        """A kernel is being launched for a running sidecar's notebook (it counts as arrived
+        for :meth:`notify`)."""
+        handle.starting_kernel = kernel_id
+        self._arrived(handle.notebook)
+
+    def _arrived(self, notebook: Path) -> None:
+        for event in self.arrivals.pop(notebook, []):
+            event.set()
+
     async def ensure(
         self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float,
-        fork: bool = True,
+        fork: bool = True, starting_kernel: str | None = None,
     ) -> SidecarHandle:
-        """The notebook's sidecar, started if none runs."""
+        """The notebook's sidecar, started if none runs (``starting_kernel``: the id of the
+        kernel it is started for, registered with it)."""
         async with self.locks.setdefault(notebook, anyio.Lock()):
             handle = self.get(notebook)
             if handle is None:
-                handle = await self.start(notebook, root, extra_args, start_timeout, fork)
+                handle = await self.start(notebook, root, extra_args, start_timeout, fork,
+                                          starting_kernel)  # fmt: skip
             return handle
 
     async def _launch(self, args: list[str], env: dict[str, str], fork: bool) -> SidecarProcess:
@@ -145,7 +179,7 @@ class SidecarRegistry:
 
     async def start(
         self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float,
-        fork: bool = True,
+        fork: bool = True, starting_kernel: str | None = None,
     ) -> SidecarHandle:
         """Launch a sidecar and wait for its ready line."""
         token, admin_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -177,9 +211,10 @@ class SidecarRegistry:
         url, document_id = ready
         # Known before any kernel attaches, so browsers can rejoin a restarted sidecar at once.
         handle = SidecarHandle(notebook, root, process, url, token, admin_token,
-                               document_id=document_id, handoff=handoff)  # fmt: skip
+                               document_id=document_id, handoff=handoff,
+                               starting_kernel=starting_kernel)  # fmt: skip
         handle.runtime_file = self._write_runtime_file(handle)
-        self.handles[notebook] = handle
+        self._register(handle)
         self.log.info("kernel_collab: sidecar for %s at %s (pid %d)", notebook, url, process.pid)
         return handle
 
@@ -201,7 +236,7 @@ class SidecarRegistry:
         """Re-key a sidecar whose notebook was renamed."""
         self.forget(handle)
         handle.notebook = new_notebook
-        self.handles[new_notebook] = handle
+        self._register(handle)
         handle.runtime_file = self._write_runtime_file(handle)
 
     def forget(self, handle: SidecarHandle) -> None:

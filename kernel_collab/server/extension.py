@@ -90,6 +90,8 @@ def load(serverapp: Any) -> None:
     web_app.settings["kernel_collab_rooms"] = rooms
     web_app.settings["kernel_collab_sync_route"] = config.sync_route
     hostpatches.pass_notebook_paths(serverapp.session_manager, serverapp.root_dir, NOTEBOOK_ENV)
+    hostpatches.wait_for_session_starts(serverapp.session_manager, rooms.started,
+                                       rooms.all_started)
     hostpatches.forget_failed_kernel_starts(serverapp.kernel_manager)
     hostpatches.guard_stock_kernel_actions(
         lambda handler, kernel_id, action: collaborative_kernel_action(

@@ -89,7 +89,7 @@ class _Base(APIHandler):
         return {
             "document_id": info.get("document_id"),
             "path": api_path,
-            "kernel_id": info.get("kernel_id"),
+            "kernel_id": info.get("kernel_id") or handle.starting_kernel,
             "session_id": (session or {}).get("id"),
             "epoch": info.get("epoch"),
             "kernel_status": info.get("kernel_status"),
@@ -118,8 +118,10 @@ class RoomHandler(_Base):
         api_path = self.rooms.api_path(path)
         if self.rooms.handle_for_path(api_path) is None:
             await self.require("write", "sessions")
-        handle, session = await self.rooms.ensure(api_path)
-        self.finish(json.dumps(await self.room_model(handle, api_path, session)))
+        async with self.rooms.opening(api_path) as (handle, session):
+            # Answered as soon as the document is served: a kernel started for it launches
+            # meanwhile (the room says "starting"), and this waits for that start to end.
+            self.finish(json.dumps(await self.room_model(handle, api_path, session)))
 
 
 class ModeHandler(_Base):
@@ -168,6 +170,7 @@ class KernelActionHandler(_Base):
         """Interrupt or restart the room's kernel on behalf of the current user."""
         await self.require("execute", "kernels")
         api_path = self.rooms.api_path(path)
+        await self.rooms.started(api_path)  # a kernel still starting is acted on once up
         handle = self.rooms.handle_for_path(api_path)
         session = await self.rooms.session_for(api_path)
         if handle is None or session is None:

@@ -4,8 +4,10 @@ server knows: sessions, kernels, paths under the server root, and who is asking.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from jupyter_server.auth.identity import User
 from tornado import web
 
 from ..protocol import IDENTITY_HEADER
-from ..provisioner.sidecars import REGISTRY, SidecarHandle
+from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
 
 PROVISIONER = "kernel-collab"
 
@@ -61,6 +63,13 @@ class RoomManager:
         self.kernel_name = kernel_name
         self.root = Path(serverapp.root_dir).resolve()
         self._locks: dict[str, anyio.Lock] = {}
+        self._list_sessions = serverapp.session_manager.list_sessions
+        """jupyter_server's own listing (``GET /api/sessions`` gets one that waits for the
+        starts under way: ``hostpatches.wait_for_session_starts``)."""
+        self._starts: dict[str, anyio.Event] = {}
+        """Notebooks whose collaborative session is being started (set when it ends)."""
+        self._failures: dict[str, BaseException] = {}
+        """Why a start ended before its room was served, for the opener to raise."""
 
     def api_path(self, path: str) -> str:
         """Normalise a notebook path from a URL; refuse one that leaves the server root."""
@@ -88,12 +97,13 @@ class RoomManager:
         return next((h for h in REGISTRY.live() if h.document_id == document_id), None)
 
     def handle_for_kernel(self, kernel_id: str) -> SidecarHandle | None:
-        """The live sidecar a kernel is attached to, if any."""
-        return next((h for h in REGISTRY.live() if kernel_id in h.kernel_ids), None)
+        """The live sidecar a kernel is attached to, or is starting for, if any."""
+        return next((h for h in REGISTRY.live()
+                     if kernel_id in h.kernel_ids or h.starting_kernel == kernel_id), None)
 
     async def session_for(self, api_path: str) -> dict[str, Any] | None:
         """The server's session on a notebook path, if one exists."""
-        for session in await self.serverapp.session_manager.list_sessions():
+        for session in await self._list_sessions():
             if session.get("path") == api_path and session.get("kernel"):
                 return dict(session)
         return None
@@ -142,13 +152,61 @@ class RoomManager:
         (~0.1 s for a 10 MB file)."""
         return await anyio.to_thread.run_sync(_kernel_name_in, self.absolute(api_path))
 
-    async def ensure(self, api_path: str) -> tuple[SidecarHandle, dict[str, Any]]:
-        """The notebook's room, starting the collaborative session if none runs (one opener
-        at a time per notebook: a script racing a browser gets the same room)."""
-        async with self._locks.setdefault(api_path, anyio.Lock()):
-            return await self._ensure(api_path)
+    @contextlib.asynccontextmanager
+    async def opening(self, api_path: str) -> AsyncIterator[tuple[SidecarHandle,
+                                                                  dict[str, Any] | None]]:
+        """The notebook's room and its session (``None`` while its kernel starts), as soon
+        as the document is served. If no collaborative session runs, one is started: its
+        kernel launches beside the served document, and leaving the block waits for that
+        start to end (never cancelled halfway). One opener decides at a time per notebook: a
+        script racing a browser gets the same room and kernel."""
+        lock = self._locks.setdefault(api_path, anyio.Lock())
+        while True:
+            await lock.acquire()  # released once the room is served, or known not to be
+            try:
+                handle, session, start = await self._find(api_path)
+            except BaseException:
+                lock.release()
+                raise
+            under_way = self._starts.get(api_path)
+            if under_way is None or (handle is not None
+                                     and (handle.starting_kernel or handle.kernel_ids)):
+                break
+            lock.release()  # a start under way whose kernel is not launching (yet): its end
+            await under_way.wait()
+        if not start:
+            lock.release()
+            assert handle is not None
+            yield handle, session
+            return
+        starting = self._starts[api_path] = anyio.Event()
+        arrived = anyio.Event()
+        REGISTRY.notify(self.absolute(api_path), arrived)
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._start_session, api_path, starting, arrived)
+            try:
+                await arrived.wait()  # served, its kernel launching; or the start ended
+            finally:
+                lock.release()
+            handle = self.handle_for_path(api_path)
+            if handle is not None:
+                try:
+                    yield handle, await self.session_for(api_path)
+                except BaseException as exc:  # noqa: BLE001 - raised once the start ended
+                    failure = exc
+        if failure is not None:
+            raise failure
+        if handle is None:
+            error = self._failures.pop(api_path, None)
+            if error is not None:
+                raise error
+            raise web.HTTPError(500, f"the collaborative session for {api_path} has no sidecar")
 
-    async def _ensure(self, api_path: str) -> tuple[SidecarHandle, dict[str, Any]]:
+    async def _find(
+        self, api_path: str
+    ) -> tuple[SidecarHandle | None, dict[str, Any] | None, bool]:
+        """The notebook's room and session, and whether a session must be started for it."""
         if not self.absolute(api_path).is_file():
             raise web.HTTPError(404, f"no notebook at {api_path}")
         session = await self.session_for(api_path)
@@ -159,19 +217,65 @@ class RoomManager:
                 "which is not collaborative; change its kernel to open it collaboratively",
             )
         handle = self.handle_for_path(api_path)
-        if session is None or handle is None or not handle.kernel_ids:
-            if handle is None:  # first open: "Revert to checkpoint" gets this version
-                await ensure_async(self.serverapp.contents_manager.create_checkpoint(api_path))
-            session = await self.serverapp.session_manager.create_session(
-                path=api_path,
-                name=posixpath.basename(api_path),
-                type="notebook",
-                kernel_name=await self._kernel_name_for(api_path),
-            )
+        if api_path in self._starts:  # its kernel is being started
+            return handle, session, False
+        start = session is None or handle is None or not handle.kernel_ids
+        return handle, session, start
+
+    async def _start_session(self, api_path: str, done: anyio.Event,
+                             arrived: anyio.Event) -> None:  # fmt: skip
+        """Create the notebook's collaborative session (the provisioner starts the sidecar,
+        then launches the kernel); ``arrived`` is set once the sidecar serves and the kernel's
+        launch is under way (``REGISTRY.notify``), or as this ends. A failure after that is
+        logged (the room is told); one before is kept for :meth:`opening` to raise."""
+        try:
+            with anyio.CancelScope(shield=True):
+                if self.handle_for_path(api_path) is None:  # first open: "Revert to
+                    # checkpoint" gets this version
+                    await ensure_async(
+                        self.serverapp.contents_manager.create_checkpoint(api_path))
+                await self.serverapp.session_manager.create_session(
+                    path=api_path,
+                    name=posixpath.basename(api_path),
+                    type="notebook",
+                    kernel_name=await self._kernel_name_for(api_path),
+                )
+        except Exception as exc:  # noqa: BLE001 - logged, or raised by the opener
+            if arrived.is_set():
+                self.serverapp.log.error("kernel_collab: the kernel for %s did not start (the "
+                                         "room stays open): %s", api_path, exc)  # fmt: skip
+            else:
+                self._failures[api_path] = exc
             handle = self.handle_for_path(api_path)
-        if handle is None:
-            raise web.HTTPError(500, f"the collaborative session for {api_path} has no sidecar")
-        return handle, dict(session)
+            if handle is not None and handle.starting_kernel is not None:
+                # It failed where the provisioner could not tell the room: tell it here.
+                handle.starting_kernel = None
+                with anyio.CancelScope(shield=True):
+                    await self._tell_failed(handle, exc)
+        finally:
+            del self._starts[api_path]
+            REGISTRY.unnotify(self.absolute(api_path), arrived)
+            done.set()
+            arrived.set()
+
+    async def _tell_failed(self, handle: SidecarHandle, error: Exception) -> None:
+        try:
+            await handle.request({"type": "detach_kernel", "reason": "failed",
+                                  "error": f"{type(error).__name__}: {error}"})  # fmt: skip
+        except SidecarError as exc:
+            self.serverapp.log.warning("kernel_collab: %s", exc)
+
+    async def all_started(self) -> None:
+        """Wait until no kernel is being started for any notebook."""
+        while self._starts:
+            await next(iter(self._starts.values())).wait()
+
+    async def started(self, api_path: str) -> None:
+        """Wait until no kernel is starting for the notebook (its session then exists, or
+        the start failed)."""
+        starting = self._starts.get(posixpath.normpath(api_path.strip("/") or "."))
+        if starting is not None:
+            await starting.wait()
 
     async def _kernel_name_for(self, api_path: str) -> str:
         """The notebook's own kernelspec when it is a collaborative one, else the default."""

@@ -65,6 +65,10 @@ class SidecarApp(Application):
         help="Name of the Linux abstract Unix socket on which the Jupyter server hands over "
         "the browser connections it has authenticated (set by the provisioner; empty: none).",
     ).tag(config=True)
+    kernel_starting = Bool(
+        False, help="A kernel is being launched for this notebook (set by the provisioner): "
+        "the room says so until it is attached."
+    ).tag(config=True)
     max_message_size = Int(
         256 * 1024 * 1024, help="Largest WebSocket message accepted from a peer, in bytes."
     ).tag(config=True)
@@ -88,6 +92,10 @@ class SidecarApp(Application):
         "watch-stdin": (
             {"SidecarApp": {"watch_stdin": True}},
             "Save and exit when stdin closes (the parent process died).",
+        ),
+        "kernel-starting": (
+            {"SidecarApp": {"kernel_starting": True}},
+            "A kernel is being launched for this notebook (the room says so until attached).",
         ),
         "debug": ({"Application": {"log_level": 10}}, "Log debug messages."),
     }
@@ -160,7 +168,7 @@ class SidecarApp(Application):
         room.set_status("epoch", store.epoch)
         room.set_status("autosave", "on" if disk.paused is None else "paused")
         bridge = KernelBridge(room, parent=self)
-        bridge.set_kernel_status("none")
+        bridge.set_kernel_status("starting" if self.kernel_starting else "none")
         room.seal_load()
         queue = ExecutionQueue(room, bridge, parent=self)
         parts = SidecarParts(room, disk, store, bridge, queue, records)

@@ -20,6 +20,9 @@ from .peer import Peer
 from .requests import RequestError, require
 from .room import Room
 
+MAX_ERROR = 1000
+"""Characters kept of why a kernel did not start (in the room's state)."""
+
 
 class KernelControl:
     """Serves the provisioner's lifecycle requests and decides when to stop."""
@@ -108,9 +111,11 @@ class KernelControl:
             return pending[1]
         return {"name": "unknown"}
 
-    def _record_event(self, event: str, by: Any) -> None:
-        self.room.set_status("last_kernel_event", {"event": event, "by": by, "at": time.time(),
-                                                   "kernel_id": self.bridge.kernel_id})  # fmt: skip
+    def _record_event(self, event: str, by: Any, error: str = "") -> None:
+        record = {"event": event, "by": by, "at": time.time(), "kernel_id": self.bridge.kernel_id}
+        if error:
+            record["error"] = error[:MAX_ERROR]
+        self.room.set_status("last_kernel_event", record)
 
     async def attach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         kernel_id, info = request.get("kernel_id"), request.get("connection_info")
@@ -127,7 +132,10 @@ class KernelControl:
     async def detach(self, _peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         reason = str(request.get("reason", "shutdown"))
         by = request.get("by") or self._actor(reason)
-        self._record_event(reason, by)
+        self._record_event(reason, by, str(request.get("error") or ""))
+        if reason == "failed":
+            self.room.log.error("the kernel for %s did not start: %s",
+                                self.room.notebook.ystate.get("path"), request.get("error"))
         if reason == "restart":
             who = by.get("name") or by.get("username") if isinstance(by, dict) else None
             self.room.mark("restart", f"kernel restarted by {who or 'unknown'}")

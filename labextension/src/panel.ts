@@ -404,8 +404,12 @@ const EVENT_VERBS: Record<string, string> = {
   interrupt: 'Interrupted',
   restart: 'Restarted',
   shutdown: 'Shut down',
-  dead: 'Died'
+  dead: 'Died',
+  failed: 'Kernel did not start'
 };
+
+/** Events that nobody asked for: no "by whom". */
+const UNASKED_EVENTS = new Set(['dead', 'failed']);
 
 /** The room bar's content (kernel status, running cell, the queue's button,
  * the last kernel event) and the queue's entries (for its list). */
@@ -471,12 +475,15 @@ export function roomBarContent(
     const verb = Object.prototype.hasOwnProperty.call(EVENT_VERBS, eventName)
       ? EVENT_VERBS[eventName]
       : eventName;
-    const who: Content[] =
-      eventName === 'dead' ? [] : [' by ', nameMark(personName(event.by))];
+    const unasked = UNASKED_EVENTS.has(eventName);
+    const who: Content[] = unasked
+      ? []
+      : [' by ', nameMark(personName(event.by))];
     const node = element('span', 'kc-last-event', verb, ...who);
+    const error = text(event.error);
     node.title =
-      `${verb}${eventName === 'dead' ? '' : ` by ${personName(event.by)}`}` +
-      ` at ${clock(event.at)}`;
+      `${verb}${unasked ? '' : ` by ${personName(event.by)}`}` +
+      ` at ${clock(event.at)}${error ? `: ${error}` : ''}`;
     node.dataset.event = eventName;
     parts.push(node);
   }

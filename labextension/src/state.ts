@@ -51,6 +51,8 @@ export interface IRoomState {
     event?: string;
     by?: IPerson | string;
     at?: number;
+    /** Why the kernel did not start (event `failed`). */
+    error?: string;
   } | null;
   epoch?: string;
   [key: string]: unknown;

@@ -447,7 +447,8 @@ def table(rows: list[dict[str, Any]], notes: list[str], ours: str, theirs: str) 
     if "open.room.1000" in keys:
         out.append("° the open a user waits for, the server running: ours a jupyter server with "
                    "kernel_collab's extension, PUT /api/kernel-collab/rooms/{path} (starts the "
-                   "collaborative kernel and the sidecar), then a peer on its WebSocket "
+                   "sidecar and answers once it serves; the collaborative kernel launches "
+                   "beside it), then a peer on its WebSocket "
                    "/api/kernel-collab/sync/{document_id}; theirs PUT "
                    "/api/collaboration/session/{path}, then a peer on its room (the same samples "
                    "as its 'open cold'). 'room open': the same request and a second peer while "

@@ -390,8 +390,9 @@ async def open_time(system: System, ctx: Context, rec: Recorder) -> None:
 
 async def open_rooms(ctx: Context, rec: Recorder) -> None:
     """Ours on a running ``jupyter server`` with kernel_collab's extension, as a browser opens
-    a notebook: ``PUT /api/kernel-collab/rooms/{path}`` (starts the collaborative kernel and
-    the sidecar) → a peer on the server's ``/api/kernel-collab/sync/{document_id}`` synced;
+    a notebook: ``PUT /api/kernel-collab/rooms/{path}`` (starts the sidecar and, beside the
+    served document, the collaborative kernel) → a peer on the server's
+    ``/api/kernel-collab/sync/{document_id}`` synced;
     then, the room open, the same request and a second peer (warm). The server's first room
     is a warm-up. Rooms stay open (as theirs' do) and their sessions are deleted at the end;
     each next room is opened once the last one's kernel is idle (booting, it took a core from
@@ -399,7 +400,6 @@ async def open_rooms(ctx: Context, rec: Recorder) -> None:
     from .kernel import collab_server, kernel_idle, wait_for  # kernel.py imports this module
     from .proxy import open_room
 
-    sessions: list[str] = []
     async with collab_server(ctx.scratch / "open-rooms") as server:
         token = quote(server.token)
         for i in range(-1, ctx.plan.room_n):
@@ -407,8 +407,7 @@ async def open_rooms(ctx: Context, rec: Recorder) -> None:
             name = f"room{size}-{i + 1}.ipynb"
             shutil.copyfile(ctx.notebooks[size], server.root / name)
             t0 = time.perf_counter()
-            model = await open_room(server, name)
-            sessions.append(model["session_id"])
+            model = await open_room(server, name)  # answered before the kernel is up
             url = f"{server.sync_url(model['document_id'])}?token={token}"
             async with join(url, "first") as first:
                 check_cells(first, size)
@@ -434,9 +433,13 @@ async def open_rooms(ctx: Context, rec: Recorder) -> None:
                 raise PeerError(f"DELETE session {session}: {response.status_code} "
                                 f"{response.text}")
 
+        async with server.client() as http:
+            response = await http.get("/api/sessions")
+        if response.status_code != 200:
+            raise PeerError(f"GET /api/sessions: {response.status_code} {response.text}")
         async with anyio.create_task_group() as tg:
-            for session in sessions:
-                tg.start_soon(close, session)
+            for session in response.json():
+                tg.start_soon(close, session["id"])
 
 
 # -- 2. edit → peer latency ------------------------------------------------------------------

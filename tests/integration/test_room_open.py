@@ -1,0 +1,173 @@
+"""Opening a notebook serves its document at once; its kernel launches beside it.
+
+A real Jupyter server whose collaborative kernelspec launches ipykernel through
+``tests.provisioners:HeldProvisioner``: the test holds the kernel's launch and looks at what
+people get meanwhile, then lets it launch (or fail).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.files import wait_for_file
+from tests.jupyter_server_process import JupyterServer, running_server
+from tests.kernel_helpers import cell, collab_state, kernel_status, stream_text, write_cells
+from tests.peers import NotebookPeer
+from tests.provisioners import HOLD_DIR_ENV
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[2]
+KERNEL = "python3-held"
+OPEN_TIMEOUT = 30.0
+"""Seconds an open may take while the kernel's launch is held (it must not wait for it)."""
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[tuple[JupyterServer, Path]]:
+    """A server whose rooms open on :data:`KERNEL`, and the folder that holds its launches."""
+    root, runtime, hold = tmp_path / "root", tmp_path / "runtime", tmp_path / "hold"
+    for folder in (root, runtime, hold):
+        folder.mkdir()
+    spec = tmp_path / "jupyter_path" / "kernels" / KERNEL / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (collaborative, held)",
+        "language": "python",
+        "metadata": {"kernel_provisioner": {
+            "provisioner_name": "kernel-collab",
+            "config": {"inner_provisioner": "tests.provisioners:HeldProvisioner"},
+        }},
+    }))  # fmt: skip
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
+    env = {"JUPYTER_PATH": str(spec.parents[2]), "PYTHONPATH": pythonpath, HOLD_DIR_ENV: str(hold)}
+    with running_server(root, runtime, f"--KernelCollabServer.kernel_name={KERNEL}",
+                        env=env) as server:  # fmt: skip
+        yield server, hold
+
+
+async def put_room(server: JupyterServer, path: str) -> dict[str, Any]:
+    """``PUT`` the room, failing if it waits for the held kernel."""
+    with anyio.fail_after(OPEN_TIMEOUT):
+        return await server.open_room(path)
+
+
+async def sessions_on(server: JupyterServer, path: str) -> list[dict[str, Any]]:
+    """The server's sessions on a notebook path."""
+    async with server.client() as http:
+        response = await http.get("/api/sessions")
+    response.raise_for_status()
+    return [s for s in response.json() if s["path"] == path]
+
+
+async def test_the_document_is_served_and_runs_queue_while_its_kernel_launches(
+    held: tuple[JupyterServer, Path],
+) -> None:
+    server, hold = held
+    write_cells(server.root / "nb.ipynb", {"a": "print('ran', 6 * 7)"})
+    room = await put_room(server, "nb.ipynb")  # answered with the kernel's launch held
+    assert room["kernel_id"] and room["session_id"] is None
+    await wait_for_file(hold / "held", lambda: (hold / "held").read_text() == room["kernel_id"])
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        assert kernel_status(peer) == "starting"
+        peer.notebook.set_cell(0, source="print('ran', 6 * 7, 'after an edit')")
+        async with server.client() as http:  # JupyterLab's executor, with the kernel's id
+            response = await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                                       json={"cell_id": "a", "document_id": room["document_id"]})
+        assert response.status_code == 202, response.text
+        (hold / "release").write_text("")
+        peer.wait_timeout = OPEN_TIMEOUT
+        await peer.wait_until(
+            lambda p: "ran 42 after an edit" in stream_text(cell(p, "a").get("outputs", [])))
+        await peer.wait_until(lambda p: kernel_status(p) == "idle")
+        assert collab_state(peer)["kernel_id"] == room["kernel_id"]
+    [session] = await sessions_on(server, "nb.ipynb")
+    assert session["kernel"]["id"] == room["kernel_id"]
+    again = await put_room(server, "nb.ipynb")
+    assert (again["kernel_id"], again["session_id"]) == (room["kernel_id"], session["id"])
+
+
+async def test_jupyterlab_opening_meanwhile_joins_the_kernel_being_launched(
+    held: tuple[JupyterServer, Path],
+) -> None:
+    server, hold = held
+    write_cells(server.root / "nb.ipynb", {"a": "x = 1"})
+    room = await put_room(server, "nb.ipynb")
+    await wait_for_file(hold / "held", lambda: (hold / "held").exists())
+    second = await put_room(server, "nb.ipynb")  # a second person, before the kernel is up
+    assert (second["document_id"], second["kernel_id"]) == (room["document_id"], room["kernel_id"])
+    listed: list[list[dict[str, Any]]] = []
+    posted: list[httpx.Response] = []
+
+    async def lab_session() -> None:
+        """JupyterLab's session context: the session on the notebook's path, if listed."""
+        async with server.client() as http:
+            response = await http.get("/api/sessions")
+        response.raise_for_status()
+        listed.append([s for s in response.json() if s["path"] == "nb.ipynb"])
+
+    async def client_session() -> None:
+        """A client that asks for a session on the path (it gets the existing one)."""
+        async with server.client() as http:
+            posted.append(await http.post("/api/sessions", json={
+                "path": "nb.ipynb", "type": "notebook", "name": "nb.ipynb",
+                "kernel": {"name": KERNEL}}))  # fmt: skip
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lab_session)
+        tg.start_soon(client_session)
+        (hold / "release").write_text("")
+    [[session]] = listed
+    assert session["kernel"]["id"] == room["kernel_id"]
+    [answer] = posted
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["id"] == session["id"]
+    async with server.client() as http:
+        kernels = (await http.get("/api/kernels")).json()
+    assert [k["id"] for k in kernels] == [room["kernel_id"]]
+    assert "already has a collaborative kernel" not in server.log
+
+
+async def test_a_kernel_that_cannot_launch_leaves_the_room_open_saying_why(
+    held: tuple[JupyterServer, Path],
+) -> None:
+    server, hold = held
+    write_cells(server.root / "nb.ipynb", {"a": "print('second try')"})
+    room = await put_room(server, "nb.ipynb")
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        peer.wait_timeout = OPEN_TIMEOUT
+        async with server.client() as http:
+            response = await http.post(f"/api/kernels/{room['kernel_id']}/execute",
+                                       json={"cell_id": "a", "document_id": room["document_id"]})
+        assert response.status_code == 202, response.text
+        await wait_for_file(hold / "held", lambda: (hold / "held").exists())
+        (hold / "fail").write_text("")
+
+        def failed(p: NotebookPeer) -> bool:
+            event = collab_state(p).get("last_kernel_event") or {}
+            return kernel_status(p) == "none" and event.get("event") == "failed"
+
+        await peer.wait_until(failed)
+        event = collab_state(peer)["last_kernel_event"]
+        assert "launch refused by the test" in event["error"]
+        assert [c.get("cell_id") for c in collab_state(peer).get("cancelled", [])] == ["a"]
+        peer.notebook.set_cell(0, source="print('second try', 'works')")  # still editable
+        assert "did not start" in server.log and "launch refused by the test" in server.log
+
+        (hold / "fail").unlink()
+        (hold / "release").write_text("")
+        retry = await put_room(server, "nb.ipynb")  # opening again starts a kernel
+        assert retry["document_id"] == room["document_id"]
+        assert retry["kernel_id"] not in (None, room["kernel_id"])
+        await peer.wait_until(lambda p: kernel_status(p) == "idle"
+                              and collab_state(p).get("kernel_id") == retry["kernel_id"])
