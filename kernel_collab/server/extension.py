@@ -11,7 +11,7 @@ from jupyter_server.services.contents.filemanager import (
     FileContentsManager,
 )
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Enum, Unicode
+from traitlets import Bool, Enum, Float, Unicode
 from traitlets.config import Configurable
 
 from .. import hostpatches
@@ -53,6 +53,13 @@ class KernelCollabServer(Configurable):
         "path), 'proxy' relays every message through this server. Where this server "
         "terminates TLS, or a sidecar takes no handovers, it proxies.",
     ).tag(config=True)
+    session_listing_wait = Float(
+        10.0,
+        help="Seconds GET /api/sessions waits for collaborative kernels being launched (their "
+        "notebooks served already), so that JupyterLab opening such a notebook joins its "
+        "session instead of asking for a second kernel. Past it the listing goes on without "
+        "them: a kernel whose launch takes longer may meet a refused second start.",
+    ).tag(config=True)
     prestart_fork_server = Bool(
         True,
         help="Start the sidecars' fork server with the Jupyter server (Linux), so the first "
@@ -86,7 +93,7 @@ def load(serverapp: Any) -> None:
             )
     hostpatches.refuse_later_clashes(
         web_app, url_path_join(base, "/api/kernels/x/execute"), ExecuteHandler)
-    rooms = RoomManager(serverapp, config.kernel_name)
+    rooms = RoomManager(serverapp, config.kernel_name, config.session_listing_wait)
     web_app.settings["kernel_collab_rooms"] = rooms
     web_app.settings["kernel_collab_sync_route"] = config.sync_route
     hostpatches.pass_notebook_paths(serverapp.session_manager, serverapp.root_dir, NOTEBOOK_ENV)

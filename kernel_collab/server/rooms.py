@@ -58,9 +58,11 @@ async def ask_as(handle: SidecarHandle, identity: dict[str, Any],
 class RoomManager:
     """Finds and opens rooms for the server extension."""
 
-    def __init__(self, serverapp: Any, kernel_name: str):
+    def __init__(self, serverapp: Any, kernel_name: str, listing_wait: float = 10.0):
         self.serverapp = serverapp
         self.kernel_name = kernel_name
+        self.listing_wait = listing_wait
+        """Longest wait of :meth:`all_started`, in seconds."""
         self.root = Path(serverapp.root_dir).resolve()
         self._locks: dict[str, anyio.Lock] = {}
         self._list_sessions = serverapp.session_manager.list_sessions
@@ -266,9 +268,10 @@ class RoomManager:
             self.serverapp.log.warning("kernel_collab: %s", exc)
 
     async def all_started(self) -> None:
-        """Wait until no kernel is being started for any notebook."""
-        while self._starts:
-            await next(iter(self._starts.values())).wait()
+        """Wait until no kernel is being started for any notebook, or ``listing_wait`` s."""
+        with anyio.move_on_after(self.listing_wait):
+            while self._starts:
+                await next(iter(self._starts.values())).wait()
 
     async def started(self, api_path: str) -> None:
         """Wait until no kernel is starting for the notebook (its session then exists, or

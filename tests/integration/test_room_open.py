@@ -33,8 +33,11 @@ OPEN_TIMEOUT = 30.0
 
 
 @pytest.fixture
-def held(tmp_path: Path) -> Iterator[tuple[JupyterServer, Path]]:
-    """A server whose rooms open on :data:`KERNEL`, and the folder that holds its launches."""
+def held(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[JupyterServer, Path]]:
+    """A server whose rooms open on :data:`KERNEL`, and the folder that holds its launches
+    (server arguments: the test's ``server_args`` mark)."""
+    mark = request.node.get_closest_marker("server_args")
+    extra = mark.args if mark is not None else ()
     root, runtime, hold = tmp_path / "root", tmp_path / "runtime", tmp_path / "hold"
     for folder in (root, runtime, hold):
         folder.mkdir()
@@ -51,7 +54,7 @@ def held(tmp_path: Path) -> Iterator[tuple[JupyterServer, Path]]:
     }))  # fmt: skip
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
     env = {"JUPYTER_PATH": str(spec.parents[2]), "PYTHONPATH": pythonpath, HOLD_DIR_ENV: str(hold)}
-    with running_server(root, runtime, f"--KernelCollabServer.kernel_name={KERNEL}",
+    with running_server(root, runtime, f"--KernelCollabServer.kernel_name={KERNEL}", *extra,
                         env=env) as server:  # fmt: skip
         yield server, hold
 
@@ -60,6 +63,14 @@ async def put_room(server: JupyterServer, path: str) -> dict[str, Any]:
     """``PUT`` the room, failing if it waits for the held kernel."""
     with anyio.fail_after(OPEN_TIMEOUT):
         return await server.open_room(path)
+
+
+async def open_held(server: JupyterServer, hold: Path, cells: dict[str, str]) -> dict[str, Any]:
+    """Write ``nb.ipynb`` and open its room; return it once its kernel's launch is held."""
+    write_cells(server.root / "nb.ipynb", cells)
+    room = await put_room(server, "nb.ipynb")
+    await wait_for_file(hold / "held", lambda: (hold / "held").read_text() == room["kernel_id"])
+    return room
 
 
 async def sessions_on(server: JupyterServer, path: str) -> list[dict[str, Any]]:
@@ -74,10 +85,8 @@ async def test_the_document_is_served_and_runs_queue_while_its_kernel_launches(
     held: tuple[JupyterServer, Path],
 ) -> None:
     server, hold = held
-    write_cells(server.root / "nb.ipynb", {"a": "print('ran', 6 * 7)"})
-    room = await put_room(server, "nb.ipynb")  # answered with the kernel's launch held
+    room = await open_held(server, hold, {"a": "print('ran', 6 * 7)"})  # answered while held
     assert room["kernel_id"] and room["session_id"] is None
-    await wait_for_file(hold / "held", lambda: (hold / "held").read_text() == room["kernel_id"])
     async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
         assert kernel_status(peer) == "starting"
         peer.notebook.set_cell(0, source="print('ran', 6 * 7, 'after an edit')")
@@ -101,9 +110,7 @@ async def test_jupyterlab_opening_meanwhile_joins_the_kernel_being_launched(
     held: tuple[JupyterServer, Path],
 ) -> None:
     server, hold = held
-    write_cells(server.root / "nb.ipynb", {"a": "x = 1"})
-    room = await put_room(server, "nb.ipynb")
-    await wait_for_file(hold / "held", lambda: (hold / "held").exists())
+    room = await open_held(server, hold, {"a": "x = 1"})
     second = await put_room(server, "nb.ipynb")  # a second person, before the kernel is up
     assert (second["document_id"], second["kernel_id"]) == (room["document_id"], room["kernel_id"])
     listed: list[list[dict[str, Any]]] = []
@@ -171,3 +178,19 @@ async def test_a_kernel_that_cannot_launch_leaves_the_room_open_saying_why(
         assert retry["kernel_id"] not in (None, room["kernel_id"])
         await peer.wait_until(lambda p: kernel_status(p) == "idle"
                               and collab_state(p).get("kernel_id") == retry["kernel_id"])
+
+
+@pytest.mark.server_args("--KernelCollabServer.session_listing_wait=0.5")
+async def test_listing_sessions_waits_for_a_launch_only_so_long(
+    held: tuple[JupyterServer, Path],
+) -> None:
+    server, hold = held
+    room = await open_held(server, hold, {"a": "x = 1"})
+    with anyio.fail_after(OPEN_TIMEOUT):  # answered with the launch still held
+        assert await sessions_on(server, "nb.ipynb") == []
+    (hold / "release").write_text("")
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        peer.wait_timeout = OPEN_TIMEOUT
+        await peer.wait_until(lambda p: kernel_status(p) == "idle")
+    [session] = await sessions_on(server, "nb.ipynb")
+    assert session["kernel"]["id"] == room["kernel_id"]
