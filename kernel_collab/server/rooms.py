@@ -65,9 +65,6 @@ class RoomManager:
         """Longest wait of :meth:`all_started`, in seconds."""
         self.root = Path(serverapp.root_dir).resolve()
         self._locks: dict[str, anyio.Lock] = {}
-        self._list_sessions = serverapp.session_manager.list_sessions
-        """jupyter_server's own listing (``GET /api/sessions`` gets one that waits for the
-        starts under way: ``hostpatches.wait_for_session_starts``)."""
         self._starts: dict[str, anyio.Event] = {}
         """Notebooks whose collaborative session is being started (set when it ends)."""
         self._failures: dict[str, BaseException] = {}
@@ -104,11 +101,13 @@ class RoomManager:
                      if kernel_id in h.kernel_ids or h.starting_kernel == kernel_id), None)
 
     async def session_for(self, api_path: str) -> dict[str, Any] | None:
-        """The server's session on a notebook path, if one exists."""
-        for session in await self._list_sessions():
-            if session.get("path") == api_path and session.get("kernel"):
-                return dict(session)
-        return None
+        """The server's session on a notebook path, if one exists (looked up by its path:
+        listing every session built a model of each kernel, at every open)."""
+        try:
+            session = await self.serverapp.session_manager.get_session(path=api_path)
+        except (web.HTTPError, KeyError):  # none, or its kernel is gone (the row is dropped)
+            return None
+        return dict(session) if session.get("kernel") else None
 
     def is_collaborative(self, kernel_id: str) -> bool:
         """Whether a kernel was started by the collaborative provisioner."""
