@@ -61,9 +61,11 @@ class SidecarHandle:
         """Send one request on a connection with the admin token (and ``headers``, e.g. the
         identity of the person it is for) and return the reply, whatever it says."""
         try:
+            # Speaking for nobody, it only makes requests: it need not join the room.
+            url = self.url if headers else f"{self.url}?{protocol.REQUESTS_ONLY_QUERY}"
             with anyio.fail_after(timeout):
                 async with ws_connect(
-                    self.url,
+                    url,
                     additional_headers={**(headers or {}), **admin_headers(self)},
                     max_size=None,
                 ) as ws:

@@ -170,20 +170,25 @@ class SyncServer:
                 CLOSE_STALE_EPOCH, f"document epoch is now {current}: drop your copy and reload"
             )
             return
-        self._log.info("%s joined (%d peers)", peer.name, len(self.room.peers) + 1)
+        # The server's own requests (room info, kernel lifecycle) join nothing.
+        joins = not (admin and _query(request).get("requests") == ["only"])
+        log = self._log.info if joins else self._log.debug
+        log("%s joined (%d peers)", peer.name, len(self.room.peers) + joins)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_ignore_closed, peer.run_sender)
                 try:
+                    if joins:
+                        self.room.join(peer)
                     await self._receive(connection, peer)
                 finally:
-                    self.room.leave(peer)
+                    if joins:
+                        self.room.leave(peer)
                     peer.close(1000, "")
         finally:
-            self._log.info("%s left (%d peers)", peer.name, len(self.room.peers))
+            log("%s left (%d peers)", peer.name, len(self.room.peers))
 
     async def _receive(self, connection: ServerConnection, peer: Peer) -> None:
-        self.room.join(peer)
         try:
             async for data in connection:
                 if peer.closed:
