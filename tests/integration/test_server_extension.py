@@ -10,8 +10,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from kernel_collab import protocol
 from tests.files import wait_for_file, write_notebook
 from tests.jupyter_server_process import JupyterServer, running_server
 from tests.peers import NotebookPeer
@@ -361,3 +363,24 @@ async def test_mode_says_which_notebooks_open_collaboratively(server: JupyterSer
     async with server.client() as http:
         assert (await http.get("/api/kernel-collab/mode/../x.ipynb")).status_code in (400, 403, 404)
         assert (await http.get("/api/kernel-collab/mode/notes.txt")).status_code == 400
+
+
+async def test_the_servers_own_requests_do_not_join_the_room(server: JupyterServer) -> None:
+    nb = write_notebook(server.root / "nb.ipynb", ["x = 1"])
+    await server.open_room("nb.ipynb")
+    await server.open_room("nb.ipynb")  # its requests: room info, the kernel's attach
+    record = server.sidecar(nb)
+    received: list[bytes] = []
+    async with ws_connect(f"{record['url']}?{protocol.REQUESTS_ONLY_QUERY}",
+                          additional_headers={"Authorization": f"token {record['admin_token']}"}
+                          ) as ws:  # fmt: skip
+        await ws.send(protocol.encode_request({"type": "room_info", "id": "r1"}))
+        async for data in ws:
+            assert isinstance(data, bytes)
+            received.append(data)
+            if data[:1] == bytes([protocol.REQUEST]):
+                break
+    # Only the reply: no sync step, no presence of the others.
+    [reply] = received
+    assert (protocol.decode(reply).request or {}).get("reply_to") == "r1"
+    assert "kernel_collab#" not in server.log  # no 'joined'/'left' lines for them
