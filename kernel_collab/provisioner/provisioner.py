@@ -163,12 +163,9 @@ class CollabProvisioner(KernelProvisionerBase):
         """The kernel could not be launched: its room, served meanwhile, stops showing it as
         starting and says why (runs queued for it are cancelled)."""
         sidecar = REGISTRY.get(self.notebook) if self.notebook is not None else None
-        if sidecar is None or sidecar.starting_kernel != str(self.kernel_id):
-            return
-        sidecar.starting_kernel = None
-        self.log.error("kernel_collab: kernel %s for %s did not start: %s", self.kernel_id,
-                       self.notebook, error)  # fmt: skip
-        await self._detach(sidecar, "failed", error=f"{type(error).__name__}: {error}")
+        if sidecar is not None and await sidecar.kernel_failed(error, str(self.kernel_id)):
+            self.log.error("kernel_collab: kernel %s for %s did not start: %s", self.kernel_id,
+                           self.notebook, error)  # fmt: skip
 
     async def post_launch(self, **kwargs: Any) -> None:
         """Start (or find) the sidecar and attach it to this kernel's new connection info."""
@@ -234,12 +231,9 @@ class CollabProvisioner(KernelProvisionerBase):
                 sidecar.kernel_ids.discard(str(self.kernel_id))
         await self.inner.cleanup(restart=restart)
 
-    async def _detach(self, sidecar: SidecarHandle, reason: str, error: str = "") -> None:
-        request = {"type": "detach_kernel", "reason": reason}
-        if error:
-            request["error"] = error
+    async def _detach(self, sidecar: SidecarHandle, reason: str) -> None:
         try:
-            await sidecar.request(request)
+            await sidecar.request({"type": "detach_kernel", "reason": reason})
         except SidecarError as exc:
             self.log.warning("kernel_collab: %s", exc)
 

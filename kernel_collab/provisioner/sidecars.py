@@ -81,6 +81,20 @@ class SidecarHandle:
             raise SidecarError(f"sidecar for {self.notebook} unreachable: {exc}") from exc
         raise SidecarError(f"sidecar for {self.notebook} closed before replying")
 
+    async def kernel_failed(self, error: Exception, kernel_id: str | None = None) -> bool:
+        """The kernel being launched for this notebook (``kernel_id``, or whichever it is)
+        could not start: the room stops showing it as starting and says why (runs queued for
+        it are cancelled). False when no such kernel was starting."""
+        if self.starting_kernel is None or kernel_id not in (None, self.starting_kernel):
+            return False
+        self.starting_kernel = None
+        try:
+            await self.request({"type": "detach_kernel", "reason": "failed",
+                                "error": f"{type(error).__name__}: {error}"})  # fmt: skip
+        except SidecarError as exc:
+            logging.getLogger("kernel_collab").warning("kernel_collab: %s", exc)
+        return True
+
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Send one admin request and return its reply (raising :class:`SidecarError`)."""
         reply = await self.exchange(obj)

@@ -18,7 +18,7 @@ from jupyter_server.auth.identity import User
 from tornado import web
 
 from ..protocol import IDENTITY_HEADER
-from ..provisioner.sidecars import REGISTRY, SidecarError, SidecarHandle
+from ..provisioner.sidecars import REGISTRY, SidecarHandle
 
 PROVISIONER = "kernel-collab"
 
@@ -248,23 +248,14 @@ class RoomManager:
             else:
                 self._failures[api_path] = exc
             handle = self.handle_for_path(api_path)
-            if handle is not None and handle.starting_kernel is not None:
-                # It failed where the provisioner could not tell the room: tell it here.
-                handle.starting_kernel = None
+            if handle is not None:  # failed where the provisioner could not tell the room
                 with anyio.CancelScope(shield=True):
-                    await self._tell_failed(handle, exc)
+                    await handle.kernel_failed(exc)
         finally:
             del self._starts[api_path]
             REGISTRY.unnotify(self.absolute(api_path), arrived)
             done.set()
             arrived.set()
-
-    async def _tell_failed(self, handle: SidecarHandle, error: Exception) -> None:
-        try:
-            await handle.request({"type": "detach_kernel", "reason": "failed",
-                                  "error": f"{type(error).__name__}: {error}"})  # fmt: skip
-        except SidecarError as exc:
-            self.serverapp.log.warning("kernel_collab: %s", exc)
 
     async def all_started(self) -> None:
         """Wait until no kernel is being started for any notebook, or ``listing_wait`` s."""
