@@ -162,7 +162,8 @@ class SyncServer:
             log=self._log,
             write_now=partial(_write_now, connection),
         )
-        epoch = _query(request).get("epoch", [None])[0]
+        query = _query(request)
+        epoch = query.get("epoch", [None])[0]
         current = self.room.status.get("epoch")
         if epoch is not None and epoch != current:
             # A copy of another incarnation of this document: merging it would duplicate cells.
@@ -171,7 +172,7 @@ class SyncServer:
             )
             return
         # The server's own requests (room info, kernel lifecycle) join nothing.
-        joins = not (admin and _query(request).get("requests") == ["only"])
+        joins = not (admin and query.get("requests") == ["only"])
         log = self._log.info if joins else self._log.debug
         log("%s joined (%d peers)", peer.name, len(self.room.peers) + joins)
         try:
