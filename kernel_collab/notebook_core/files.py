@@ -13,6 +13,8 @@ from typing import Any
 import nbformat
 from nbformat.v4.rwbase import _rejoin_mimebundle
 
+from . import schema_check
+
 
 class NotebookFileError(Exception):
     """A notebook file cannot be used; the message names the path and the reason."""
@@ -64,6 +66,10 @@ def parse(path: Path, data: bytes) -> dict[str, Any]:
     major = raw.get("nbformat")
     if not isinstance(major, int) or major > 4 or major < 3:
         raise NotebookFileError(f"{path}: unsupported nbformat version {major!r}")
+    minor = raw.get("nbformat_minor", 0)
+    if not isinstance(minor, int) or isinstance(minor, bool):  # nbformat asserts it
+        raise NotebookFileError(f"{path}: not a valid notebook: nbformat_minor {minor!r} is "
+                                "not an integer")
     if major == 4:
         fast = _read_v4(raw)
         if fast is not None:
@@ -99,7 +105,8 @@ def _read_v4(raw: dict[str, Any]) -> dict[str, Any] | None:
             metadata.pop(key, None)
         for cell in raw["cells"]:
             cell["metadata"].pop("trusted", None)
-        nbformat.validate(raw)  # (repairs missing or duplicate cell ids, as reads does)
+        if not schema_check.plainly_valid(raw):
+            nbformat.validate(raw)  # repairs missing or duplicate cell ids, as reads does
     except (nbformat.ValidationError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return raw

@@ -23,7 +23,7 @@ from .docstore import DocumentStore
 from .execution_queue import ExecutionQueue
 from .memory import one_heap
 from .room import Room
-from .service import SidecarParts, StartError, announce, load, serve
+from .service import SidecarParts, StartError, announce, fill, load, serve
 from .stdin_relay import StdinRelay
 
 STORE_NAME = ".kernel_collab.db"
@@ -131,6 +131,13 @@ class SidecarApp(Application):
         sys.stdout.flush()
         self.exit(2)
 
+    def _file_limit(self) -> int:
+        """``DiskSync.max_file_bytes`` as configured, read before the DiskSync exists (the
+        document is filled before anything observes it). A command-line value is a string,
+        read as the trait reads it."""
+        limit = self.config.DiskSync.get("max_file_bytes", DiskSync.max_file_bytes.default_value)
+        return int(limit)
+
     def resolve_path(self) -> tuple[Path, Path, str]:
         """The root directory, the notebook's absolute path and its path relative to root."""
         root = Path(self.root or os.getcwd()).resolve()
@@ -156,10 +163,11 @@ class SidecarApp(Application):
         # fork server's generator state, and two sidecars of one notebook (a restart) must
         # never write as one client.
         notebook = shared_notebook(Doc(client_id=secrets.randbits(32)))
-        room = Room(notebook, store, parent=self)
-        disk = DiskSync(room, path, parent=self)
         try:
-            records = await load(notebook, store, disk, path, relpath)
+            filled = await fill(notebook, store, path, relpath, self._file_limit())
+            room = Room(notebook, store, parent=self)  # observes the document from now on
+            disk = DiskSync(room, path, parent=self)
+            records = await load(filled, store, disk, path, relpath)
         except BaseException:
             await store.close()
             raise

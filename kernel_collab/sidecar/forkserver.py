@@ -168,9 +168,11 @@ WARM_NOTEBOOK = (
 
 def _warm() -> None:
     """Do once what each sidecar's first load and save would: nbformat compiles its schema
-    validator on first use (about 30 ms)."""
-    from ..notebook_core import files
+    validator on first use (about 30 ms), and so does our cell-by-cell check of it (4.5 and
+    4.4, the versions files are written in)."""
+    from ..notebook_core import files, schema_check
 
+    schema_check.checks(4)
     nb = files.parse(Path("warm.ipynb"), WARM_NOTEBOOK)
     files.validate(nb)
     files.serialize(nb)

@@ -183,7 +183,9 @@ class Room(LoggingConfigurable):
         """A document new from its file: what the sidecar wrote as it started (ids, status)
         is part of the document as loaded and stored with it, not a commit a joiner would
         wait for while the store takes the notebook."""
-        if self.store.seal(self.doc.get_update()):
+        snapshot = self.doc.get_update()
+        self.whole.prime(snapshot)  # what the first peer to join gets
+        if self.store.seal(snapshot):
             self._pending.clear()
             self._pending_from.clear()
             self._committed_seq = self._applied_seq

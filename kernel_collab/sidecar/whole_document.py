@@ -29,6 +29,12 @@ class WholeDocument:
         self._served.set()
         return self._message
 
+    def prime(self, update: bytes) -> None:
+        """Take the whole document as just encoded elsewhere (the store's first snapshot), for
+        the first peer to join, kept as if it had just served."""
+        self._message = protocol.encode_sync_step2(update)
+        self._served.set()
+
     def drop(self) -> None:
         """Forget the encoding (the document changed, or nobody is left to join it)."""
         self._message = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import nbformat
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
 
-from kernel_collab.notebook_core import files
+from kernel_collab.notebook_core import files, schema_check
 from tests.unit.test_saved_form import notebooks
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -80,6 +82,18 @@ def test_an_invalid_notebook_gets_nbformat_s_error(
     assert str(raised.value).startswith(str(tmp_path / "x.ipynb"))
 
 
+@pytest.mark.parametrize("minor", ["5", None, 4.0])
+def test_a_minor_version_that_is_not_an_integer_gets_a_clear_error(
+    tmp_path: Path, minor: Any
+) -> None:
+    """nbformat asserts it (a bare AssertionError, which stopped the sidecar with a
+    traceback)."""
+    nb = json.loads((EXAMPLES / "demo.ipynb").read_text())
+    nb["nbformat_minor"] = minor
+    with pytest.raises(files.NotebookFileError, match=r"nbformat_minor .* is not an integer"):
+        files.parse(tmp_path / "x.ipynb", json.dumps(nb).encode())
+
+
 def test_json_outputs_that_are_lists_of_strings_stay_lists() -> None:
     """Split lines are rejoined in text mimetypes only: JSON data is data."""
     data = {"application/json": ["a", "b"], "application/vnd.x+json": ["c"],
@@ -91,3 +105,93 @@ def test_json_outputs_that_are_lists_of_strings_stay_lists() -> None:
     assert _ours(text) == _nbformat_reads(text)
     assert _ours(text)["cells"][0]["outputs"][0]["data"] == {
         "application/json": ["a", "b"], "application/vnd.x+json": ["c"], "text/plain": "d\ne"}
+
+
+def _nbformat_accepts(nb: dict[str, Any]) -> bool:
+    try:
+        with warnings.catch_warnings():  # it warns of the ids it repairs
+            warnings.simplefilter("ignore", MissingIDFieldWarning)
+            warnings.simplefilter("ignore", DuplicateCellId)
+            nbformat.validate(copy.deepcopy(nb))
+    except Exception:  # noqa: BLE001 - nbformat also raises TypeError, AssertionError...
+        return False
+    return True
+
+
+def _breakages(nb: dict[str, Any], data: st.DataObject) -> None:
+    """Break the notebook the ways files break: wrong types, unknown or missing fields, kinds
+    that do not exist, repeated or missing ids, another minor version."""
+    cells = nb["cells"]
+    cell = data.draw(st.sampled_from(cells)) if cells else None
+    outputs = (cell or {}).get("outputs") or []
+    output = data.draw(st.sampled_from(outputs)) if outputs else None
+    moves: list[Any] = [
+        lambda: None,
+        lambda: nb.update(nbformat_minor=data.draw(st.sampled_from([0, 4, 5, 9, "5", True]))),
+        lambda: nb.update(extra=1),
+        lambda: nb["metadata"].update(kernelspec={"name": 3}),
+        lambda: nb.update(cells=None),
+    ]
+    if cell is not None:
+        moves += [
+            lambda: cell.pop(data.draw(st.sampled_from(sorted(cell)))),
+            lambda: cell.update(cell_type=data.draw(st.sampled_from(["python", 1, None]))),
+            lambda: cell.update(execution_count=data.draw(st.sampled_from(["1", -1, 2.5, None]))),
+            lambda: cell.update(outputs=data.draw(st.sampled_from([[], {}, ["x"], [1]]))),
+            lambda: cell.update(source=data.draw(st.sampled_from([["a", 1], 3, ["a"]]))),
+            lambda: cell.update(unknown=True),
+            lambda: cell.update(id=data.draw(st.sampled_from(["", "bad id!", "c0", 7]))),
+            lambda: cell["metadata"].update(collapsed="yes"),
+        ]
+    if output is not None:
+        moves += [
+            lambda: output.pop(data.draw(st.sampled_from(sorted(output)))),
+            lambda: output.update(output_type=data.draw(st.sampled_from(["pyout", None, 2]))),
+            lambda: output.update(name=data.draw(st.sampled_from(["stdin", 1, "stderr"]))),
+            lambda: output.update(data={"text/plain": 3}),
+            lambda: output.update(execution_count="one"),
+            lambda: output.update(unknown=True),
+        ]
+    for move in data.draw(st.lists(st.sampled_from(moves), max_size=2)):
+        move()
+
+
+@settings(max_examples=400, deadline=None)
+@given(notebooks(), st.data())
+def test_the_cell_by_cell_check_accepts_what_nbformat_accepts(
+    nb: dict[str, Any], data: st.DataObject
+) -> None:
+    """It accepts exactly the notebooks nbformat accepts unchanged; the ones nbformat repairs
+    (missing or repeated ids) it leaves to nbformat."""
+    nb = copy.deepcopy(nb)
+    _breakages(nb, data)
+    cells = nb.get("cells")
+    ids = [c.get("id") for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
+    repaired = nb.get("nbformat_minor") in (5, 9) and (None in ids or len(set(ids)) < len(ids))
+    assert schema_check.plainly_valid(copy.deepcopy(nb)) == (
+        _nbformat_accepts(nb) and not repaired and nb.get("nbformat_minor") in range(6)
+    )
+
+
+def test_the_cell_by_cell_check_accepts_the_examples() -> None:
+    """Real notebooks take the fast path (a check that always said "ask nbformat" would pass
+    the test above)."""
+    for path in sorted(EXAMPLES.glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        assert _nbformat_accepts(nb)
+        assert schema_check.plainly_valid(nb), path.name
+
+
+def test_repeated_or_missing_ids_are_left_to_nbformat_which_repairs_them() -> None:
+    nb = json.loads((EXAMPLES / "demo.ipynb").read_text())
+    assert schema_check.plainly_valid(copy.deepcopy(nb))
+    nb["cells"][1]["id"] = nb["cells"][0]["id"]
+    assert not schema_check.plainly_valid(copy.deepcopy(nb))
+    with pytest.warns(DuplicateCellId):
+        repaired = files.parse(Path("x.ipynb"), json.dumps(nb).encode())
+    ids = [cell["id"] for cell in repaired["cells"]]
+    assert len(set(ids)) == len(ids) == len(nb["cells"])
+    del nb["cells"][1]["id"]
+    assert not schema_check.plainly_valid(copy.deepcopy(nb))
+    with pytest.warns(MissingIDFieldWarning):
+        assert files.parse(Path("x.ipynb"), json.dumps(nb).encode())["cells"][1]["id"]
