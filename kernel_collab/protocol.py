@@ -78,19 +78,38 @@ TRUST_KEY: Final = "trusted"
 """The trust record inside ``state.kernel_collab``: cell id → digest of vouched outputs."""
 
 
-def ready_line(url: str, document_id: str) -> str:
-    """The line the sidecar prints once it serves ``url`` (the document's id after it: the
-    server needs it at once, and asking cost a round trip on every open)."""
-    return f"{READY_PREFIX}{url} document={document_id}\n"
+def ready_line(url: str, document_id: str, room: dict[str, Any] | None = None) -> str:
+    """The line the sidecar prints once it serves ``url``: the document's id after it, and
+    the room as it is then (what the room request answers; asking cost a round trip to a
+    sidecar busy with its first moments, on every first open)."""
+    described = f" room={json.dumps(room, separators=(',', ':'))}" if room is not None else ""
+    return f"{READY_PREFIX}{url} document={document_id}{described}\n"
 
 
-def parse_ready_line(line: str) -> tuple[str, str | None] | None:
-    """The URL and document id of a ready line; ``None`` for any other line."""
+@dataclass(frozen=True)
+class Ready:
+    """What a ready line says."""
+
+    url: str
+    document_id: str | None
+    room: dict[str, Any] | None
+    """The room as the sidecar started (``None``: not said)."""
+
+
+def parse_ready_line(line: str) -> Ready | None:
+    """What a ready line says; ``None`` for any other line."""
     if not line.startswith(READY_PREFIX):
         return None
     url, _, rest = line[len(READY_PREFIX):].strip().partition(" ")
-    document_id = rest[len("document="):] if rest.startswith("document=") else None
-    return url, document_id or None
+    document, _, described = rest.partition(" room=")  # JSON, to the end of the line
+    document_id = document[len("document="):] if document.startswith("document=") else None
+    room = None
+    if described:
+        try:
+            room = json.loads(described)
+        except ValueError:
+            room = None
+    return Ready(url, document_id or None, room if isinstance(room, dict) else None)
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:

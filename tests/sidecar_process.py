@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-READY = re.compile(r"^kernel_collab sidecar ready at (ws://127\.0\.0\.1:\d+/) document=\S+$")
+READY = re.compile(
+    r"^kernel_collab sidecar ready at (ws://127\.0\.0\.1:\d+/) document=\S+( room=.*)?$"
+)
 START_TIMEOUT = 30.0
 
 

@@ -118,6 +118,30 @@ def runtime_dir() -> Path:
     return path
 
 
+class Arrival:
+    """What an opener waits for (:meth:`SidecarRegistry.notify`): a sidecar registered for
+    its notebook, or a kernel being launched for the one running."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.room: dict[str, Any] | None = None
+        """The room as a new sidecar's ready line described it (``None``: ask the sidecar)."""
+
+    def set(self, room: dict[str, Any] | None = None) -> None:
+        """Arrived (``room``: as the new sidecar described it)."""
+        if not self._event.is_set():
+            self.room = room
+            self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether it arrived (or the wait was ended)."""
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        """Until it arrives."""
+        await self._event.wait()
+
+
 class SidecarRegistry:
     """The server process's sidecars, by notebook path."""
 
@@ -125,7 +149,7 @@ class SidecarRegistry:
         self.handles: dict[Path, SidecarHandle] = {}
         self.locks: dict[Path, anyio.Lock] = {}
         """One per notebook: two kernels starting at once must not start two sidecars."""
-        self.arrivals: dict[Path, list[anyio.Event]] = {}
+        self.arrivals: dict[Path, list[Arrival]] = {}
         """Events set once a sidecar for the notebook is registered (:meth:`notify`)."""
         self.log = logging.getLogger("kernel_collab")
 
@@ -140,12 +164,12 @@ class SidecarRegistry:
             return None
         return handle
 
-    def notify(self, notebook: Path, event: anyio.Event) -> None:
+    def notify(self, notebook: Path, event: Arrival) -> None:
         """Set ``event`` once a sidecar for ``notebook`` is registered, or a kernel is being
         launched for it (:meth:`kernel_starting`)."""
         self.arrivals.setdefault(notebook, []).append(event)
 
-    def unnotify(self, notebook: Path, event: anyio.Event) -> None:
+    def unnotify(self, notebook: Path, event: Arrival) -> None:
         """Drop an event given to :meth:`notify` (no longer waited for)."""
         events = self.arrivals.get(notebook, [])
         if event in events:
@@ -153,9 +177,9 @@ class SidecarRegistry:
         if not events:
             self.arrivals.pop(notebook, None)
 
-    def _register(self, handle: SidecarHandle) -> None:
+    def _register(self, handle: SidecarHandle, room: dict[str, Any] | None = None) -> None:
         self.handles[handle.notebook] = handle
-        self._arrived(handle.notebook)
+        self._arrived(handle.notebook, room)
 
     def kernel_starting(self, handle: SidecarHandle, kernel_id: str) -> None:
         """A kernel is being launched for a running sidecar's notebook (it counts as arrived
@@ -163,9 +187,9 @@ class SidecarRegistry:
         handle.starting_kernel = kernel_id
         self._arrived(handle.notebook)
 
-    def _arrived(self, notebook: Path) -> None:
+    def _arrived(self, notebook: Path, room: dict[str, Any] | None = None) -> None:
         for event in self.arrivals.pop(notebook, []):
-            event.set()
+            event.set(room)
 
     async def ensure(
         self, notebook: Path, root: Path, extra_args: list[str], start_timeout: float,
@@ -224,13 +248,13 @@ class SidecarRegistry:
                 f"the kernel_collab sidecar for {notebook} did not start "
                 f"(exit code {process.returncode}): {reason or 'see the server log'}"
             )
-        url, document_id = ready
+        url, document_id = ready.url, ready.document_id
         # Known before any kernel attaches, so browsers can rejoin a restarted sidecar at once.
         handle = SidecarHandle(notebook, root, process, url, token, admin_token,
                                document_id=document_id, handoff=handoff,
                                starting_kernel=starting_kernel)  # fmt: skip
         handle.runtime_file = self._write_runtime_file(handle)
-        self._register(handle)
+        self._register(handle, ready.room)
         self.log.info("kernel_collab: sidecar for %s at %s (pid %d)", notebook, url, process.pid)
         return handle
 

@@ -80,12 +80,15 @@ class _Base(APIHandler):
         return reply
 
     async def room_model(self, handle: SidecarHandle, api_path: str,
-                         session: dict[str, Any] | None) -> dict[str, Any]:
-        """What the room routes return."""
-        try:
-            info = await handle.request({"type": "room_info"})
-        except SidecarError as exc:
-            raise web.HTTPError(503, str(exc)) from exc
+                         session: dict[str, Any] | None,
+                         info: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """What the room routes return (``info``: the room as a sidecar that just started
+        described it; else it is asked)."""
+        if info is None:
+            try:
+                info = await handle.request({"type": "room_info"})
+            except SidecarError as exc:
+                raise web.HTTPError(503, str(exc)) from exc
         return {
             "document_id": info.get("document_id"),
             "path": api_path,
@@ -118,10 +121,10 @@ class RoomHandler(_Base):
         api_path = self.rooms.api_path(path)
         if self.rooms.handle_for_path(api_path) is None:
             await self.require("write", "sessions")
-        async with self.rooms.opening(api_path) as (handle, session):
+        async with self.rooms.opening(api_path) as (handle, session, described):
             # Answered as soon as the document is served: a kernel started for it launches
             # meanwhile (the room says "starting"), and this waits for that start to end.
-            self.finish(json.dumps(await self.room_model(handle, api_path, session)))
+            self.finish(json.dumps(await self.room_model(handle, api_path, session, described)))
 
 
 class ModeHandler(_Base):

@@ -18,7 +18,7 @@ from jupyter_server.auth.identity import User
 from tornado import web
 
 from ..protocol import IDENTITY_HEADER
-from ..provisioner.sidecars import REGISTRY, SidecarHandle
+from ..provisioner.sidecars import REGISTRY, Arrival, SidecarHandle
 
 PROVISIONER = "kernel-collab"
 
@@ -53,6 +53,10 @@ async def ask_as(handle: SidecarHandle, identity: dict[str, Any],
                  request: dict[str, Any]) -> dict[str, Any]:
     """Send one request to a sidecar on behalf of a person and return its reply."""
     return await handle.exchange(request, identity_headers(identity))
+
+
+Opened = tuple[SidecarHandle, dict[str, Any] | None, dict[str, Any] | None]
+"""What :meth:`RoomManager.opening` gives: the room, its session, the room as described."""
 
 
 class RoomManager:
@@ -154,13 +158,13 @@ class RoomManager:
         return await anyio.to_thread.run_sync(_kernel_name_in, self.absolute(api_path))
 
     @contextlib.asynccontextmanager
-    async def opening(self, api_path: str) -> AsyncIterator[tuple[SidecarHandle,
-                                                                  dict[str, Any] | None]]:
-        """The notebook's room and its session (``None`` while its kernel starts), as soon
-        as the document is served. If no collaborative session runs, one is started: its
-        kernel launches beside the served document, and leaving the block waits for that
-        start to end (never cancelled halfway). One opener decides at a time per notebook: a
-        script racing a browser gets the same room and kernel."""
+    async def opening(self, api_path: str) -> AsyncIterator[Opened]:
+        """The notebook's room, its session (``None`` while its kernel starts) and, for a
+        sidecar just started, the room as it described itself then, as soon as the document
+        is served. If no collaborative session runs, one is started: its kernel launches
+        beside the served document, and leaving the block waits for that start to end (never
+        cancelled halfway). One opener decides at a time per notebook: a script racing a
+        browser gets the same room and kernel."""
         lock = self._locks.setdefault(api_path, anyio.Lock())
         while True:
             await lock.acquire()  # released once the room is served, or known not to be
@@ -178,10 +182,10 @@ class RoomManager:
         if not start:
             lock.release()
             assert handle is not None
-            yield handle, session
+            yield handle, session, None
             return
         starting = self._starts[api_path] = anyio.Event()
-        arrived = anyio.Event()
+        arrived = Arrival()
         REGISTRY.notify(self.absolute(api_path), arrived)
         failure: BaseException | None = None
         async with anyio.create_task_group() as tg:
@@ -193,7 +197,7 @@ class RoomManager:
             handle = self.handle_for_path(api_path)
             if handle is not None:
                 try:
-                    yield handle, await self.session_for(api_path)
+                    yield handle, await self.session_for(api_path), arrived.room
                 except BaseException as exc:  # noqa: BLE001 - raised once the start ended
                     failure = exc
         if failure is not None:
@@ -224,7 +228,7 @@ class RoomManager:
         return handle, session, start
 
     async def _start_session(self, api_path: str, done: anyio.Event,
-                             arrived: anyio.Event) -> None:  # fmt: skip
+                             arrived: Arrival) -> None:  # fmt: skip
         """Create the notebook's collaborative session (the provisioner starts the sidecar,
         then launches the kernel); ``arrived`` is set once the sidecar serves and the kernel's
         launch is under way (``REGISTRY.notify``), or as this ends. A failure after that is

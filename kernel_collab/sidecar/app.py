@@ -181,7 +181,7 @@ class SidecarApp(Application):
         queue = ExecutionQueue(room, bridge, parent=self)
         parts = SidecarParts(room, disk, store, bridge, queue, records)
         async with anyio.create_task_group() as tg:
-            url: str = await tg.start(
+            url, room_now = await tg.start(
                 lambda task_status: serve(
                     parts,
                     relpath=relpath,
@@ -195,7 +195,7 @@ class SidecarApp(Application):
                     task_status=task_status,
                 )
             )
-            announce(url, store.document_id)
+            announce(url, store.document_id, room_now)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,10 +53,13 @@ class KernelControl:
         }
 
     async def room_info(self, _peer: Peer, _request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, **self.describe()}
+
+    def describe(self) -> dict[str, Any]:
+        """The room as the server's room routes answer it."""
         status = self.room.status
         queue: Any = status.get("queue")  # a shared array
         return {
-            "ok": True,
             **self._identity(),
             "kernel_id": self.bridge.kernel_id if self.bridge.client is not None else None,
             "kernel_status": status.get("kernel_status"),

@@ -161,9 +161,10 @@ async def serve(
     max_message_size: int,
     watch_stdin_eof: bool,
     log: logging.Logger,
-    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[tuple[str, dict[str, Any]]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a loaded sidecar until cancelled or signalled, then store, save and close."""
+    """Run a loaded sidecar until cancelled or signalled, then store, save and close (started:
+    its URL and the room as it is then)."""
     room, disk, store = parts.room, parts.disk, parts.store
     requests = Requests()
     awareness = AwarenessRelay(room, parent=room.parent)
@@ -193,7 +194,7 @@ async def serve(
                 tg.start_soon(watch_stdin, tg.cancel_scope.cancel)
             url = f"ws://127.0.0.1:{server.port}/"
             log.info("serving %s (document %s) at %s", relpath, store.document_id, url)
-            task_status.started(url)
+            task_status.started((url, control.describe()))
             try:
                 await ws_server.serve_forever()
             finally:
@@ -264,7 +265,7 @@ async def _stop_on_signal(scope: anyio.CancelScope, log: logging.Logger) -> None
             return
 
 
-def announce(url: str, document_id: str) -> None:
+def announce(url: str, document_id: str, room: dict[str, Any]) -> None:
     """Print the ready line tests and the provisioner wait for."""
-    sys.stdout.write(ready_line(url, document_id))
+    sys.stdout.write(ready_line(url, document_id, room))
     sys.stdout.flush()

@@ -54,3 +54,16 @@ def test_awareness_entries_are_validated() -> None:
     assert protocol.parse_awareness_clients(good) == [(5, 1, "{}")]
     with pytest.raises(protocol.ProtocolError, match="not JSON"):
         protocol.parse_awareness_clients(b"\x01\x05\x01\x02{x")
+
+
+def test_the_ready_line_carries_the_room_as_it_started() -> None:
+    room = {"path": "my notes/ü nb.ipynb", "kernel_status": "starting", "queue": [],
+            "peers": [], "running": None}  # fmt: skip
+    line = protocol.ready_line("ws://127.0.0.1:5/", "doc-1", room)
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert protocol.parse_ready_line(line) == protocol.Ready("ws://127.0.0.1:5/", "doc-1", room)
+    plain = protocol.ready_line("ws://127.0.0.1:5/", "doc-1")  # an older sidecar's: asked
+    assert protocol.parse_ready_line(plain) == protocol.Ready("ws://127.0.0.1:5/", "doc-1", None)
+    cut = line[: line.index("room=") + 12]
+    assert protocol.parse_ready_line(cut) == protocol.Ready("ws://127.0.0.1:5/", "doc-1", None)
+    assert protocol.parse_ready_line("kernel_collab sidecar error: no") is None
