@@ -61,6 +61,13 @@ class CollabProvisioner(KernelProvisionerBase):
         "each sidecar is a new interpreter (for example while changing kernel_collab's code).",
     ).tag(config=True)
 
+    first_join_wait = Float(
+        0.25,
+        help="When a notebook's sidecar was started for someone opening it, seconds to wait "
+        "for their connection before launching the kernel: they get the document first, and "
+        "the kernel's launch does not compete with it (0: launch at once).",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.inner: KernelProvisionerBase = _load_class(self.inner_provisioner)(
@@ -131,7 +138,10 @@ class CollabProvisioner(KernelProvisionerBase):
                     self._check_one_kernel(existing)
                     REGISTRY.kernel_starting(existing, str(self.kernel_id))
                 else:  # the document is served first, the kernel starts beside it
-                    await self._ensure_sidecar(starting=True)
+                    sidecar = await self._ensure_sidecar(starting=True)
+                    if sidecar.awaited:  # opened by someone: their connection goes first
+                        with anyio.move_on_after(self.first_join_wait):
+                            await sidecar.joined.wait()
             except SidecarError as exc:
                 raise RuntimeError(f"kernel_collab: {exc}") from None
         try:
@@ -199,7 +209,9 @@ class CollabProvisioner(KernelProvisionerBase):
             sidecar.starting_kernel = None
 
     def _check_one_kernel(self, sidecar: SidecarHandle) -> None:
-        others = sidecar.kernel_ids - {str(self.kernel_id)}
+        """Refuse a second kernel for the notebook, attached or still launching."""
+        launching = {sidecar.starting_kernel} if sidecar.starting_kernel is not None else set()
+        others = (sidecar.kernel_ids | launching) - {str(self.kernel_id)}
         if others:
             raise SidecarError(
                 f"{sidecar.notebook.name} already has a collaborative kernel "

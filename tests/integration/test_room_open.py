@@ -195,3 +195,23 @@ async def test_listing_sessions_waits_for_a_launch_only_so_long(
         await peer.wait_until(lambda p: kernel_status(p) == "idle")
     [session] = await sessions_on(server, "nb.ipynb")
     assert session["kernel"]["id"] == room["kernel_id"]
+
+
+@pytest.mark.server_args("--CollabProvisioner.first_join_wait=60",
+                         "--KernelCollabServer.session_listing_wait=0.5")
+async def test_the_kernel_launches_once_the_person_opening_has_joined(
+    held: tuple[JupyterServer, Path],
+) -> None:
+    """The document first: the kernel's launch does not compete with the opener's join."""
+    server, hold = held
+    write_cells(server.root / "nb.ipynb", {"a": "x = 1"})
+    room = await put_room(server, "nb.ipynb")
+    with anyio.fail_after(OPEN_TIMEOUT):  # half a second: the launch waits for the join
+        assert await sessions_on(server, "nb.ipynb") == []
+    assert not (hold / "held").exists()
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        await wait_for_file(hold / "held",
+                            lambda: (hold / "held").read_text() == room["kernel_id"])  # fmt: skip
+        (hold / "release").write_text("")
+        peer.wait_timeout = OPEN_TIMEOUT
+        await peer.wait_until(lambda p: kernel_status(p) == "idle")

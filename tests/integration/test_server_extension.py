@@ -355,11 +355,17 @@ async def test_mode_says_which_notebooks_open_collaboratively(server: JupyterSer
     await server.start_session("plain.ipynb", kernel="python3")
     assert await mode("plain.ipynb") == {
         "collaborative": False, "reason": "session", "kernel_name": "python3"}
-    room = await server.open_room("collab.ipynb")
+    room = await server.open_room("collab.ipynb")  # answered while its kernel launches
     assert room["permissions"] == {"write": True, "execute": True}
     opened = await mode("collab.ipynb")
-    assert (opened["collaborative"], opened["reason"]) == (True, "session")
+    assert opened["collaborative"] is True
     assert opened["room"]["document_id"] == room["document_id"]  # join without a PUT
+    async with server.client() as http:  # the listing waits for the kernel's start
+        sessions = (await http.get("/api/sessions")).json()
+    assert sorted(s["path"] for s in sessions) == ["collab.ipynb", "plain.ipynb"]
+    opened = await mode("collab.ipynb")
+    assert (opened["collaborative"], opened["reason"]) == (True, "session")
+    assert opened["room"]["document_id"] == room["document_id"]
     async with server.client() as http:
         assert (await http.get("/api/kernel-collab/mode/../x.ipynb")).status_code in (400, 403, 404)
         assert (await http.get("/api/kernel-collab/mode/notes.txt")).status_code == 400

@@ -57,8 +57,8 @@ def test_awareness_entries_are_validated() -> None:
 
 
 def test_the_ready_line_carries_the_room_as_it_started() -> None:
-    room = {"path": "my notes/ü nb.ipynb", "kernel_status": "starting", "queue": [],
-            "peers": [], "running": None}  # fmt: skip
+    room: dict[str, object] = {"path": "my notes/ü nb.ipynb", "kernel_status": "starting",
+                               "queue": [], "peers": [], "running": None}  # fmt: skip
     line = protocol.ready_line("ws://127.0.0.1:5/", "doc-1", room)
     assert line.endswith("\n") and line.count("\n") == 1
     assert protocol.parse_ready_line(line) == protocol.Ready("ws://127.0.0.1:5/", "doc-1", room)
