@@ -57,6 +57,15 @@ class JupyterServer:
         """The browser-facing WebSocket of a room."""
         return self.url.replace("http", "ws", 1) + f"/api/kernel-collab/sync/{document_id}"
 
+    async def kernel_connection_file(self, kernel_id: str) -> str:
+        """A kernel's connection file, once its launch has ended (a room is answered while
+        its kernel launches; listing the sessions waits for that)."""
+        async with self.client() as http:
+            (await http.get("/api/sessions")).raise_for_status()
+        path = self.runtime / f"kernel-{kernel_id}.json"
+        assert path.exists(), f"kernel {kernel_id} has no connection file once started"
+        return str(path)
+
     async def open_room(self, path: str, token: str | None = None) -> dict[str, Any]:
         """``PUT /api/kernel-collab/rooms/{path}``, which must succeed."""
         async with self.client(token) as http:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import anyio
+from jupyter_ydoc import YNotebook
 from pycrdt import Doc
 from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Application
@@ -131,6 +132,16 @@ class SidecarApp(Application):
         sys.stdout.flush()
         self.exit(2)
 
+    async def _load(self, notebook: YNotebook, store: DocumentStore, path: Path,
+                    relpath: str) -> tuple[Room, DiskSync, dict[str, str] | None]:  # fmt: skip
+        """Fill the document, then make the room and the file's sync, which observe it from
+        then on, and finish the load (the parsed file and its bytes end with this call: the
+        sidecar's whole life is spent in the caller)."""
+        filled = await fill(notebook, store, path, relpath, self._file_limit())
+        room = Room(notebook, store, parent=self)
+        disk = DiskSync(room, path, parent=self)
+        return room, disk, await load(filled, store, disk, path, relpath)
+
     def _file_limit(self) -> int:
         """``DiskSync.max_file_bytes`` as configured, read before the DiskSync exists (the
         document is filled before anything observes it). A command-line value is a string,
@@ -164,10 +175,7 @@ class SidecarApp(Application):
         # never write as one client.
         notebook = shared_notebook(Doc(client_id=secrets.randbits(32)))
         try:
-            filled = await fill(notebook, store, path, relpath, self._file_limit())
-            room = Room(notebook, store, parent=self)  # observes the document from now on
-            disk = DiskSync(room, path, parent=self)
-            records = await load(filled, store, disk, path, relpath)
+            room, disk, records = await self._load(notebook, store, path, relpath)
         except BaseException:
             await store.close()
             raise

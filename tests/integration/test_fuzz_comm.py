@@ -550,7 +550,7 @@ async def test_garbage_from_a_client_with_the_kernels_key_closes_only_its_replic
     room = await server.open_room("nb.ipynb")
     sidecar_pid = _sidecar_pid(server)
     client = AsyncKernelClient()
-    client.load_connection_file(str(server.runtime / f"kernel-{room['kernel_id']}.json"))
+    client.load_connection_file(await server.kernel_connection_file(room["kernel_id"]))
     client.start_channels()
     try:
         async with NotebookPeer.connect(server.sync_url(room["document_id"]),

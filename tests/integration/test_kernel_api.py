@@ -144,7 +144,7 @@ async def test_the_replica_spends_no_iopub_and_keeps_no_kernel_awake(server: Jup
     room = await server.open_room("nb.ipynb")
     url = server.sync_url(room["document_id"])
     watcher = AsyncKernelClient()
-    watcher.load_connection_file(str(server.runtime / f"kernel-{room['kernel_id']}.json"))
+    watcher.load_connection_file(await server.kernel_connection_file(room["kernel_id"]))
     watcher.start_channels()
     seen: list[dict[str, Any]] = []
     idle = anyio.Event()

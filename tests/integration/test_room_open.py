@@ -65,10 +65,15 @@ async def put_room(server: JupyterServer, path: str) -> dict[str, Any]:
         return await server.open_room(path)
 
 
+async def open_written(server: JupyterServer, cells: dict[str, str]) -> dict[str, Any]:
+    """Write ``nb.ipynb`` and open its room."""
+    write_cells(server.root / "nb.ipynb", cells)
+    return await put_room(server, "nb.ipynb")
+
+
 async def open_held(server: JupyterServer, hold: Path, cells: dict[str, str]) -> dict[str, Any]:
     """Write ``nb.ipynb`` and open its room; return it once its kernel's launch is held."""
-    write_cells(server.root / "nb.ipynb", cells)
-    room = await put_room(server, "nb.ipynb")
+    room = await open_written(server, cells)
     await wait_for_file(hold / "held", lambda: (hold / "held").read_text() == room["kernel_id"])
     return room
 
@@ -150,8 +155,7 @@ async def test_a_kernel_that_cannot_launch_leaves_the_room_open_saying_why(
     held: tuple[JupyterServer, Path],
 ) -> None:
     server, hold = held
-    write_cells(server.root / "nb.ipynb", {"a": "print('second try')"})
-    room = await put_room(server, "nb.ipynb")
+    room = await open_written(server, {"a": "print('second try')"})
     async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
         peer.wait_timeout = OPEN_TIMEOUT
         async with server.client() as http:
@@ -204,8 +208,7 @@ async def test_the_kernel_launches_once_the_person_opening_has_joined(
 ) -> None:
     """The document first: the kernel's launch does not compete with the opener's join."""
     server, hold = held
-    write_cells(server.root / "nb.ipynb", {"a": "x = 1"})
-    room = await put_room(server, "nb.ipynb")
+    room = await open_written(server, {"a": "x = 1"})
     with anyio.fail_after(OPEN_TIMEOUT):  # half a second: the launch waits for the join
         assert await sessions_on(server, "nb.ipynb") == []
     assert not (hold / "held").exists()
