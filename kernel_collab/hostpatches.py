@@ -61,6 +61,9 @@ def problems() -> list[str]:
     for name in ("session_exists", "list_sessions"):
         if not _async_method(sessions.SessionManager, name):
             found.append(f"jupyter_server's SessionManager.{name} is gone or not async")
+    server = importlib.import_module("jupyter_server.serverapp")
+    if not _async_method(server.ServerApp, "cleanup_extensions"):
+        found.append("jupyter_server's ServerApp.cleanup_extensions is gone or not async")
     found += _outside("jupyter_client", JUPYTER_CLIENT)
     manager = importlib.import_module("jupyter_client.multikernelmanager")
     if not _async_method(manager.MultiKernelManager, "_add_kernel_when_ready"):
@@ -165,6 +168,28 @@ def wait_for_session_starts(
 
     sessions.session_exists = session_exists
     sessions.list_sessions = list_sessions
+
+
+def finish_starts_before_cleanup(serverapp: Any, all_started: Callable[[], Awaitable[None]]
+                                 ) -> None:  # fmt: skip
+    """When the server stops, let the collaborative sessions being started end first
+    (``all_started``, bounded), before extensions and kernels are cleaned up and the loop
+    stops. A room request stays with its kernel's start; jupyter_server's contents manager,
+    which that start uses, runs blocking calls in anyio worker threads whose life anyio ties
+    to that request's task (no ``anyio.run`` hosts the loop), and they are not daemons: a
+    request left pending kept the stopped server from exiting."""
+    if not _async_method(serverapp, "cleanup_extensions"):
+        log.warning("kernel_collab: jupyter_server's ServerApp.cleanup_extensions is gone or "
+                    "no longer async: a server stopped while a collaborative kernel starts "
+                    "may not exit")  # fmt: skip
+        return
+    cleanup = serverapp.cleanup_extensions
+
+    async def cleanup_extensions() -> None:
+        await all_started()
+        await cleanup()
+
+    serverapp.cleanup_extensions = cleanup_extensions
 
 
 def refuse_later_clashes(web_app: Any, probe: str, ours: type) -> None:

@@ -61,13 +61,6 @@ class CollabProvisioner(KernelProvisionerBase):
         "each sidecar is a new interpreter (for example while changing kernel_collab's code).",
     ).tag(config=True)
 
-    first_join_wait = Float(
-        0.25,
-        help="When a notebook's sidecar was started for someone opening it, seconds to wait "
-        "for their connection before launching the kernel: they get the document first, and "
-        "the kernel's launch does not compete with it (0: launch at once).",
-    ).tag(config=True)
-
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.inner: KernelProvisionerBase = _load_class(self.inner_provisioner)(
@@ -138,10 +131,7 @@ class CollabProvisioner(KernelProvisionerBase):
                     self._check_one_kernel(existing)
                     REGISTRY.kernel_starting(existing, str(self.kernel_id))
                 else:  # the document is served first, the kernel starts beside it
-                    sidecar = await self._ensure_sidecar(starting=True)
-                    if sidecar.awaited:  # opened by someone: their connection goes first
-                        with anyio.move_on_after(self.first_join_wait):
-                            await sidecar.joined.wait()
+                    await self._ensure_sidecar(starting=True)
             except SidecarError as exc:
                 raise RuntimeError(f"kernel_collab: {exc}") from None
         try:

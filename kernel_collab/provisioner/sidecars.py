@@ -50,10 +50,6 @@ class SidecarHandle:
     starting_kernel: str | None = None
     """The id of a kernel being launched for this notebook, until it is attached or its
     start failed (the room is served meanwhile)."""
-    awaited: bool = False
-    """Started while someone opening the notebook waited for it (:meth:`SidecarRegistry.notify`)."""
-    joined: anyio.Event = field(default_factory=anyio.Event)
-    """Set once the server has handed a first connection to it, or relayed one."""
 
     @property
     def alive(self) -> bool:
@@ -183,7 +179,6 @@ class SidecarRegistry:
 
     def _register(self, handle: SidecarHandle, room: dict[str, Any] | None = None) -> None:
         self.handles[handle.notebook] = handle
-        handle.awaited = bool(self.arrivals.get(handle.notebook))
         self._arrived(handle.notebook, room)
 
     def kernel_starting(self, handle: SidecarHandle, kernel_id: str) -> None:

@@ -100,6 +100,7 @@ def load(serverapp: Any) -> None:
     hostpatches.wait_for_session_starts(serverapp.session_manager, rooms.started,
                                        rooms.all_started)
     hostpatches.forget_failed_kernel_starts(serverapp.kernel_manager)
+    hostpatches.finish_starts_before_cleanup(serverapp, rooms.all_started)
     hostpatches.guard_stock_kernel_actions(
         lambda handler, kernel_id, action: collaborative_kernel_action(
             handler, rooms.handle_for_kernel(kernel_id), action),

@@ -351,7 +351,6 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             sidecar = urlsplit(handle.url)
             request = handoff.handshake(self, sidecar.path + query, sidecar.netloc, headers)
             if await handoff.hand_over(self, handle, request):
-                handle.joined.set()
                 return
         try:
             self.upstream = await ws_connect(
@@ -362,7 +361,6 @@ class SyncHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             )
         except (OSError, InvalidHandshake) as exc:
             raise web.HTTPError(503, f"the notebook's sidecar is unreachable: {exc}") from exc
-        handle.joined.set()
         await super().get(document_id)
 
     async def open(self, document_id: str) -> None:

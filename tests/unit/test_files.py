@@ -141,7 +141,7 @@ def _breakages(nb: dict[str, Any], data: st.DataObject) -> None:
             lambda: cell.update(source=data.draw(st.sampled_from([["a", 1], 3, ["a"]]))),
             lambda: cell.update(unknown=True),
             lambda: cell.update(id=data.draw(st.sampled_from(["", "bad id!", "c0", 7]))),
-            lambda: cell["metadata"].update(collapsed="yes"),
+            lambda: cell.setdefault("metadata", {}).update(collapsed="yes"),
         ]
     if output is not None:
         moves += [
