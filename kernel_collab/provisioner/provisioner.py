@@ -4,6 +4,7 @@ delegating the kernel to an inner provisioner (docs/architecture.md, "Processes"
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import os
@@ -200,14 +201,26 @@ class CollabProvisioner(KernelProvisionerBase):
 
     def _check_one_kernel(self, sidecar: SidecarHandle) -> None:
         """Refuse a second kernel for the notebook, attached or still launching."""
-        launching = {sidecar.starting_kernel} if sidecar.starting_kernel is not None else set()
-        others = (sidecar.kernel_ids | launching) - {str(self.kernel_id)}
+        others = (sidecar.kernel_ids | self._launching(sidecar)) - {str(self.kernel_id)}
         if others:
             raise SidecarError(
                 f"{sidecar.notebook.name} already has a collaborative kernel "
                 f"({', '.join(sorted(others))}); one notebook has one kernel: use that "
                 "kernel (\"use kernel from another session\") or shut it down first"
             )
+
+    def _launching(self, sidecar: SidecarHandle) -> set[str]:
+        """The kernel being launched for the notebook, if its start is still under way in the
+        kernel manager (one that ended without telling the room, cancelled, is none)."""
+        starting = sidecar.starting_kernel
+        if starting is None:
+            return set()
+        pending = getattr(getattr(self.parent, "parent", None), "_pending_kernels", None)
+        if isinstance(pending, dict):
+            start = pending.get(starting)
+            if start is None or (isinstance(start, asyncio.Future) and start.done()):
+                return set()
+        return {starting}
 
     async def _supervise(self) -> None:
         sidecar = self.sidecar

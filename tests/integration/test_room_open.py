@@ -214,3 +214,22 @@ async def test_a_server_stopped_while_a_kernel_starts_exits(
     code = await anyio.to_thread.run_sync(lambda: server.proc.wait(OPEN_TIMEOUT))
     assert code == 0, server.log
     assert "nb.ipynb stopped" in server.log  # its sidecar saved and stopped too
+
+
+async def test_a_second_kernel_is_refused_while_the_first_launches(
+    held: tuple[JupyterServer, Path],
+) -> None:
+    server, hold = held
+    room = await open_held(server, hold, {"a": "x = 1"})
+    async with server.client() as http:  # a bare kernel told to serve the same notebook
+        second = await http.post("/api/sessions", json={
+            "path": "elsewhere/nb.ipynb", "name": "nb.ipynb", "type": "notebook",
+            "kernel": {"name": KERNEL}})  # fmt: skip
+    assert second.status_code >= 400
+    assert "already has a collaborative kernel" in second.text
+    assert room["kernel_id"] in second.text
+    (hold / "release").write_text("")
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        peer.wait_timeout = OPEN_TIMEOUT
+        await peer.wait_until(lambda p: kernel_status(p) == "idle")
+        assert collab_state(peer)["kernel_id"] == room["kernel_id"]
