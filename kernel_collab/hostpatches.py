@@ -7,6 +7,7 @@ fails on any). Host packages are imported inside each function: importing this c
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import inspect
@@ -25,7 +26,8 @@ JUPYTER_SERVER = ((2, 14), (3, 0))
 """jupyter_server ``>=2.14,<3``: ``KernelActionHandler.post``, ``SessionManager.get_kernel_env``,
 ``session_exists`` and ``list_sessions``, ``web_app.add_handlers``."""
 JUPYTER_CLIENT = ((8, 6), (9, 0))
-"""jupyter_client ``>=8.6,<9``: ``MultiKernelManager._add_kernel_when_ready``."""
+"""jupyter_client ``>=8.6,<9``: ``MultiKernelManager._add_kernel_when_ready`` and
+``_pending_kernels``."""
 IPYKERNEL = ((7, 4), (8, 0))
 """ipykernel ``>=7.4,<8``: ``Kernel.shell_channel_thread_main`` on the shell channel thread."""
 JUPYTER_SERVER_YDOC = ((2, 0), (4, 0))
@@ -139,6 +141,17 @@ def pass_notebook_paths(sessions: Any, root: str, env_name: str) -> None:
     sessions.get_kernel_env = get_kernel_env
 
 
+def _wait_before(owner: Any, name: str, wait: Callable[..., Awaitable[None]]) -> None:
+    """Make the async method ``owner.name`` await ``wait`` (given the same arguments) first."""
+    original = getattr(owner, name)
+
+    async def waiting_first(*args: Any, **kwargs: Any) -> Any:
+        await wait(*args, **kwargs)
+        return await original(*args, **kwargs)
+
+    setattr(owner, name, waiting_first)
+
+
 def wait_for_session_starts(
     sessions: Any,
     started: Callable[[str], Awaitable[None]],
@@ -155,19 +168,8 @@ def wait_for_session_starts(
                     "list_sessions is gone or no longer async: a notebook opened while its "
                     "collaborative kernel starts may be refused a second kernel")  # fmt: skip
         return
-    exists, listing = sessions.session_exists, sessions.list_sessions
-
-    async def session_exists(path: str) -> bool:
-        await started(path)
-        return bool(await exists(path))
-
-    async def list_sessions() -> list[dict[str, Any]]:
-        await all_started()
-        result: list[dict[str, Any]] = await listing()
-        return result
-
-    sessions.session_exists = session_exists
-    sessions.list_sessions = list_sessions
+    _wait_before(sessions, "session_exists", lambda path: started(path))  # (path=...)
+    _wait_before(sessions, "list_sessions", all_started)
 
 
 def finish_starts_before_cleanup(serverapp: Any, all_started: Callable[[], Awaitable[None]]
@@ -183,13 +185,7 @@ def finish_starts_before_cleanup(serverapp: Any, all_started: Callable[[], Await
                     "no longer async: a server stopped while a collaborative kernel starts "
                     "may not exit")  # fmt: skip
         return
-    cleanup = serverapp.cleanup_extensions
-
-    async def cleanup_extensions() -> None:
-        await all_started()
-        await cleanup()
-
-    serverapp.cleanup_extensions = cleanup_extensions
+    _wait_before(serverapp, "cleanup_extensions", all_started)
 
 
 def refuse_later_clashes(web_app: Any, probe: str, ours: type) -> None:
@@ -233,6 +229,16 @@ def forget_failed_kernel_starts(manager: Any) -> None:
             manager._pending_kernels.pop(kernel_id, None)
 
     manager._add_kernel_when_ready = add_kernel_when_ready
+
+
+def start_under_way(manager: Any, kernel_id: str) -> bool:
+    """Whether the kernel manager is still starting ``kernel_id`` (its start task, in
+    ``_pending_kernels``, is not done; ``True`` when the manager keeps no such record)."""
+    pending = getattr(manager, "_pending_kernels", None)
+    if not isinstance(pending, dict):
+        return True
+    start = pending.get(kernel_id)
+    return start is not None and not (isinstance(start, asyncio.Future) and start.done())
 
 
 # --- ipykernel (inside the kernel) ------------------------------------------------------------

@@ -4,7 +4,6 @@ delegating the kernel to an inner provisioner (docs/architecture.md, "Processes"
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import os
@@ -17,6 +16,7 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Dict, Float, List, Unicode
 
+from .. import hostpatches
 from .notebook_path import NotebookPathError, find_notebook
 from .sidecars import REGISTRY, SidecarError, SidecarHandle
 
@@ -213,13 +213,9 @@ class CollabProvisioner(KernelProvisionerBase):
         """The kernel being launched for the notebook, if its start is still under way in the
         kernel manager (one that ended without telling the room, cancelled, is none)."""
         starting = sidecar.starting_kernel
-        if starting is None:
+        manager = getattr(self.parent, "parent", None)
+        if starting is None or not hostpatches.start_under_way(manager, starting):
             return set()
-        pending = getattr(getattr(self.parent, "parent", None), "_pending_kernels", None)
-        if isinstance(pending, dict):
-            start = pending.get(starting)
-            if start is None or (isinstance(start, asyncio.Future) and start.done()):
-                return set()
         return {starting}
 
     async def _supervise(self) -> None:

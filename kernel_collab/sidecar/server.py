@@ -53,6 +53,10 @@ def request_token(request: Request) -> str | None:
     return None
 
 
+_ONLY_KEY, _, _ONLY_VALUE = protocol.REQUESTS_ONLY_QUERY.partition("=")
+"""How the server's own request-only connections say so (`?requests=only`)."""
+
+
 def _query(request: Request) -> dict[str, list[str]]:
     return parse_qs(urlsplit(request.path).query)
 
@@ -172,7 +176,7 @@ class SyncServer:
             )
             return
         # The server's own requests (room info, kernel lifecycle) join nothing.
-        joins = not (admin and query.get("requests") == ["only"])
+        joins = not (admin and query.get(_ONLY_KEY) == [_ONLY_VALUE])
         log = self._log.info if joins else self._log.debug
         log("%s joined (%d peers)", peer.name, len(self.room.peers) + joins)
         try:
