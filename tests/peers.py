@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from kernel_collab import protocol
 from kernel_collab.notebook_core.cells import shared_notebook
 
 DEFAULT_TIMEOUT = 10.0
@@ -44,6 +45,17 @@ def url_with_token(url: str, token: str | None) -> str:
     if token is not None:
         query.append(("token", token))
     return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query)))
+
+
+def clock_in(state: bytes, client_id: int) -> int:
+    """A client's clock in an encoded state vector (0 if absent)."""
+    count, pos = protocol.read_var_uint(state, 0)
+    for _ in range(count):
+        client, pos = protocol.read_var_uint(state, pos)
+        clock, pos = protocol.read_var_uint(state, pos)
+        if client == client_id:
+            return clock
+    return 0
 
 
 class NotebookPeer:
@@ -66,6 +78,8 @@ class NotebookPeer:
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._changed = asyncio.Event()
         self._applying_remote = False
+        self._echoes: Doc[Any] = Doc()
+        """What the sidecar sent, alone: its state vector says which local edits it echoed."""
         self._closed: BaseException | None = None
         self.doc.observe(self._on_transaction)
 
@@ -128,6 +142,14 @@ class NotebookPeer:
         if self._closed is not None:
             raise ConnectionError("the connection to the sidecar ended") from self._closed
 
+    async def acknowledged(self) -> None:
+        """Wait until the sidecar has echoed every local edit back (so it is in its store):
+        :meth:`flush` only hands them to the socket, which a stopping sidecar may not read."""
+        await self.flush()
+        own = self.doc.client_id
+        sent = clock_in(self.doc.get_state(), own)
+        await self.wait_until(lambda p: clock_in(p._echoes.get_state(), own) >= sent)
+
     async def wait_until(self, predicate: Callable[[NotebookPeer], bool]) -> None:
         """Return once ``predicate(self)`` holds, re-checking it after each incoming message.
 
@@ -188,6 +210,8 @@ class NotebookPeer:
                 self._applying_remote = False
             if reply is not None:
                 self._outbox.put_nowait(reply)
+            if message[1] != YSyncMessageType.SYNC_STEP1:
+                handle_sync_message(message[1:], self._echoes)
             if message[1] == YSyncMessageType.SYNC_STEP2:
                 self.synced = True
         elif message[0] == YMessageType.AWARENESS:

@@ -28,24 +28,13 @@ from websockets.exceptions import ConnectionClosed
 
 from kernel_collab import protocol
 from tests.files import write_notebook
-from tests.peers import NotebookPeer, url_with_token
+from tests.peers import NotebookPeer, clock_in, url_with_token
 from tests.sidecar_process import SidecarProcess, running_sidecar, start_sidecar
 
 pytestmark = pytest.mark.anyio
 
 MAX_EDITS = 50_000
 """The writer goes on until the kill; this only bounds the loop."""
-
-
-def clock_in(state: bytes, client_id: int) -> int:
-    """A client's clock in an encoded state vector (0 if absent)."""
-    count, pos = protocol.read_var_uint(state, 0)
-    for _ in range(count):
-        client, pos = protocol.read_var_uint(state, pos)
-        clock, pos = protocol.read_var_uint(state, pos)
-        if client == client_id:
-            return clock
-    return 0
 
 
 class RawPeer:

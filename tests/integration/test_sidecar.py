@@ -338,7 +338,7 @@ async def test_restart_restores_without_duplicates(tmp_path: Path) -> None:
                 assert peer.notebook.cell_number == 3
                 n = len(_source(peer, 0))
                 peer.notebook.ycells[0]["source"].insert(n, "+")
-                await peer.flush()
+                await peer.acknowledged()
     assert _cells_on_disk(nb)[0] == "a+++"
     # A fourth start restores the same cells: nothing duplicated by store + file.
     with running_sidecar(nb, tmp_path) as sidecar:
@@ -351,7 +351,7 @@ async def test_file_changed_while_down_is_merged_at_start(tmp_path: Path) -> Non
     with running_sidecar(nb, tmp_path) as sidecar:
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
             peer.notebook.set_cell(0, source="a = 'live'")
-            await peer.flush()
+            await peer.acknowledged()  # stored: what was only sent may die with the sidecar
     on_disk = nbformat.read(nb, as_version=4)
     on_disk.cells[1].source = "b = 'edited while down'"
     nbformat.write(on_disk, nb)
