@@ -164,9 +164,11 @@ class CollabProvisioner(KernelProvisionerBase):
         """The kernel could not be launched: its room, served meanwhile, stops showing it as
         starting and says why (runs queued for it are cancelled)."""
         sidecar = REGISTRY.get(self.notebook) if self.notebook is not None else None
-        if sidecar is not None and await sidecar.kernel_failed(error, str(self.kernel_id)):
+        if sidecar is not None and sidecar.is_starting(str(self.kernel_id)):
+            # Logged first: the operator's log is never behind what the room shows.
             self.log.error("kernel_collab: kernel %s for %s did not start: %s", self.kernel_id,
                            self.notebook, error)  # fmt: skip
+            await sidecar.kernel_failed(error, str(self.kernel_id))
 
     async def post_launch(self, **kwargs: Any) -> None:
         """Start (or find) the sidecar and attach it to this kernel's new connection info."""

@@ -81,11 +81,15 @@ class SidecarHandle:
             raise SidecarError(f"sidecar for {self.notebook} unreachable: {exc}") from exc
         raise SidecarError(f"sidecar for {self.notebook} closed before replying")
 
+    def is_starting(self, kernel_id: str | None = None) -> bool:
+        """Whether a kernel (``kernel_id``, or any) is being launched for this notebook."""
+        return self.starting_kernel is not None and kernel_id in (None, self.starting_kernel)
+
     async def kernel_failed(self, error: Exception, kernel_id: str | None = None) -> bool:
         """The kernel being launched for this notebook (``kernel_id``, or whichever it is)
         could not start: the room stops showing it as starting and says why (runs queued for
         it are cancelled). False when no such kernel was starting."""
-        if self.starting_kernel is None or kernel_id not in (None, self.starting_kernel):
+        if not self.is_starting(kernel_id):
             return False
         self.starting_kernel = None
         try:

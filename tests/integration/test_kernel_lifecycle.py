@@ -868,3 +868,47 @@ async def test_a_killed_fork_server_is_replaced_and_its_sidecars_live_on(
     replaced = server.sidecar(first)
     async with NotebookPeer.connect(replaced["url"], replaced["token"]) as peer:
         assert source(peer, "a") == "x = 1"
+
+
+
+async def _spare(server: JupyterServer, forker: Proc, timeout: float = 10) -> Proc:
+    """The fork server's spare: its child that serves no notebook (forked a second after the
+    last request). /proc has no event for a new child: it is polled every 50 ms."""
+    with anyio.fail_after(timeout):
+        while True:
+            serving = {int(record["pid"]) for record in server.sidecars()}
+            children = [p for p in descendants(forker) if p != forker
+                        and parent_pid(p.pid) == forker.pid and p.pid not in serving]  # fmt: skip
+            if children:
+                return children[0]
+            await anyio.sleep(0.05)  # a new process is no event to await
+
+
+async def test_the_fork_servers_spare_becomes_the_next_sidecar_and_leaves_with_it(
+    server: JupyterServer,
+) -> None:
+    """The fork server keeps one child forked ahead, which becomes the next notebook's sidecar
+    (no fork on the open's path); a spare that died is replaced by a fork; and the spare goes
+    when the fork server goes."""
+    first = write_cells(server.root / "first.ipynb", {"a": "x = 1"})
+    await server.start_session("first.ipynb")
+    forker = process(parent_pid(server.sidecar(first)["pid"]))
+    spare = await _spare(server, forker)
+
+    second = write_cells(server.root / "second.ipynb", {"b": "y = 2"})
+    await server.start_session("second.ipynb")
+    assert server.sidecar(second)["pid"] == spare.pid, "the spare did not become the sidecar"
+
+    dead = await _spare(server, forker)
+    os.kill(dead.pid, signal.SIGKILL)
+    assert not await wait_exited([dead], 10)
+    third = write_cells(server.root / "third.ipynb", {"c": "z = 3"})
+    await server.start_session("third.ipynb")
+    record = server.sidecar(third)
+    assert parent_pid(record["pid"]) == forker.pid
+    async with NotebookPeer.connect(record["url"], record["token"]) as peer:
+        assert source(peer, "c") == "z = 3"
+
+    last = await _spare(server, forker)
+    os.kill(forker.pid, signal.SIGKILL)
+    assert not await wait_exited([forker, last], 10), "the spare outlived its fork server"
