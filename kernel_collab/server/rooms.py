@@ -235,16 +235,15 @@ class RoomManager:
         logged (the room is told); one before is kept for :meth:`opening` to raise."""
         try:
             with anyio.CancelScope(shield=True):
-                if self.handle_for_path(api_path) is None:  # first open: "Revert to
-                    # checkpoint" gets this version
-                    await ensure_async(
-                        self.serverapp.contents_manager.create_checkpoint(api_path))
-                await self.serverapp.session_manager.create_session(
-                    path=api_path,
-                    name=posixpath.basename(api_path),
-                    type="notebook",
-                    kernel_name=await self._kernel_name_for(api_path),
-                )
+                async with anyio.create_task_group() as tg:
+                    if self.handle_for_path(api_path) is None:  # first open
+                        tg.start_soon(self._checkpoint, api_path)
+                    await self.serverapp.session_manager.create_session(
+                        path=api_path,
+                        name=posixpath.basename(api_path),
+                        type="notebook",
+                        kernel_name=await self._kernel_name_for(api_path),
+                    )
         except Exception as exc:  # noqa: BLE001 - logged, or raised by the opener
             if arrived.is_set():
                 self.serverapp.log.error("kernel_collab: the kernel for %s did not start (the "
@@ -261,6 +260,16 @@ class RoomManager:
             done.set()
             arrived.set()
 
+    async def _checkpoint(self, api_path: str) -> None:
+        """Make the notebook's checkpoint ("Revert to checkpoint" gets the version first
+        opened), beside the session's start: the sidecar writes the file only once someone
+        has changed it, seconds later. A failure is logged; the notebook opens all the same."""
+        try:
+            await ensure_async(self.serverapp.contents_manager.create_checkpoint(api_path))
+        except Exception as exc:  # noqa: BLE001 - any contents manager's error: logged
+            self.serverapp.log.warning("kernel_collab: no checkpoint of %s on opening it: %s",
+                                       api_path, exc)  # fmt: skip
+
     async def all_started(self) -> None:
         """Wait until no kernel is being started for any notebook, or ``listing_wait`` s."""
         with anyio.move_on_after(self.listing_wait):
@@ -276,6 +285,8 @@ class RoomManager:
 
     async def _kernel_name_for(self, api_path: str) -> str:
         """The notebook's own kernelspec when it is a collaborative one, else the default."""
+        if self.collaborative_kernelspecs() <= {self.kernel_name}:
+            return self.kernel_name  # whatever the file names (its parse took ~1.5 ms)
         name = await self.file_kernel_name(api_path)
         return name if name and name in self.collaborative_kernelspecs() else self.kernel_name
 

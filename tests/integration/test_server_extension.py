@@ -67,6 +67,25 @@ async def test_put_opens_a_room_and_browsers_sync_through_the_proxy(
         assert last_run["by"]["username"]  # attributed to the authenticated user
 
 
+async def test_revert_to_checkpoint_brings_back_the_notebook_as_first_opened(
+    server: JupyterServer,
+) -> None:
+    nb = write_notebook(server.root / "nb.ipynb", ["x = 'as opened'"])
+    room = await server.open_room("nb.ipynb")
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        peer.notebook.set_cell(0, source="x = 'edited'")
+        await wait_for_file(nb, lambda: "edited" in nb.read_text())  # saved
+        async with server.client() as http:
+            checkpoints = (await http.get("/api/contents/nb.ipynb/checkpoints")).json()
+            assert len(checkpoints) == 1, checkpoints
+            restored = await http.post(f"/api/contents/nb.ipynb/checkpoints/"
+                                       f"{checkpoints[0]['id']}")  # fmt: skip
+            assert restored.status_code == 204, restored.text
+        # The file is the version first opened, and the room follows it.
+        await peer.wait_until(lambda p: str(p.notebook.ycells[0]["source"]) == "x = 'as opened'")
+    assert "as opened" in nb.read_text()
+
+
 async def test_requests_without_credentials_or_outside_the_root_are_refused(
     server: JupyterServer,
 ) -> None:
