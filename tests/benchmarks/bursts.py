@@ -43,3 +43,33 @@ async def burst_rate(writers: list[Peer], everyone: list[Peer], edits: int,
     t_sent = time.perf_counter()
     t_all = await everyone_has_all()
     return edits / (t_all - t0), edits / (t_sent - t0)
+
+
+PACE_TICK = 0.002
+"""Seconds between the paced writer's wake-ups (it sends what is due at each)."""
+
+
+async def paced_keepup(writer: Peer, everyone: list[Peer], edits: int, rate: float,
+                       wait: float) -> tuple[float, float]:  # fmt: skip
+    """``edits`` sent by ``writer`` into cell 0 at ``rate`` edits/s (what is due every
+    ``PACE_TICK`` s): (time the writer took to send them / time until every peer of
+    ``everyone`` had them, edits/s sent). 1.0: the server kept up with the writer."""
+    clock = 0
+    for _ in range(WARM_UP):
+        message, clock = writer.edit(0, "w")
+        await writer.ws.send(message)
+    for peer in everyone:
+        await peer.wait_clock(writer.client_id, clock, wait)
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < edits:
+        due = min(edits, int((time.perf_counter() - t0) * rate) + 1)
+        while sent < due:
+            message, clock = writer.edit(0, "x")
+            await writer.ws.send(message)
+            sent += 1
+        if sent < edits:
+            await anyio.sleep(max(0.0, min(PACE_TICK, t0 + sent / rate - time.perf_counter())))
+    t_sent = time.perf_counter()
+    t_all = max([await peer.wait_clock(writer.client_id, clock, wait) for peer in everyone])
+    return (t_sent - t0) / (t_all - t0), edits / (t_sent - t0)

@@ -177,6 +177,11 @@ def _measures() -> list[Measure]:
                 (Goal("ours", ">=", 0.95, ISSUES),)),
         Measure("burst.floor.keepup", "burst{n}: to all peers / sent, bare relay (floor)▹", "x",
                 1.0, vs="none", na="the floor runs once, with ours"),
+        Measure("burst.paced", "burst{n} paced at 90% of the floor's rate: sending time / "
+                "time until all peers have it", "x", 1.0,
+                (Goal("ours", ">=", 0.95, "issues: the sidecar is never the bottleneck"),)),
+        Measure("burst.floor.paced", "burst{n} paced, bare relay (floor)▹", "x", 1.0,
+                vs="none", na="the floor runs once, with ours"),
         Measure("burst.floor.throughput", "burst{n}: edits/s to all peers, bare relay (floor)▹",
                 "edits/s", 1.0, vs="none", na="the floor runs once, with ours"),
         Measure("burst4.throughput", "burst{n}, 4 writers at once: edits/s until all peers have "
