@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from pycrdt import Map
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
@@ -85,8 +84,9 @@ class DiskSync(LoggingConfigurable):
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
         self._watch_scope: anyio.CancelScope | None = None
-        self._source = SaveSource(room.notebook, on_change=lambda: self._changed.set())
-        room.notebook.ydoc.get("meta", type=Map).observe_deep(self._on_content_change)
+        self._source = SaveSource(room.notebook, on_change=lambda: self._changed.set(),
+                                  changes=room.cell_changes)  # fmt: skip
+        room.meta_changes.subscribe(self._on_content_change)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -20,6 +20,13 @@ class Listeners(Generic[T]):
         self._listeners.append(listener)
 
     def emit(self, value: T) -> None:
-        """Call every listener with ``value``."""
+        """Call every listener with ``value``; a listener that raises does not keep the others
+        from being called (the first error is raised once all were)."""
+        error: Exception | None = None
         for listener in list(self._listeners):
-            listener(value)
+            try:
+                listener(value)
+            except Exception as exc:  # noqa: BLE001 - raised below, after the others ran
+                error = error or exc
+        if error is not None:
+            raise error

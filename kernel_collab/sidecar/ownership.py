@@ -17,6 +17,7 @@ from ..notebook_core import schema
 from ..notebook_core.cells import new_cell_id
 from ..notebook_core.schema import inserted_indices, touched_cells
 from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, METADATA_KEY, STATE_KEY
+from .events import Listeners
 from .peer import Peer
 from .trust import TrustLedger, canonical
 
@@ -93,10 +94,12 @@ class FieldGuard:
     """Holds peers' updates to the sidecar's fields; keeps the run records it wrote."""
 
     def __init__(self, notebook: YNotebook, trust: TrustLedger, log: logging.Logger,
-                 records: dict[str, str] | None = None):
+                 records: dict[str, str] | None = None,
+                 cell_changes: Listeners[list[Any]] | None = None):  # fmt: skip
         """``records``: :func:`run_records` of the notebook just loaded from its file (reading
         them back from the document took ~20 ms per 1,000 cells on the open path); ``None``
-        reads them from the document."""
+        reads them from the document. ``cell_changes``: the cells' deep events as the room
+        already observes them (``None``: observed here)."""
         self.notebook = notebook
         self.trust = trust
         self.log = log
@@ -107,10 +110,11 @@ class FieldGuard:
             for ycell in notebook.ycells:
                 self._learn(ycell)
         self._scopes = [notebook.ycells, notebook.ystate, notebook.ydoc.get("meta", type=Map)]
-        self._subs = [
-            notebook.ycells.observe_deep(self._on_cells),
-            notebook.ystate.observe_deep(self._on_state),
-        ]
+        if cell_changes is not None:
+            cell_changes.subscribe(self._on_cells)
+        else:
+            notebook.ycells.observe_deep(self._on_cells)
+        notebook.ystate.observe_deep(self._on_state)
 
     # -- observing ---------------------------------------------------------------------------
 

@@ -100,8 +100,13 @@ class Room(LoggingConfigurable):
         self._actor: dict[str, Any] | None = None
         self._authors: dict[tuple[str, str], dict[str, Any]] = {}
         self._event: tuple[str, str] | None = None
-        notebook.ycells.observe_deep(self._on_cells)
-        self.doc.get("meta", type=Map).observe_deep(self._on_cells)
+        self.cell_changes: Listeners[list[Any]] = Listeners()
+        """Each transaction's events in the cells (deep), observed once for every service that
+        follows them: pycrdt converts the events anew for each deep observer."""
+        self.meta_changes: Listeners[list[Any]] = Listeners()
+        """The same for the notebook's metadata."""
+        notebook.ycells.observe_deep(self._on_cell_events)
+        self.doc.get("meta", type=Map).observe_deep(self._on_meta_events)
         self.trust = TrustLedger(notebook, lambda: self.status)
         """The document's trust record (``trust.py``)."""
 
@@ -133,6 +138,14 @@ class Room(LoggingConfigurable):
             yield
         finally:
             self._actor = previous
+
+    def _on_cell_events(self, events: list[Any]) -> None:
+        self._on_cells(events)
+        self.cell_changes.emit(events)
+
+    def _on_meta_events(self, events: list[Any]) -> None:
+        self._on_cells(events)
+        self.meta_changes.emit(events)
 
     def _on_cells(self, _events: Any) -> None:
         if self._actor is UNVERSIONED:

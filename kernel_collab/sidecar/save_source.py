@@ -15,6 +15,7 @@ from jupyter_ydoc.utils import cast_all
 from pycrdt import Map
 
 from ..notebook_core.saved_form import SavedForm
+from .events import Listeners
 
 CHUNK = 50
 """Cells a save converts between two turns of the event loop (a few milliseconds)."""
@@ -23,7 +24,10 @@ CHUNK = 50
 class SaveSource:
     """The notebook's content and saved form, kept by cell id between saves."""
 
-    def __init__(self, notebook: YNotebook, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, notebook: YNotebook, on_change: Callable[[], None] | None = None,
+                 changes: Listeners[list[Any]] | None = None) -> None:
+        """``changes``: the cells' deep events as the room already observes them (``None``:
+        observed here)."""
         self.notebook = notebook
         self._on_change = on_change
         """Told of each change to the cells (the save's own trigger: one deep observer of
@@ -38,7 +42,10 @@ class SaveSource:
         self._order: list[str] | None = None
         """The cells' ids in order (``None``: to be read again), kept up to date from the
         changes: reading them costs about 20 µs a cell."""
-        notebook.ycells.observe_deep(self._on_cells_change)
+        if changes is not None:
+            changes.subscribe(self._on_cells_change)
+        else:
+            notebook.ycells.observe_deep(self._on_cells_change)
 
     def _on_cells_change(self, events: list[Any]) -> None:
         if self._on_change is not None:

@@ -168,7 +168,8 @@ async def serve(
     room, disk, store = parts.room, parts.disk, parts.store
     requests = Requests()
     awareness = AwarenessRelay(room, parent=room.parent)
-    room.updates = FieldGuard(room.notebook, room.trust, room.log, parts.run_records)
+    room.updates = FieldGuard(room.notebook, room.trust, room.log, parts.run_records,
+                              room.cell_changes)  # fmt: skip
     inbound = Inbound(room, awareness, requests)
     parts.bridge.link = KernelLink(inbound, awareness, parent=room.parent)
     server = SyncServer(room, inbound, token=token, admin_token=admin_token,
