@@ -80,6 +80,20 @@ class DocumentStore(LoggingConfigurable):
         await self.created()
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    async def _inline(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a small store call on the event loop, never beside the worker thread's use of
+        the store: at once when the store is free (the limiter's own checkpoint put a turn of
+        the event loop between a peer's edit and its relay), else once it is."""
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            async with self._limiter:
+                return fn(*args)
+        try:
+            return fn(*args)
+        finally:
+            self._limiter.release()
+
     async def open(self) -> None:
         """Open (creating or migrating) the database."""
         self._store = await self._call(
@@ -161,8 +175,7 @@ class DocumentStore(LoggingConfigurable):
         if self._stored_state is not None:
             updates = [get_update(u, self._stored_state) for u in updates]
         if self.synchronous == "NORMAL" and sum(map(len, updates)) <= INLINE_BYTES:
-            async with self._limiter:  # never beside the worker thread's use of the store
-                version = self.store.append(self.document_id, updates, record)
+            version = await self._inline(self.store.append, self.document_id, updates, record)
         else:
             version = await self._call(self.store.append, self.document_id, updates, record)
         self._stored_state = None
