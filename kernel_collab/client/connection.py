@@ -112,6 +112,8 @@ class SyncTransport:
         self._remote = False
         self._outbox_send, self._outbox = anyio.create_memory_object_stream[bytes](100_000)
         self.unsent = 0
+        self.local_changes = 0
+        """Local edits made so far (sent or not): :meth:`ClientNotebook.leave` compares it."""
         self._held: list[bytes] | None = None
         self._touches = 0
         notebook.ydoc.observe(self._on_local_change)
@@ -193,6 +195,7 @@ class SyncTransport:
     def _on_local_change(self, event: TransactionEvent) -> None:
         if self._remote or event.update == b"\x00\x00":
             return
+        self.local_changes += 1
         if self._closed is not None:
             self.unsent += 1  # reported by the next sync() or request, never dropped silently
             return
@@ -324,6 +327,7 @@ async def join(
         synced(WebSocketChannel(websocket), shared_notebook(), name, on_input) as notebook,
     ):
         yield notebook
+        await notebook.leave()  # not after an error in the block: that propagates at once
 
 
 @contextlib.asynccontextmanager
@@ -331,7 +335,9 @@ async def synced(channel: Channel, ynb: YNotebook, name: str, on_input: InputCal
                  *, renew_presence: bool = True,
                  also: Callable[[], Coroutine[Any, Any, None]] | None = None,
                  ) -> AsyncIterator[ClientNotebook]:  # fmt: skip
-    """A notebook kept in sync over ``channel`` (and ``also`` run) until the context ends."""
+    """A notebook kept in sync over ``channel`` (and ``also`` run) until the context ends. An
+    error in the block leaves it as it was raised, not wrapped in the task group's group."""
+    raised: BaseException | None = None
     async with anyio.create_task_group() as tg:
         transport = SyncTransport(channel, ynb, name, on_input, renew_presence=renew_presence)
         if also is not None:
@@ -339,8 +345,16 @@ async def synced(channel: Channel, ynb: YNotebook, name: str, on_input: InputCal
         await tg.start(transport.run)
         try:
             yield ClientNotebook(ynb, transport)
+        except BaseException as exc:  # noqa: BLE001 - raised below, once the transport ended
+            raised = exc
         finally:
             tg.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
+
+
+LEAVE_TIMEOUT = 60.0
+"""Seconds :meth:`ClientNotebook.leave` waits for the sidecar to store the last edits."""
 
 
 class ClientNotebook(Notebook):
@@ -349,6 +363,31 @@ class ClientNotebook(Notebook):
     def __init__(self, ynotebook: YNotebook, transport: SyncTransport):
         super().__init__(ynotebook, transport)
         self.transport = transport
+        self._settled_changes = 0
+        """Local edits stored by the sidecar, or reported lost (a sync that raised)."""
+
+    async def sync(self) -> None:
+        """Wait until the sidecar has stored every edit made here so far."""
+        made = self.transport.local_changes
+        try:
+            await super().sync()
+        finally:  # stored, or the caller was told they were not
+            self._settled_changes = max(self._settled_changes, made)
+
+    async def leave(self, timeout: float = LEAVE_TIMEOUT) -> None:
+        """Leaving the notebook: wait until the sidecar has stored the edits made since the
+        last :meth:`sync` (an edit made just before leaving was still queued when the
+        connection closed). Raises ``ConnectionError`` if some could not be sent (unless a
+        sync already said so), and ``TimeoutError`` if the sidecar did not answer in
+        ``timeout`` s."""
+        if self.transport.local_changes == self._settled_changes:
+            return
+        try:
+            with anyio.fail_after(timeout):
+                await self.sync()
+        except TimeoutError:
+            raise TimeoutError(f"the sidecar did not confirm storing this client's last edits "
+                               f"within {timeout:g} s; they may be lost") from None
 
     async def run(self, cell: Any) -> Any:
         """Queue a cell; ``await (await nb.run(c)).wait()`` returns its outputs."""

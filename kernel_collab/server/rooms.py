@@ -204,8 +204,11 @@ class RoomManager:
             raise failure
         if handle is None:
             error = self._failures.pop(api_path, None)
-            if error is not None:
+            if isinstance(error, web.HTTPError):
                 raise error
+            if error is not None:  # said as it was (a server's generic 500 says nothing)
+                raise web.HTTPError(500, f"the collaborative session for {api_path} did not "
+                                    f"start: {error}") from error
             raise web.HTTPError(500, f"the collaborative session for {api_path} has no sidecar")
 
     async def _find(
@@ -235,15 +238,7 @@ class RoomManager:
         logged (the room is told); one before is kept for :meth:`opening` to raise."""
         try:
             with anyio.CancelScope(shield=True):
-                async with anyio.create_task_group() as tg:
-                    if self.handle_for_path(api_path) is None:  # first open
-                        tg.start_soon(self._checkpoint, api_path)
-                    await self.serverapp.session_manager.create_session(
-                        path=api_path,
-                        name=posixpath.basename(api_path),
-                        type="notebook",
-                        kernel_name=await self._kernel_name_for(api_path),
-                    )
+                await self._create_session(api_path)
         except Exception as exc:  # noqa: BLE001 - logged, or raised by the opener
             if arrived.is_set():
                 self.serverapp.log.error("kernel_collab: the kernel for %s did not start (the "
@@ -259,6 +254,25 @@ class RoomManager:
             REGISTRY.unnotify(self.absolute(api_path), arrived)
             done.set()
             arrived.set()
+
+    async def _create_session(self, api_path: str) -> None:
+        """jupyter_server's session for the notebook, its checkpoint made meanwhile on a first
+        open; raises what the session's creation raised (as it raised it, not in a group)."""
+        failed: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            if self.handle_for_path(api_path) is None:  # first open
+                tg.start_soon(self._checkpoint, api_path)
+            try:
+                await self.serverapp.session_manager.create_session(
+                    path=api_path,
+                    name=posixpath.basename(api_path),
+                    type="notebook",
+                    kernel_name=await self._kernel_name_for(api_path),
+                )
+            except Exception as exc:  # noqa: BLE001 - raised below, once the checkpoint ended
+                failed = exc
+        if failed is not None:
+            raise failed
 
     async def _checkpoint(self, api_path: str) -> None:
         """Make the notebook's checkpoint ("Revert to checkpoint" gets the version first

@@ -69,13 +69,18 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
 
 def _detach(inherited: list[int]) -> None:
     """In a new child: drop the fork server's descriptors and signal set-up, start a session
-    (like start_new_session: the server's Ctrl+C is not the sidecar's)."""
-    for fd in inherited:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    os.setsid()
+    (like start_new_session: the server's Ctrl+C is not the sidecar's). A child that cannot
+    exits: it never returns into the fork server's loop."""
+    try:
+        for fd in inherited:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+    except BaseException:  # noqa: BLE001 - reported, then this child exits with 1
+        traceback.print_exc()
+        os._exit(1)
 
 
 def _become(request: dict[str, Any], fds: list[int]) -> None:
@@ -164,12 +169,16 @@ class _Spare:
 
 def _wait_for_request(sock: socket.socket) -> None:
     """A spare's life: wait for its request and become that sidecar; exit at end of file (the
-    fork server is gone) or on a bad hand-over. Never returns."""
+    fork server is gone) or on a bad hand-over. Never returns (into the fork server's loop,
+    whatever happens)."""
     try:
         _warm_child()
+    except Exception:  # noqa: BLE001 - warming only saves time: the sidecar starts all the same
+        traceback.print_exc()
+    try:
         received = _receive(sock)
-    except (ValueError, OSError) as exc:
-        print(f"kernel_collab fork server: spare {os.getpid()} got no request ({exc})",
+    except BaseException as exc:  # noqa: BLE001 - reported, then this child exits with 1
+        print(f"kernel_collab fork server: spare {os.getpid()} got no request ({exc!r})",
               file=sys.stderr)  # fmt: skip
         os._exit(1)
     if received is None:

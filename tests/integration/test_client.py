@@ -49,6 +49,18 @@ async def test_a_script_writes_and_runs_cells_while_a_person_watches(
                         and "print(x)" not in nb_path.read_text())
 
 
+async def test_leaving_the_block_stores_the_edits_made_in_it(server: JupyterServer) -> None:
+    write_notebook(server.root / "nb.ipynb", ["x = 1", "y = 2"])
+    async with connect(server.url, "nb.ipynb", token=server.token, name="agent") as nb:
+        nb.cells[0].source = "x = 'the last edit'"  # no sync(): leaving stores it
+    with connect_blocking(server.url, "nb.ipynb", token=server.token) as blocking:
+        blocking.cells[1].source = "y = 'blocking'"
+    room = await server.open_room("nb.ipynb")
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        assert [str(c["source"]) for c in peer.notebook.ycells] == [
+            "x = 'the last edit'", "y = 'blocking'"]
+
+
 async def test_each_run_waits_for_its_own_outputs(server: JupyterServer) -> None:
     """An agent runs a cell, edits it and runs it again at once: each ``wait()`` returns the
     outputs of its own run, never the run before (the same cell, a moment earlier)."""
@@ -131,6 +143,24 @@ async def test_the_server_going_away_is_a_clear_connection_error(
             nb.cells[0].source = "x = 'typed after the server died'"
             with anyio.fail_after(30), pytest.raises(ConnectionError, match="ended"):
                 await nb.sync()
+
+
+async def test_leaving_with_edits_the_sidecar_never_got_says_so(tmp_path: Path) -> None:
+    from tests.jupyter_server_process import running_server
+
+    root, runtime = tmp_path / "root", tmp_path / "runtime"
+    root.mkdir()
+    runtime.mkdir()
+    write_notebook(root / "nb.ipynb", ["x = 1"])
+    with (
+        running_server(root, runtime) as srv,
+        pytest.raises(ConnectionError, match="1 local edits were not sent"),
+    ):
+        async with connect(srv.url, "nb.ipynb", token=srv.token) as nb:
+            srv.kill()
+            with anyio.fail_after(30), pytest.raises(ConnectionError):
+                await nb.transport.wait_for(lambda: False)  # until it sees the end
+            nb.cells[0].source = "x = 'never sent'"  # leaving must not be silent
 
 
 async def test_input_in_a_clients_run_goes_to_its_on_input(server: JupyterServer) -> None:

@@ -834,6 +834,27 @@ async def test_a_sidecar_that_cannot_start_fails_the_session_promptly_saying_why
         assert not await wait_exited(leftovers, 10), leftovers
 
 
+async def test_a_room_whose_sidecar_cannot_start_answers_saying_why(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Opening through the room route (as JupyterLab does) a notebook whose kernelspec's
+    sidecar cannot start: the answer is an error that says why, not a generic one."""
+    root, runtime = dirs
+    specs = kernelspec(tmp_path / "jupyter_path", "python3-broken-store",
+                       {"sidecar_args": ["--store", "/proc/forbidden.db"]})
+    nb = write_cells(root / "nb.ipynb", {"a": "print(1)"})
+    data = json.loads(nb.read_text())
+    data["metadata"]["kernelspec"] = {"name": "python3-broken-store", "display_name": "broken"}
+    nb.write_text(json.dumps(data))
+    with running_server(root, runtime, env={"JUPYTER_PATH": str(specs)}) as server:
+        async with server.client() as http:
+            response = await http.put("/api/kernel-collab/rooms/nb.ipynb")
+        assert response.status_code == 500, response.text
+        message = response.json()["message"]
+        assert "/proc/forbidden.db" in message, f"the error does not say why: {message!r}"
+        assert server.sidecars() == []
+
+
 # --- 9. the fork server -------------------------------------------------------------------------
 
 
