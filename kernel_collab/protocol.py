@@ -27,6 +27,8 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_PROTOCOL_ERROR: Final = 1002
 """Malformed message, or an update that broke the notebook's schema (repaired): reload."""
 CLOSE_TOO_BIG: Final = 1009
+CLOSE_INTERNAL_ERROR: Final = 1011
+"""The sidecar failed handling the peer's message (its log says how): reconnect."""
 CLOSE_TRY_AGAIN: Final = 1013
 """Reconnect: the peer fell behind, or the sidecar is restarting."""
 CLOSE_REFUSED: Final = 4403

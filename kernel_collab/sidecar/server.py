@@ -22,7 +22,13 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from .. import protocol
-from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_STALE_EPOCH, CLOSE_TOO_BIG, IDENTITY_HEADER
+from ..protocol import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_STALE_EPOCH,
+    CLOSE_TOO_BIG,
+    IDENTITY_HEADER,
+)
 from .inbound import Inbound
 from .peer import Peer
 from .room import Room
@@ -202,6 +208,10 @@ class SyncServer:
                     await self.inbound.route(peer, protocol.decode(data))  # type: ignore[arg-type]
                 except protocol.ProtocolError as exc:
                     peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
+                    return
+                except Exception:  # noqa: BLE001 - ours: logged, and that peer closed with 1011
+                    self._log.exception("%s: handling its message failed; closing it", peer.name)
+                    peer.close(CLOSE_INTERNAL_ERROR, "the sidecar failed handling your message")
                     return
         except ConnectionClosed as exc:
             if exc.rcvd is None and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:

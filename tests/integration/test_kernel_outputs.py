@@ -141,8 +141,13 @@ class Session:
                 self.open(releasing)
 
     async def run(self, peer: NotebookPeer, cell_id: str) -> dict[str, Any]:
-        """Queue a cell, wait until its run ends; the cell as ``peer`` sees it."""
-        return await run_cell(peer, self.url, self.token, cell_id)
+        """Queue a cell, wait until its run ends; the cell as ``peer`` sees it (a connection
+        that ends meanwhile raises with the end of the server's log: the sidecar's is in it)."""
+        try:
+            return await run_cell(peer, self.url, self.token, cell_id)
+        except ConnectionError as exc:
+            raise ConnectionError(f"{exc} (close code {peer.close_code}); the server's log "
+                                  f"ends with:\n{self.server.log[-6000:]}") from exc
 
     async def queue(self, cell_id: str) -> None:
         """Ask the sidecar to run a cell (returns once it is queued)."""
