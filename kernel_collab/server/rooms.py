@@ -299,10 +299,11 @@ class RoomManager:
 
     async def _kernel_name_for(self, api_path: str) -> str:
         """The notebook's own kernelspec when it is a collaborative one, else the default."""
-        if self.collaborative_kernelspecs() <= {self.kernel_name}:
+        collaborative = self.collaborative_kernelspecs()  # each call reads every kernel.json
+        if collaborative <= {self.kernel_name}:
             return self.kernel_name  # whatever the file names (its parse took ~1.5 ms)
         name = await self.file_kernel_name(api_path)
-        return name if name and name in self.collaborative_kernelspecs() else self.kernel_name
+        return name if name and name in collaborative else self.kernel_name
 
 
 def _kernel_name_in(path: Path) -> str | None:

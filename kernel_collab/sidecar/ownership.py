@@ -94,12 +94,11 @@ class FieldGuard:
     """Holds peers' updates to the sidecar's fields; keeps the run records it wrote."""
 
     def __init__(self, notebook: YNotebook, trust: TrustLedger, log: logging.Logger,
-                 records: dict[str, str] | None = None,
-                 cell_changes: Listeners[list[Any]] | None = None):  # fmt: skip
+                 records: dict[str, str] | None, cell_changes: Listeners[list[Any]]):  # fmt: skip
         """``records``: :func:`run_records` of the notebook just loaded from its file (reading
         them back from the document took ~20 ms per 1,000 cells on the open path); ``None``
-        reads them from the document. ``cell_changes``: the cells' deep events as the room
-        already observes them (``None``: observed here)."""
+        reads them from the document. ``cell_changes``: the cells' deep events, as the room
+        observes them once for every service that follows them."""
         self.notebook = notebook
         self.trust = trust
         self.log = log
@@ -110,10 +109,7 @@ class FieldGuard:
             for ycell in notebook.ycells:
                 self._learn(ycell)
         self._scopes = [notebook.ycells, notebook.ystate, notebook.ydoc.get("meta", type=Map)]
-        if cell_changes is not None:
-            cell_changes.subscribe(self._on_cells)
-        else:
-            notebook.ycells.observe_deep(self._on_cells)
+        cell_changes.subscribe(self._on_cells)
         notebook.ystate.observe_deep(self._on_state)
 
     # -- observing ---------------------------------------------------------------------------
