@@ -126,14 +126,19 @@ class Peer:
         self._send.close()
 
     async def run_sender(self) -> None:
-        """Write queued messages in order until the peer is closed, then close the transport."""
-        async with self._recv:
-            async for message in self._recv:
-                if self.closed and self._close_code != 1000:
-                    break  # an error close does not wait for the backlog
-                try:
-                    await self.transport.send(message)
-                finally:
-                    self._unsent -= 1
-                del message  # a joining peer's sync reply is the whole document: not kept
+        """Write queued messages in order until the peer is closed, then close the transport.
+        A transport that breaks ends it too, and the peer is closed from then on: a commit
+        relayed to it before the room hears it left is dropped, not raised into the room."""
+        try:
+            async with self._recv:
+                async for message in self._recv:
+                    if self.closed and self._close_code != 1000:
+                        break  # an error close does not wait for the backlog
+                    try:
+                        await self.transport.send(message)
+                    finally:
+                        self._unsent -= 1
+                    del message  # a joining peer's sync reply is the whole document: not kept
+        finally:
+            self.closed = True  # its queue's reader is gone: sending to it would raise
         await self.transport.close(self._close_code, fit_close_reason(self.close_reason))
