@@ -40,6 +40,8 @@ class JupyterServer:
     root: Path
     runtime: Path
     log_lines: list[str] = field(default_factory=list)
+    log_ended: threading.Event = field(default_factory=threading.Event)
+    """Set once every process writing to the server's stderr (the sidecars too) is gone."""
 
     @property
     def log(self) -> str:
@@ -145,6 +147,7 @@ def running_server(
     assert proc.stderr is not None
     lines: list[str] = []
     ready: queue.Queue[bool] = queue.Queue()
+    ended = threading.Event()
 
     def pump() -> None:
         assert proc.stderr is not None
@@ -153,9 +156,10 @@ def running_server(
             if "is running at" in line:
                 ready.put(True)
         ready.put(False)
+        ended.set()
 
     threading.Thread(target=pump, daemon=True).start()
-    server = JupyterServer(proc, f"http://127.0.0.1:{port}", token, root, runtime, lines)
+    server = JupyterServer(proc, f"http://127.0.0.1:{port}", token, root, runtime, lines, ended)
     try:
         try:
             ok = ready.get(timeout=START_TIMEOUT)

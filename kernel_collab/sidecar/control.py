@@ -4,6 +4,7 @@ requests, and when the sidecar stops, saving first (docs/architecture.md, "Lifec
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -158,11 +159,13 @@ class KernelControl:
             self._stop()
 
 
-async def watch_stdin(stop: Callable[[], None]) -> None:
+async def watch_stdin(stop: Callable[[], None], log: logging.Logger) -> None:
     """Stop when stdin reaches end of file (the parent process is gone)."""
     fd = sys.stdin.fileno()
     while True:  # the event loop watches the pipe: no thread left blocked in read() at exit
         await anyio.wait_readable(fd)
         if not os.read(fd, 4096):
             break
+    log.info("stdin closed (the Jupyter server that started this sidecar is gone): saving "
+             "and stopping")  # fmt: skip
     stop()

@@ -192,7 +192,7 @@ async def serve(
             tg.start_soon(keep_releasing_freed_memory, _activity(room))
             tg.start_soon(room.loop_lag.run, lambda: bool(room.peers) and room.busy())
             if watch_stdin_eof:
-                tg.start_soon(watch_stdin, tg.cancel_scope.cancel)
+                tg.start_soon(watch_stdin, tg.cancel_scope.cancel, log)
             url = f"ws://127.0.0.1:{server.port}/"
             log.info("serving %s (document %s) at %s", relpath, store.document_id, url)
             task_status.started((url, control.describe()))

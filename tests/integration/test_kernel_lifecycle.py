@@ -743,6 +743,10 @@ async def test_notebook_path_from_each_kind_of_session_without_the_extension(
         launched = descendants(process(server.proc.pid)) - {process(server.proc.pid)}
         server.kill()
         assert not await wait_exited(launched, 20)
+        # Each sidecar says why it stopped (its stderr is the server's, read to the end).
+        assert await anyio.to_thread.run_sync(server.log_ended.wait, 20)
+        assert server.log.count("stdin closed (the Jupyter server that started this sidecar "
+                                "is gone): saving and stopping") == len(forms)
 
 
 async def test_with_the_extension_a_session_named_otherwise_finds_its_notebook(
