@@ -142,6 +142,11 @@ class NotebookPeer:
         if self._closed is not None:
             raise ConnectionError("the connection to the sidecar ended") from self._closed
 
+    def drop(self) -> None:
+        """Close the TCP connection (what was sent goes out first) with no closing handshake:
+        a client that vanished."""
+        self._websocket.transport.close()
+
     async def acknowledged(self) -> None:
         """Wait until the sidecar has echoed every local edit back (so it is in its store):
         :meth:`flush` only hands them to the socket, which a stopping sidecar may not read."""

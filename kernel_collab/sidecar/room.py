@@ -236,6 +236,11 @@ class Room(LoggingConfigurable):
                 self.log.error("store %s: settling document %s failed: %s",
                                self.store.db_path, self.store.document_id, exc)  # fmt: skip
 
+    @property
+    def pending(self) -> bool:
+        """Whether updates are applied and not yet committed."""
+        return bool(self._pending)
+
     async def flush(self) -> None:
         """Commit whatever is applied but not yet stored (used at shutdown)."""
         if self._pending:
@@ -252,7 +257,11 @@ class Room(LoggingConfigurable):
         to_store = [*self._unstored, merged]  # one row per group commit
         started = time.perf_counter()
         try:
-            await self.store.append(to_store, record)
+            # Taken from the queue, the batch is stored whatever happens: a stop cancelling
+            # this wait left it neither stored nor queued (and the final save then wrote it to
+            # the file, recording that as the merge base: the next start erased it there too).
+            with anyio.CancelScope(shield=True):
+                await self.store.append(to_store, record)
         except (sqlite3.Error, OSError) as exc:  # the store failing must not stop the room
             self._unstored = to_store
             self._store_failing = True

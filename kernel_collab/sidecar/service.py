@@ -246,16 +246,23 @@ def _activity(room: Room) -> Callable[[], int]:
 
 
 async def shutdown(room: Room, disk: DiskSync, store: DocumentStore, log: logging.Logger) -> None:
-    """Commit what is pending, save the file, tell peers to reconnect, close the store."""
+    """Commit what is pending, save the file, tell peers to reconnect, commit (and save) what
+    they sent meanwhile, close the store."""
+    await _commit_and_save(room, disk, log)
+    for peer in list(room.peers):
+        peer.close(CLOSE_GOING_AWAY, "sidecar stopping")  # nothing more is read from them
+    if room.pending:  # applied during the save: stored (and saved) too, not dropped
+        await _commit_and_save(room, disk, log)
+    await store.close()
+    log.info("sidecar for %s stopped", disk.path)
+
+
+async def _commit_and_save(room: Room, disk: DiskSync, log: logging.Logger) -> None:
     try:
         await room.flush()
         await disk.save(final=True)
     except Exception:
         log.exception("final save of %s failed; the store keeps the document", disk.path)
-    for peer in list(room.peers):
-        peer.close(CLOSE_GOING_AWAY, "sidecar stopping")
-    await store.close()
-    log.info("sidecar for %s stopped", disk.path)
 
 
 async def _stop_on_signal(scope: anyio.CancelScope, log: logging.Logger) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -344,6 +345,28 @@ async def test_restart_restores_without_duplicates(tmp_path: Path) -> None:
     with running_sidecar(nb, tmp_path) as sidecar:
         async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
             assert [_source(peer, i) for i in range(3)] == ["a+++", "b", "c"]
+
+
+async def test_what_peers_sent_before_a_stop_is_stored(tmp_path: Path) -> None:
+    """An edit already on its way when the sidecar is told to stop (sent, not yet read: the
+    sidecar is paused meanwhile; its peer gone at once) is read, stored and saved before the
+    sidecar exits."""
+    nb = write_notebook(tmp_path / "nb.ipynb", ["a", "b"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            sidecar.proc.send_signal(signal.SIGSTOP)
+            try:
+                peer.notebook.set_cell(1, source="b = 'on its way'")
+                await peer.flush()  # in the socket: the sidecar has not read it
+                peer.drop()  # and the peer gone, without a closing handshake
+                sidecar.proc.send_signal(signal.SIGTERM)
+            finally:
+                sidecar.proc.send_signal(signal.SIGCONT)
+            assert await anyio.to_thread.run_sync(sidecar.proc.wait, 30) == 0
+    assert _cells_on_disk(nb) == ["a", "b = 'on its way'"]
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with NotebookPeer.connect(sidecar.url, sidecar.token) as peer:
+            assert [_source(peer, i) for i in range(2)] == ["a", "b = 'on its way'"]
 
 
 async def test_file_changed_while_down_is_merged_at_start(tmp_path: Path) -> None:
