@@ -251,6 +251,7 @@ def _write_now(connection: ServerConnection, message: bytes) -> bool:
     transport = connection.transport
     if (
         connection.protocol.state is not State.OPEN
+        or transport.is_closing()  # lost, websockets not told yet: each write logged a warning
         or connection.send_in_progress is not None
         or transport.get_write_buffer_size() > WRITE_NOW_LIMIT
     ):
