@@ -46,8 +46,9 @@ async def _take(sync: SyncServer, ws_server: Server, log: logging.Logger,
                 request, sock = await _receive(link)
         except (OSError, TimeoutError, HandoffError, anyio.EndOfStream,
                 anyio.BrokenResourceError) as exc:  # fmt: skip
-            log.warning("dropped a connection the Jupyter server handed over: %s", exc or
-                        type(exc).__name__)  # fmt: skip
+            reason = ("it closed before its handshake came" if isinstance(exc, anyio.EndOfStream)
+                      else str(exc) or type(exc).__name__)  # fmt: skip
+            log.warning("dropped a connection the Jupyter server handed over: %s", reason)
             return
     connection = sync.handed_over(ws_server, request)
     try:

@@ -145,6 +145,7 @@ async def test_the_sidecar_survives_bad_handovers_and_checks_every_handshake(
     name = f"kernel_collab-test-{secrets.token_hex(8)}"
     with running_sidecar(nb, tmp_path, "--handoff-socket", name) as sidecar:
         await _hand(name, b"\x00\x00\x00\x05hello", [])  # no socket
+        await _hand(name, b"", [])  # nothing at all: the server's end closed at once
         read_end, write_end = os.pipe()
         try:
             await _hand(name, encode_handoff(_handshake()), [read_end])  # not a socket
@@ -172,5 +173,6 @@ async def test_the_sidecar_survives_bad_handovers_and_checks_every_handshake(
             assert peer.notebook.cell_number == 1
         log = sidecar.log
         assert "no socket came with the handshake" in log
+        assert "it closed before its handshake came" in log
         assert "not a socket" in log
         assert f"a handshake of {1 << 30} bytes" in log
