@@ -49,6 +49,19 @@ async def identity_for(handler: JupyterHandler) -> dict[str, Any]:
 
 
 class _Base(APIHandler):
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """jupyter_server's JSON error, its message as written: tornado doubles each ``%``
+        of a message given without arguments (for its log), and APIHandler shows the message
+        as stored ("no notebook at 100%%.ipynb")."""
+        exc_info = kwargs.get("exc_info")
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, web.HTTPError) and error.log_message:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": error.log_message % error.args,
+                                    "reason": error.reason}))  # fmt: skip
+            return
+        super().write_error(status_code, **kwargs)
+
     @property
     def rooms(self) -> RoomManager:
         return self.settings["kernel_collab_rooms"]  # type: ignore[no-any-return]

@@ -108,6 +108,9 @@ async def test_requests_without_credentials_or_outside_the_root_are_refused(
         assert escape.status_code in (400, 403, 404)
         unknown = await http.get("/api/kernel-collab/rooms/absent.ipynb")
         assert unknown.status_code == 404
+        missing = await http.put("/api/kernel-collab/rooms/100%25%20done.ipynb")
+        assert missing.status_code == 404
+        assert missing.json()["message"] == "no notebook at 100% done.ipynb"
         wrong_doc = await http.post(
             f"/api/kernels/{room['kernel_id']}/execute",
             json={"cell_id": "cell-0", "document_id": "not-this-one"},
