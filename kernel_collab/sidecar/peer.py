@@ -141,4 +141,5 @@ class Peer:
                     del message  # a joining peer's sync reply is the whole document: not kept
         finally:
             self.closed = True  # its queue's reader is gone: sending to it would raise
+            self._send.close()
         await self.transport.close(self._close_code, fit_close_reason(self.close_reason))
