@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -222,3 +223,19 @@ class NotebookPeer:
         elif message[0] == YMessageType.AWARENESS:
             self.awareness.apply_awareness_update(read_message(message[1:]), "remote")
         # Other message types (e.g. kernel_collab's requests) are not this helper's concern.
+
+
+async def vanish(url: str, token: str, rng: random.Random) -> str:
+    """Connect, maybe ask to sync and read a little, then drop the TCP connection with no
+    closing handshake (a laptop lid shut, a network gone): how far it got."""
+    async with ws_connect(url_with_token(url, token), max_size=None) as ws:
+        if rng.random() < 0.3:
+            ws.transport.abort()
+            return "before syncing"
+        await ws.send(create_sync_message(Doc()))
+        for _ in range(rng.randint(0, 4)):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.2)
+        await asyncio.sleep(rng.random() * 0.02)  # a random moment of the relay
+        ws.transport.abort()
+        return "mid-sync"

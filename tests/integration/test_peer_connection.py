@@ -11,14 +11,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pycrdt import Doc, create_sync_message
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from kernel_collab.sidecar.peer import Peer
 from tests.files import write_notebook
-from tests.peers import NotebookPeer, url_with_token
+from tests.peers import NotebookPeer, vanish
 from tests.sidecar_process import running_sidecar
 
 pytestmark = pytest.mark.anyio
@@ -60,22 +59,6 @@ async def test_a_commit_relayed_to_a_peer_whose_connection_broke_is_dropped() ->
         assert peer.closed
 
 
-async def _vanish(url: str, token: str, rng: random.Random) -> str:
-    """Connect, maybe ask to sync and read a little, then drop the TCP connection with no
-    closing handshake (a laptop lid shut, a network gone): how far it got."""
-    async with ws_connect(url_with_token(url, token), max_size=None) as ws:
-        if rng.random() < 0.3:
-            ws.transport.abort()
-            return "before syncing"
-        await ws.send(create_sync_message(Doc()))
-        for _ in range(rng.randint(0, 4)):
-            with anyio.move_on_after(0.2):
-                await ws.recv()
-        await anyio.sleep(rng.random() * 0.02)  # a random moment of the relay
-        ws.transport.abort()
-        return "mid-sync"
-
-
 async def test_peers_vanishing_at_random_moments_never_take_the_room_down(
     tmp_path: Path,
 ) -> None:
@@ -109,7 +92,7 @@ async def test_peers_vanishing_at_random_moments_never_take_the_room_down(
                     async with anyio.create_task_group() as round_:
                         for _ in range(8):
                             round_.start_soon(
-                                lambda: _collect(gone, _vanish(sidecar.url, sidecar.token, rng)))
+                                lambda: _collect(gone, vanish(sidecar.url, sidecar.token, rng)))
                     assert sidecar.proc.poll() is None, sidecar.log[-3000:]
                 done.set()
             await writer.acknowledged()

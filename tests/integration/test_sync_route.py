@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -21,7 +24,7 @@ from websockets.typing import Origin
 from kernel_collab.protocol import IDENTITY_HEADER, encode_handoff, handoff_address
 from tests.jupyter_server_process import JupyterServer, running_server
 from tests.kernel_helpers import write_cells
-from tests.peers import NotebookPeer, url_with_token
+from tests.peers import NotebookPeer, url_with_token, vanish
 from tests.sidecar_process import running_sidecar
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +60,50 @@ async def test_people_keep_editing_while_the_server_is_busy(server: JupyterServe
             bob.notebook.set_cell(0, source="x = 3")
             await alice.wait_until(lambda p: _source(p) == "x = 3")
     assert "proxying" not in server.log
+
+
+async def _cut_upgrade(server: JupyterServer, path: str, rng: random.Random) -> None:
+    """A browser gone partway through sending its upgrade request to the server."""
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    assert host is not None and port is not None
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()  # fmt: skip
+    async with await anyio.connect_tcp(host, port) as stream:
+        await stream.send(request[: rng.randint(1, len(request))])
+        await anyio.sleep(rng.random() * 0.01)  # a random moment of the server's handling
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+
+
+async def test_browsers_vanishing_mid_upgrade_handover_or_sync_leave_the_room_serving(
+    server: JupyterServer,
+) -> None:
+    """Browsers gone during their upgrade request, the server's handover or their sync (no
+    closing handshake) while two people edit: the people keep editing, and neither the server
+    nor the sidecar logs an error."""
+    write_cells(server.root / "nb.ipynb", {"a": "x = 1"})
+    room = await server.open_room("nb.ipynb")
+    url = server.sync_url(room["document_id"])
+    path = f"/api/kernel-collab/sync/{room['document_id']}?token={server.token}"
+    rng = random.Random(3)
+    sidecar = server.sidecar(server.root / "nb.ipynb")["pid"]
+    async with (
+        NotebookPeer.connect(url, server.token) as alice,
+        NotebookPeer.connect(url, server.token) as bob,
+    ):
+        for round_ in range(20):
+            async with anyio.create_task_group() as tg:
+                for _ in range(6):
+                    tg.start_soon(vanish, url, server.token, rng)
+                for _ in range(2):
+                    tg.start_soon(_cut_upgrade, server, path, rng)
+            typed = f"x = {round_}"
+            alice.notebook.set_cell(0, source=typed)
+            await bob.wait_until(lambda p: _source(p) == typed)  # noqa: B023 - awaited here
+    assert server.sidecar(server.root / "nb.ipynb")["pid"] == sidecar  # never restarted
+    for line in server.log_lines:
+        assert "Traceback" not in line and "[E " not in line and "ERROR" not in line, line
 
 
 async def test_the_server_still_checks_a_handed_over_connection(server: JupyterServer) -> None:
