@@ -56,9 +56,10 @@ class _Base(APIHandler):
         exc_info = kwargs.get("exc_info")
         error = exc_info[1] if exc_info else None
         if isinstance(error, web.HTTPError) and error.log_message:
+            message = error.log_message % error.args
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": error.log_message % error.args,
-                                    "reason": error.reason}))  # fmt: skip
+            self.log.warning("wrote error: %r", message)  # as APIHandler logs it
+            self.finish(json.dumps({"message": message, "reason": error.reason}))
             return
         super().write_error(status_code, **kwargs)
 
