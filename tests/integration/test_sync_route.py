@@ -64,7 +64,8 @@ async def test_people_keep_editing_while_the_server_is_busy(server: JupyterServe
 
 async def _cut_upgrade(server: JupyterServer, path: str, rng: random.Random) -> None:
     """A browser gone partway through sending its upgrade request to the server."""
-    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    address = urlsplit(server.url)
+    host, port = address.hostname, address.port
     assert host is not None and port is not None
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
