@@ -22,7 +22,6 @@ from pycrdt import (
     create_awareness_message,
     create_sync_message,
     create_update_message,
-    merge_updates,
 )
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -30,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .. import protocol
 from ..notebook_core.cells import shared_notebook
+from ..notebook_core.updates import merge
 from ..shared_notebook import Notebook
 
 PRESENCE_RENEWAL = 15.0
@@ -214,7 +214,7 @@ class SyncTransport:
         """Send the edits collected since :meth:`hold` as one update."""
         held, self._held = self._held, None
         if held:
-            self._queue(create_update_message(merge_updates(*held) if len(held) > 1 else held[0]))
+            self._queue(create_update_message(merge(held)))
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Sync, then pump messages both ways until cancelled or disconnected."""

@@ -18,10 +18,10 @@ from pycrdt import (
     YSyncMessageType,
     create_update_message,
     get_state,
-    merge_updates,
 )
 
 from .. import protocol
+from ..notebook_core.updates import merge
 from ..protocol import encode_envelope
 
 
@@ -69,7 +69,7 @@ def coalesce(messages: list[bytes]) -> list[bytes]:
             run.append(protocol.decode(message).payload)
             continue
         if run:
-            out.append(create_update_message(run[0] if len(run) == 1 else merge_updates(*run)))
+            out.append(create_update_message(merge(run)))
             run = []
         if message:
             out.append(message)

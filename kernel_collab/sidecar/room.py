@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 from jupyter_ydoc import YNotebook
-from pycrdt import Map, TransactionEvent, create_sync_message, create_update_message, merge_updates
+from pycrdt import Map, TransactionEvent, create_sync_message, create_update_message
 from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
 from .. import protocol
+from ..notebook_core.updates import merge
 from ..protocol import CLOSE_REFUSED, STATE_KEY
 from ..store import Commit
 from .docstore import DocumentStore
@@ -253,7 +254,7 @@ class Room(LoggingConfigurable):
         if not batch:
             return
         record = self._take_record()
-        merged = batch[0] if len(batch) == 1 else merge_updates(*batch)
+        merged = merge(batch)
         to_store = [*self._unstored, merged]  # one row per group commit
         started = time.perf_counter()
         try:

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_ydoc import YNotebook
-from pycrdt import Doc, Map, merge_updates
+from pycrdt import Doc, Map
 
+from ..notebook_core.updates import merge
 from ..protocol import STATE_KEY, TRUST_KEY
 from . import blobs
 
@@ -212,7 +213,7 @@ class History:
         doc: Doc[Any] = Doc()
         doc.apply_update(zlib.decompress(base[1]))
         if updates:
-            doc.apply_update(merge_updates(*updates) if len(updates) > 1 else updates[0])
+            doc.apply_update(merge(updates))
         return doc
 
     # -- maintenance -------------------------------------------------------------------------
@@ -293,7 +294,7 @@ class History:
             blobs.execute(
                 self._db, f"UPDATE history SET data={blobs.BLOB}, first_at=?, authors=?, kind=?,"
                 " label='' WHERE document_id=? AND version=?",
-                (merge_updates(*datas), group[0][1], json.dumps(authors, separators=(",", ":")),
+                (merge(datas), group[0][1], json.dumps(authors, separators=(",", ":")),
                  kind, document_id, keep),
                 table="history", column="data", key=_version(document_id, keep))  # fmt: skip
             self._delete(document_id, versions[:-1])

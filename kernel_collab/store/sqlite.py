@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
 
-from pycrdt import merge_updates
-
+from ..notebook_core.updates import merge
 from . import blobs
 from . import history as hist
 from .history import History, Policy
@@ -203,7 +202,7 @@ class SQLiteStore:
             )
         ]
         snapshot = zlib.decompress(snapshot)
-        merged = merge_updates(snapshot, *updates) if updates else snapshot
+        merged = merge([snapshot, *updates])
         if not self.history.has(document_id):  # a store from before history
             with self._transaction():
                 self.history.begin(document_id, merged, "created", "history begins",
@@ -259,7 +258,7 @@ class SQLiteStore:
                         (document_id, u), table="updates", column="data")  # fmt: skip
             if record is None:
                 return None
-            update = updates[0] if len(updates) == 1 else merge_updates(*updates)
+            update = merge(updates)
             return self.history.record(
                 document_id, update, cells=record.cells, authors=record.authors,
                 kind=record.kind, label=record.label, pinned=record.pinned)  # fmt: skip
