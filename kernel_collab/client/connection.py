@@ -32,6 +32,8 @@ from ..notebook_core.cells import shared_notebook
 from ..notebook_core.updates import merge
 from ..shared_notebook import Notebook
 
+BATCH = 1000
+"""Frames the writer sends at most at once (a run of edits, merged, is one frame)."""
 PRESENCE_RENEWAL = 15.0
 """Seconds between two renewals of a client's awareness state (see :meth:`_renew_presence`)."""
 
@@ -52,7 +54,7 @@ class Channel(Protocol):
     before it applied (the kernel's comm can lose a batch: its edits come back later)."""
 
     async def pace(self) -> None:
-        """Wait until the next batch may go (a channel that coalesces under load waits)."""
+        """Wait until the next batch may go (a channel that batches under load waits)."""
 
     async def send_batch(self, messages: list[bytes]) -> None:
         """Send messages, in order."""
@@ -110,8 +112,13 @@ class SyncTransport:
         self._synced = anyio.Event()
         self._closed: BaseException | None = None
         self._remote = False
-        self._outbox_send, self._outbox = anyio.create_memory_object_stream[bytes](100_000)
+        self._outbox: list[bytes | list[bytes]] = []
+        """Frames to send, in order; a list is a run of local edits, sent merged as one."""
+        self._presence: bytes | None = None
+        """This client's latest awareness update, not sent yet (it supersedes older ones)."""
+        self._outbox_ready = anyio.Event()
         self.unsent = 0
+        """Local edits not sent yet."""
         self.local_changes = 0
         """Local edits made so far (sent or not): :meth:`ClientNotebook.leave` compares it."""
         self._held: list[bytes] | None = None
@@ -152,8 +159,10 @@ class SyncTransport:
         self._send_presence()
 
     def _send_presence(self) -> None:
+        self._check_open()
         update = self.awareness.encode_awareness_update([self.awareness.client_id])
-        self._queue(create_awareness_message(update))
+        self._presence = create_awareness_message(update)
+        self._outbox_ready.set()
 
     async def _renew_presence(self) -> None:
         """Re-send this client's awareness state, as y-protocols' clients do: a browser drops a
@@ -186,11 +195,26 @@ class SyncTransport:
     def _send(self, request: dict[str, Any]) -> None:
         self._queue(protocol.encode_request(request))
 
-    def _queue(self, message: bytes) -> None:
+    def _check_open(self) -> None:
         if self._closed is not None:
             raise ConnectionError(self._lost_message()) from self._closed
+
+    def _queue(self, message: bytes) -> None:
+        """Queue a frame, sent after everything queued before it."""
+        self._check_open()
+        self._outbox.append(message)
+        self._outbox_ready.set()
+
+    def _queue_update(self, update: bytes) -> None:
+        """Queue a local edit: the edits queued in a row are sent as one update (a script
+        editing faster than the connection carries its edits sends fewer, larger ones)."""
+        self._check_open()
         self.unsent += 1
-        self._outbox_send.send_nowait(message)
+        if self._outbox and isinstance(self._outbox[-1], list):
+            self._outbox[-1].append(update)
+        else:
+            self._outbox.append([update])
+        self._outbox_ready.set()
 
     def _on_local_change(self, event: TransactionEvent) -> None:
         if self._remote or event.update == b"\x00\x00":
@@ -202,7 +226,7 @@ class SyncTransport:
         if self._held is not None:
             self._held.append(event.update)
             return
-        self._queue(create_update_message(event.update))
+        self._queue_update(event.update)
 
     def hold(self) -> None:
         """Collect local edits instead of sending them (a transaction spanning several calls,
@@ -214,7 +238,7 @@ class SyncTransport:
         """Send the edits collected since :meth:`hold` as one update."""
         held, self._held = self._held, None
         if held:
-            self._queue(create_update_message(merge(held)))
+            self._queue_update(merge(held))
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Sync, then pump messages both ways until cancelled or disconnected."""
@@ -231,21 +255,24 @@ class SyncTransport:
             task_status.started()
 
     async def _write(self) -> None:
-        async for message in self._outbox:
-            await self.channel.pace()
-            batch = [message]  # and whatever queued meanwhile: one batch under load
-            while len(batch) < 1000:
-                try:
-                    batch.append(self._outbox.receive_nowait())
-                except anyio.WouldBlock:
-                    break
+        while True:
+            while not self._outbox and self._presence is None:
+                await self._outbox_ready.wait()
+                self._outbox_ready = anyio.Event()
+            await self.channel.pace()  # what is queued meanwhile goes in the same batch
+            entries, self._outbox = self._outbox[:BATCH], self._outbox[BATCH:]
+            presence, self._presence = self._presence, None
+            edits = sum(len(entry) for entry in entries if isinstance(entry, list))
+            batch = [create_update_message(merge(e)) if isinstance(e, list) else e for e in entries]
+            if presence is not None:
+                batch.append(presence)
             try:
                 await self.channel.send_batch(batch)
             except (ConnectionClosed, ConnectionError) as exc:
                 self._closed = exc
                 self._notify()
                 return
-            self.unsent -= len(batch)
+            self.unsent -= edits
 
     async def _read(self) -> None:
         try:

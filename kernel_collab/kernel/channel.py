@@ -16,21 +16,15 @@ from pycrdt import (
     Doc,
     YMessageType,
     YSyncMessageType,
-    create_update_message,
     get_state,
 )
 
 from .. import protocol
-from ..notebook_core.updates import merge
 from ..protocol import encode_envelope
 
 
 class CommClosed(ConnectionError):
     """The sidecar closed the kernel's comm; the message says why (its close code and reason)."""
-
-
-def _is_update(message: bytes) -> bool:
-    return message[:2] == bytes([YMessageType.SYNC, YSyncMessageType.SYNC_UPDATE])
 
 
 def _is_document(message: bytes) -> bool:
@@ -55,25 +49,6 @@ def check(message: bytes) -> None:
     request = decoded.request or {}
     if request.get("type") == "input_request" and type(request.get("request_id")) not in (int, str):
         raise protocol.ProtocolError("input_request without a request_id")
-
-
-def coalesce(messages: list[bytes]) -> list[bytes]:
-    """Merge each run of consecutive document updates into one update, and keep only the last
-    awareness update (the replica's one client: its latest state supersedes the others)."""
-    awareness = [i for i, m in enumerate(messages) if m[:1] == bytes([YMessageType.AWARENESS])]
-    stale = set(awareness[:-1])
-    out: list[bytes] = []
-    run: list[bytes] = []
-    for message in [*(m for i, m in enumerate(messages) if i not in stale), b""]:
-        if message and _is_update(message):
-            run.append(protocol.decode(message).payload)
-            continue
-        if run:
-            out.append(create_update_message(merge(run)))
-            run = []
-        if message:
-            out.append(message)
-    return out
 
 
 class CommChannel:
@@ -130,10 +105,9 @@ class CommChannel:
         """Send one numbered batch, keeping what a state-vector resync would not carry."""
         if self.closed is not None:
             raise self.closed
-        batch = coalesce(messages)
         self.seq += 1
-        self._kept += [(self.seq, m) for m in batch if not _is_document(m)]
-        self._send(encode_envelope(seq=self.seq), batch)
+        self._kept += [(self.seq, m) for m in messages if not _is_document(m)]
+        self._send(encode_envelope(seq=self.seq), messages)
 
     async def receive(self) -> AsyncIterator[bytes]:
         """The sidecar's messages; acknowledgements, resend requests and closes are handled

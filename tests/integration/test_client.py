@@ -61,6 +61,29 @@ async def test_leaving_the_block_stores_the_edits_made_in_it(server: JupyterServ
             "x = 'the last edit'", "y = 'blocking'"]
 
 
+async def test_a_script_editing_in_a_tight_loop_loses_nothing(server: JupyterServer) -> None:
+    # 60,000 edits without an await in between: each edit and its presence used to be queued
+    # as a message of its own, and past 100,000 queued messages the edit raised
+    # anyio.WouldBlock (that edit never sent). The edits queued in a row now go as one.
+    write_notebook(server.root / "loop.ipynb", ["# step 0"])
+    edits = 60_000
+    async with connect(server.url, "loop.ipynb", token=server.token, name="agent") as nb:
+        room = await server.open_room("loop.ipynb")
+        async with NotebookPeer.connect(server.sync_url(room["document_id"]),
+                                        server.token) as person:  # fmt: skip
+            cell = nb.cells[0]
+            for step in range(1, edits + 1):
+                cell.source = f"# step {step}"
+            assert nb.transport.local_changes >= edits
+            await nb.sync()
+            await person.wait_until(
+                lambda p: str(p.notebook.ycells[0]["source"]) == f"# step {edits}")
+            last = nb.append_cell("print('after the loop')")  # the connection still carries
+            await nb.sync()
+            await person.wait_until(lambda p: p.notebook.cell_number == 2)
+            assert last.source == "print('after the loop')"
+
+
 async def test_each_run_waits_for_its_own_outputs(server: JupyterServer) -> None:
     """An agent runs a cell, edits it and runs it again at once: each ``wait()`` returns the
     outputs of its own run, never the run before (the same cell, a moment earlier)."""

@@ -16,7 +16,7 @@ def _edits(count: int, seed: int) -> tuple[bytes, list[bytes]]:
     """A base document and ``count`` updates made on it by three clients (inserts, deletes,
     map and array changes, some depending on another client's earlier update)."""
     rng = random.Random(seed)
-    base = Doc()
+    base: Doc[Any] = Doc()
     base.get("text", type=Text).insert(0, "hello world")
     base.get("meta", type=Map)["k"] = 0
     base.get("cells", type=Array).extend([1, 2, 3])
@@ -30,7 +30,7 @@ def _edits(count: int, seed: int) -> tuple[bytes, list[bytes]]:
     for i in range(count):
         doc = rng.choice(docs)
         captured: list[bytes] = []
-        subscription = doc.observe(lambda e, c=captured: c.append(e.update))  # type: ignore[misc]
+        subscription = doc.observe(lambda e, c=captured: c.append(e.update))
         text, meta, cells = (doc.get("text", type=Text), doc.get("meta", type=Map),
                              doc.get("cells", type=Array))  # fmt: skip
         action = rng.randrange(4)
