@@ -7,11 +7,12 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from http import HTTPStatus
 from itertools import count
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import anyio
@@ -70,6 +71,12 @@ def _query(request: Request) -> dict[str, list[str]]:
 def _matches(given: str | None, token: str) -> bool:
     return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
 
+
+TURN: Final = 0.005
+"""Seconds one connection's messages may keep the event loop before the others get a turn: a
+read from the socket can hold thousands of frames (a peer that sends an update per
+keystroke, flooding), and handling them all at once stalled every other peer and the
+kernel's outputs for up to 0.8 s."""
 
 CONNECTION_OPTIONS: dict[str, Any] = {"max_queue": 64, "ping_interval": None}
 """Of every peer connection, direct or handed over (``compression`` stays off: Y updates are
@@ -200,6 +207,7 @@ class SyncServer:
             log("%s left (%d peers)", peer.name, len(self.room.peers))
 
     async def _receive(self, connection: ServerConnection, peer: Peer) -> None:
+        turn_ends = time.perf_counter() + TURN
         try:
             async for data in connection:
                 if peer.closed:
@@ -213,6 +221,9 @@ class SyncServer:
                     self._log.exception("%s: handling its message failed; closing it", peer.name)
                     peer.close(CLOSE_INTERNAL_ERROR, "the sidecar failed handling your message")
                     return
+                if time.perf_counter() > turn_ends:  # after this message: it is not delayed
+                    await anyio.lowlevel.checkpoint()  # the others' turn
+                    turn_ends = time.perf_counter() + TURN
         except ConnectionClosed as exc:
             if exc.rcvd is None and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
                 self._log.warning("closed %s: %s", peer.name, exc.sent.reason)

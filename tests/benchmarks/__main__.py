@@ -93,7 +93,7 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
     write_notebooks(ctx)
     started = time.monotonic()
     timings: dict[str, dict[str, float]] = {}
-    for i, name in enumerate(only):
+    for name in only:
         if name in KERNEL_RUNS:
             if not isinstance(ours, Sidecar):
                 print(f"{name}: skipped (it runs kernel_collab only)", file=sys.stderr)
@@ -104,7 +104,9 @@ async def run(args: argparse.Namespace, scratch: Path) -> int:
             await KERNEL_RUNS[name](ours, ctx, recs[ours.name], floor)
             timings[name] = {ours.name: round(time.monotonic() - t, 2)}
             continue
-        order = [ours, theirs] if i % 2 == 0 else [theirs, ours]  # alternate who goes first
+        # Alternate who goes first, by the workload's place in the full run (whatever --only
+        # picks): the burst's paced row needs ours first, where its pace is measured.
+        order = [ours, theirs] if list(RUNS).index(name) % 2 == 0 else [theirs, ours]
         for system in order:
             t = time.monotonic()
             print(f"[{time.monotonic() - started:6.1f}s] {name}: {system.name} …",

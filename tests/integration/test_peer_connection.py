@@ -108,3 +108,34 @@ async def test_peers_vanishing_at_random_moments_never_take_the_room_down(
 
 async def _collect(into: list[str], outcome: Awaitable[str]) -> None:
     into.append(await outcome)
+
+
+FLOOD = 30_000
+"""Keystrokes a flooding peer sends back to back (each an update, a frame of its own)."""
+
+
+async def test_a_peer_flooding_the_sidecar_leaves_the_others_their_turn(tmp_path: Path) -> None:
+    """A peer sending an update per keystroke as fast as its socket takes them: one read from
+    that socket held thousands of frames, handled in one go, and the sidecar's event loop
+    stalled 0.3 to 0.8 s for everyone else each time. Another person's edit made during the
+    flood now lands in the middle of it, and the sidecar logs no stall."""
+    nb = write_notebook(tmp_path / "nb.ipynb", ["", "b"])
+    with running_sidecar(nb, tmp_path) as sidecar:
+        async with (
+            NotebookPeer.connect(sidecar.url, sidecar.token) as flooder,
+            NotebookPeer.connect(sidecar.url, sidecar.token) as person,
+        ):
+            flooder.wait_timeout = person.wait_timeout = 60
+            source = flooder.notebook.ycells[0]["source"]
+            for _ in range(FLOOD):
+                source += "x"
+            await person.wait_until(lambda p: len(str(p.notebook.ycells[0]["source"])) > 0)
+            text = person.notebook.ycells[1]["source"]
+            text += "!"
+            await person.acknowledged()
+            seen_then = len(str(person.notebook.ycells[0]["source"]))
+            await person.wait_until(lambda p: str(p.notebook.ycells[0]["source"]) == "x" * FLOOD)
+            await flooder.wait_until(lambda p: str(p.notebook.ycells[1]["source"]) == "b!")
+        assert seen_then < FLOOD, "the person's edit waited for the whole flood"
+        assert "event loop was blocked" not in sidecar.log, sidecar.log[-3000:]
+        assert "Traceback" not in sidecar.log and "ERROR" not in sidecar.log, sidecar.log[-3000:]
