@@ -1,0 +1,96 @@
+"""The cells' ids followed from events stay what a full read of the notebook says, through
+inserts, deletes, moves, id changes, edits inside cells, several changes in one transaction,
+updates from another replica, and cells that are not cells."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from pycrdt import Array, Doc, Map, Text
+
+from kernel_collab.notebook_core.cell_ids import CellIds, id_of
+
+
+def _cell(cell_id: Any) -> Map[Any]:
+    return Map({"id": cell_id, "cell_type": "code", "source": Text("x"), "metadata": Map()})
+
+
+def _read(ycells: Array[Any]) -> list[str | None]:
+    return [id_of(ycell) for ycell in ycells]
+
+
+def _change(doc: Doc[Any], rng: random.Random) -> None:
+    """One transaction of one to three random changes to the cells."""
+    cells = doc.get("cells", type=Array)
+    with doc.transaction():
+        for _ in range(rng.randint(1, 3)):
+            n = len(cells)
+            action = rng.randrange(7)
+            if action == 0 or n == 0:  # insert, sometimes under an id already taken
+                taken = _read(cells)
+                cell_id = rng.choice(taken) if taken and rng.random() < 0.3 else f"c{rng.random()}"
+                cells.insert(rng.randint(0, n), _cell(cell_id))
+            elif action == 1:  # delete a range
+                start = rng.randrange(n)
+                del cells[start:min(n, start + rng.randint(1, 3))]
+            elif action == 2:  # move: delete and insert a copy
+                src = rng.randrange(n)
+                cell_id = id_of(cells[src])
+                del cells[src]
+                cells.insert(rng.randint(0, n - 1), _cell(cell_id))
+            elif action == 3:  # a new id
+                target = cells[rng.randrange(n)]
+                if isinstance(target, Map):
+                    target["id"] = f"r{rng.random()}"
+            elif action == 4:  # an edit inside a cell
+                target = cells[rng.randrange(n)]
+                if isinstance(target, Map) and "source" in target:
+                    source = target["source"]
+                    source += "y"
+            elif action == 5:  # something that is not a cell (a peer's broken update)
+                cells.insert(rng.randint(0, n), rng.choice(["text", 3, Map({"id": 7})]))
+            else:  # the id deleted
+                target = cells[rng.randrange(n)]
+                if isinstance(target, Map) and "id" in target:
+                    del target["id"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_followed_ids_are_what_the_notebook_holds(seed: int) -> None:
+    rng = random.Random(seed)
+    doc: Doc[Any] = Doc()
+    cells = doc.get("cells", type=Array)
+    cells.extend([_cell(f"start-{i}") for i in range(5)])
+    ids = CellIds(cells)
+    cells.observe_deep(ids.follow)
+    other: Doc[Any] = Doc()  # another replica, whose changes arrive as updates
+    other.apply_update(doc.get_update())
+    for _ in range(300):
+        if rng.random() < 0.3:
+            _change(other, rng)
+            doc.apply_update(other.get_update(doc.get_state()))
+        else:
+            _change(doc, rng)
+            other.apply_update(doc.get_update(other.get_state()))
+        now = _read(cells)
+        assert ids.ids == now
+        for cell_id, count in Counter(now).items():
+            if cell_id is not None:
+                assert ids.count(cell_id) == count
+    assert ids.count("never-there") == 0
+
+
+def test_ids_of_deleted_cells_are_not_kept() -> None:
+    doc: Doc[Any] = Doc()
+    cells = doc.get("cells", type=Array)
+    ids = CellIds(cells)
+    cells.observe_deep(ids.follow)
+    cells.append(_cell("c0"))
+    for i in range(1, 101):
+        cells.append(_cell(f"c{i}"))
+        del cells[0]
+    assert ids.ids == ["c100"]
+    assert len(ids._counts) == 1
