@@ -188,6 +188,8 @@ def _measures() -> list[Measure]:
                 "them", "edits/s", 1.0),
         Measure("burst4.floor.throughput", "burst{n}, 4 writers: the same through the bare "
                 "relay (floor)▹", "edits/s", 1.0, vs="none", na="the floor runs once, with ours"),
+        Measure("appends.rate", "an agent appends 2,000 cells, one message each: cells/s "
+                "until a peer has them", "cells/s", 1.0, (Goal("ratio", ">=", 1.0, ISSUES),)),
         Measure("burst.ack", "burst{n}: first edit→last echo", "s", 1.0),
         Measure("burst.durable", "burst{n}: first edit→all in store", "s", 1.0),
         Measure("burst.durable_lag", "burst{n}: store behind the last echo by", "s", 1.0,

@@ -651,6 +651,35 @@ async def burst(system: System, ctx: Context, rec: Recorder) -> None:
 
 
     await _capacity(system, ctx, rec)
+    await _appends(system, ctx, rec)
+
+
+APPENDED_CELLS = 2_000
+"""Cells an agent appends one transaction each (the appends row)."""
+
+
+async def _appends(system: System, ctx: Context, rec: Recorder) -> None:
+    """An agent building a notebook cell by cell: ``APPENDED_CELLS`` cells appended to the
+    100-cell notebook, each its own transaction and message, sent back to back; cells/s until
+    another peer has them all. Whatever a server does per inserted cell that grows with the
+    notebook shows here (ours checked every cell's id for each: quadratic)."""
+    root, nb = ctx.fresh_root(system, "100")
+    async with system.launch(root, nb) as dep, peers(dep, nb, 2) as (writer, watcher):
+        before = len(watcher.notebook.ycells)
+        done = watcher.expect(lambda: len(watcher.notebook.ycells) >= before + APPENDED_CELLS)
+        ynb = writer.notebook
+
+        def append(i: int) -> Callable[[], None]:
+            return lambda: ynb.ycells.append(ynb.create_ycell({
+                "id": secrets.token_hex(8), "cell_type": "code", "source": f"step_{i} = {i}",
+                "metadata": {}, "outputs": [], "execution_count": None}))
+
+        # Made first: the row times the server, not the peer making them.
+        messages = [writer.change(append(i)) for i in range(APPENDED_CELLS)]
+        t0 = time.perf_counter()
+        for message in messages:
+            await writer.ws.send(message)
+        rec.add("appends.rate", APPENDED_CELLS / (await watcher.wait(done, WAIT) - t0))
 
 
 CAPACITY_WRITERS = 4
