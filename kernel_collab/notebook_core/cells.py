@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
 from pycrdt import Doc, Map, Text
+
+from .cell_ids import cell_ids, id_of
 
 Cell = dict[str, Any]
 
@@ -29,35 +30,24 @@ def shared_notebook(doc: Doc[Any] | None = None) -> YNotebook:
     return notebook
 
 
-_positions: weakref.WeakKeyDictionary[YNotebook, dict[str, int]] = weakref.WeakKeyDictionary()
-"""Last known index of each cell id, per notebook: a scan of a 1,000-cell notebook for every
-lookup made a long queue slow down with the notebook's length."""
-
-
 def find_cell(notebook: YNotebook, cell_id: str) -> Map[Any] | None:
-    """The Y cell with that id, if any (a remembered position, checked; else one scan)."""
+    """The Y cell with that id, if any."""
     index = cell_index(notebook, cell_id)
     return notebook.ycells[index] if index is not None else None
 
 
 def cell_index(notebook: YNotebook, cell_id: str) -> int | None:
-    """The index of the cell with that id, if any (as :func:`find_cell`)."""
-    positions = _positions.setdefault(notebook, {})
-    cells = notebook.ycells
-    index = positions.get(cell_id)
-    if index is not None and index < len(cells):
-        ycell = cells[index]
-        if isinstance(ycell, Map) and ycell.get("id") == cell_id:
+    """The index of the first cell with that id, if any (from the ids followed by
+    :func:`~.cell_ids.cell_ids`, checked against the cell found; read again if they disagree)."""
+    ids = cell_ids(notebook)
+    for _ in range(2):
+        index = ids.position(cell_id)
+        if index is None:
+            return None
+        if index < len(notebook.ycells) and id_of(notebook.ycells[index]) == cell_id:
             return index
-    positions.clear()
-    found = None
-    for i, ycell in enumerate(cells):
-        other = ycell.get("id") if isinstance(ycell, Map) else None
-        if isinstance(other, str):
-            positions[other] = i
-            if other == cell_id and found is None:
-                found = i
-    return found
+        ids.reset()  # never expected: the ids followed went wrong; read them again
+    return None
 
 
 def new_cell_id() -> str:

@@ -14,7 +14,7 @@ from jupyter_ydoc import YNotebook
 from pycrdt import Array, ArrayEvent, Map, MapEvent, UndoManager
 
 from ..notebook_core import schema
-from ..notebook_core.cell_ids import CellIds
+from ..notebook_core.cell_ids import cell_ids
 from ..notebook_core.cells import new_cell_id
 from ..notebook_core.schema import inserted_indices, touched_cells
 from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, METADATA_KEY, STATE_KEY
@@ -110,9 +110,6 @@ class FieldGuard:
             for ycell in notebook.ycells:
                 self._learn(ycell)
         self._scopes = [notebook.ycells, notebook.ystate, notebook.ydoc.get("meta", type=Map)]
-        self._ids: CellIds | None = None
-        """The cells' ids, read when a peer first inserts a cell (not on the open path), then
-        followed from the events."""
         cell_changes.subscribe(self._on_cells)
         notebook.ystate.observe_deep(self._on_state)
 
@@ -135,8 +132,6 @@ class FieldGuard:
             self._run_records = {k: v for k, v in self._run_records.items() if k in ids}
 
     def _on_cells(self, events: list[Any]) -> None:
-        if self._ids is not None:
-            self._ids.follow(events)
         seen = self._seen
         if seen is not None:
             seen.touched |= touched_cells(events)
@@ -302,9 +297,7 @@ class FieldGuard:
         if not indices:
             return
         cells = self.notebook.ycells
-        if self._ids is None:
-            self._ids = CellIds(cells)
-        ids = self._ids
+        ids = cell_ids(self.notebook)  # the room's: read once, then followed from events
         counts = {cell_id: ids.count(cell_id) for index in indices
                   if index < len(ids.ids) and (cell_id := ids.ids[index]) is not None}  # fmt: skip
         with self.notebook.ydoc.transaction():

@@ -21,6 +21,7 @@ from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
 from .. import protocol
+from ..notebook_core.cell_ids import feed_cell_ids
 from ..notebook_core.updates import merge
 from ..protocol import CLOSE_REFUSED, STATE_KEY
 from ..store import Commit
@@ -104,6 +105,7 @@ class Room(LoggingConfigurable):
         self.cell_changes: Listeners[list[Any]] = Listeners()
         """Each transaction's events in the cells (deep), observed once for every service that
         follows them: pycrdt converts the events anew for each deep observer."""
+        feed_cell_ids(notebook, self.cell_changes.subscribe)  # first: the others may ask it
         self.meta_changes: Listeners[list[Any]] = Listeners()
         """The same for the notebook's metadata."""
         notebook.ycells.observe_deep(self._on_cell_events)

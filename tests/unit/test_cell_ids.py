@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-from kernel_collab.notebook_core.cell_ids import CellIds, id_of
+from kernel_collab.notebook_core.cell_ids import CellIds, cell_ids, feed_cell_ids, id_of
+from kernel_collab.notebook_core.cells import cell_index, find_cell, shared_notebook
 
 
 def _cell(cell_id: Any) -> Map[Any]:
@@ -66,6 +67,7 @@ def test_followed_ids_are_what_the_notebook_holds(seed: int) -> None:
     cells.extend([_cell(f"start-{i}") for i in range(5)])
     ids = CellIds(cells)
     cells.observe_deep(ids.follow)
+    assert ids.ids == [f"start-{i}" for i in range(5)]
     other: Doc[Any] = Doc()  # another replica, whose changes arrive as updates
     other.apply_update(doc.get_update())
     for _ in range(300):
@@ -80,6 +82,7 @@ def test_followed_ids_are_what_the_notebook_holds(seed: int) -> None:
         for cell_id, count in Counter(now).items():
             if cell_id is not None:
                 assert ids.count(cell_id) == count
+                assert ids.position(cell_id) == now.index(cell_id)
     assert ids.count("never-there") == 0
 
 
@@ -88,9 +91,47 @@ def test_ids_of_deleted_cells_are_not_kept() -> None:
     cells = doc.get("cells", type=Array)
     ids = CellIds(cells)
     cells.observe_deep(ids.follow)
+    assert ids.ids == []  # read now: followed from here on
     cells.append(_cell("c0"))
     for i in range(1, 101):
         cells.append(_cell(f"c{i}"))
         del cells[0]
     assert ids.ids == ["c100"]
     assert len(ids._counts) == 1
+
+
+def test_cells_are_found_by_id_as_they_move_and_go() -> None:
+    notebook = shared_notebook()
+    cells = notebook.ycells
+    cells.extend([_cell(f"c{i}") for i in range(50)])
+    assert cell_index(notebook, "c10") == 10
+    rng = random.Random(3)
+    for _ in range(200):
+        source = rng.randrange(len(cells))
+        moved = id_of(cells[source])
+        with notebook.ydoc.transaction():
+            del cells[source]
+            cells.insert(rng.randrange(len(cells) + 1), _cell(moved))
+        if rng.random() < 0.1:
+            del cells[rng.randrange(len(cells))]
+        now = _read(cells)
+        for cell_id in rng.sample([c for c in now if c], 5):
+            assert cell_index(notebook, cell_id) == now.index(cell_id)
+            found = find_cell(notebook, cell_id)
+            assert found is not None and found["id"] == cell_id
+    assert cell_index(notebook, "never-there") is None
+
+
+def test_the_rooms_ids_are_fed_by_its_own_events() -> None:
+    notebook = shared_notebook()
+    notebook.ycells.extend([_cell("a"), _cell("b")])
+    fed: list[Any] = []
+    ids = feed_cell_ids(notebook, fed.append)
+    assert cell_ids(notebook) is ids and fed == [ids.follow]
+    assert ids.position("b") == 1
+    events: list[Any] = []
+    subscription = notebook.ycells.observe_deep(events.extend)
+    notebook.ycells.insert(0, _cell("z"))
+    notebook.ycells.unobserve(subscription)
+    ids.follow(events)  # as the room's listeners are told
+    assert cell_index(notebook, "b") == 2 and ids.ids == ["z", "a", "b"]
