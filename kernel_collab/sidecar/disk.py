@@ -229,7 +229,7 @@ class DiskSync(LoggingConfigurable):
         # Signed only when every output is vouched for, and when no newer change is on its way
         # (its save signs): the notary walks the whole notebook in Python (~13 ms for 1,000
         # cells, holding the GIL) and adds a row to its database at each signature.
-        if self.room.trust.fully_trusted() and (final or not self._changed.is_set()):
+        if self.room.trust.fully_trusted(nb) and (final or not self._changed.is_set()):
             try:
                 await anyio.to_thread.run_sync(trust.sign, nb)
             except (OSError, sqlite3.Error) as exc:

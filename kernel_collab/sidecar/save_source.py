@@ -14,6 +14,7 @@ from jupyter_ydoc import YNotebook
 from jupyter_ydoc.utils import cast_all
 from pycrdt import Map
 
+from ..notebook_core.cell_ids import cell_ids
 from ..notebook_core.saved_form import SavedForm
 from .events import Listeners
 
@@ -39,9 +40,6 @@ class SaveSource:
         """Cells changed since the last :meth:`snapshot` (``None``: any may have)."""
         self._unrendered: set[str] | None = None
         """Cells changed since the last render (``None``: any may have)."""
-        self._order: list[str] | None = None
-        """The cells' ids in order (``None``: to be read again), kept up to date from the
-        changes: reading them costs about 20 µs a cell."""
         if changes is not None:
             changes.subscribe(self._on_cells_change)
         else:
@@ -51,9 +49,7 @@ class SaveSource:
         if self._on_change is not None:
             self._on_change()
         if self._stale is None and self._unrendered is None:
-            self._order = None
             return
-        self._follow_order(events)
         ycells = self.notebook.ycells
         ids: list[str] = []
         for event in events:
@@ -68,45 +64,11 @@ class SaveSource:
                 cid = cell.get("id") if isinstance(cell, Map) else None
                 if not isinstance(cid, str):
                     self._stale = self._unrendered = None  # cannot tell which: all of them
-                    self._order = None
                     return
                 ids.append(cid)
         for changed in (self._stale, self._unrendered):
             if changed is not None:
                 changed.update(ids)
-
-    def _follow_order(self, events: list[Any]) -> None:
-        """Apply a transaction's changes to the list (relative to the list before it) and to
-        cells' ids (at their indices after it) to ``_order``; forget it when in doubt."""
-        order = self._order
-        if order is None:
-            return
-        moved = dropped = False  # dropped: a cell deleted or re-keyed (its copy goes too)
-        try:
-            for event in events:
-                if not event.path:
-                    order = _apply_delta(order, event.delta)
-                    moved = True
-                    dropped = dropped or any("delete" in step for step in event.delta)
-            for event in events:
-                path = event.path
-                if len(path) == 1 and "id" in event.keys:
-                    cid = self.notebook.ycells[path[0]].get("id")
-                    if not isinstance(cid, str):
-                        raise ValueError("a cell without an id")
-                    order[path[0]] = cid
-                    moved = dropped = True
-        except (ValueError, TypeError, IndexError):
-            order = None
-        if not moved and order is not None:  # an edit inside cells (a keystroke): as it was
-            return
-        if order is None or len(order) != len(self.notebook.ycells) or not _unique_ids(order):
-            self._order = None
-            return
-        if dropped:
-            present = set(order)
-            self._cells = {cid: c for cid, c in self._cells.items() if cid in present}
-        self._order = order
 
     def snapshot(self) -> tuple[dict[str, Any], set[str] | None]:
         """The notebook now (as ``YNotebook.get()``; on the event loop), and the ids of the
@@ -135,7 +97,7 @@ class SaveSource:
     def _unconverted(self) -> list[tuple[int, str]] | None:
         """The cells :meth:`snapshot` would convert now, by index and id (``None``: it would
         convert the whole notebook in one go: no ids to keep them by)."""
-        ids = self._order if self._order is not None else self._read_order()
+        ids = self._order()
         if ids is None:
             return None
         if self._stale is None:  # any cell may have changed: each is converted afresh
@@ -143,30 +105,23 @@ class SaveSource:
         stale = self._stale
         return [(i, cid) for i, cid in enumerate(ids) if cid in stale or cid not in self._cells]
 
-    def _read_order(self) -> list[str] | None:
-        """Read the cells' ids into ``_order`` (the cache keeps only those cells); ``None``
+    def _order(self) -> list[str] | None:
+        """The cells' ids in order, as the notebook's :class:`CellIds` follows them; ``None``
         when some cell has no id or shares one."""
-        ids = [ycell.get("id") for ycell in self.notebook.ycells]
+        ids = cell_ids(self.notebook).ids
         if not _unique_ids(ids):
             return None
-        present = set(ids)
-        self._cells = {cid: c for cid, c in self._cells.items() if cid in present}
-        self._order = ids
-        return ids
+        return [cid for cid in ids if cid is not None]
 
     def _content(self) -> dict[str, Any]:
         stale, self._stale = self._stale, set()
-        ids = self._order
-        if ids is None and stale is not None:
-            ids = self._read_order()
+        ids = self._order() if stale is not None else None
         if stale is None or ids is None:
             nb: dict[str, Any] = self.notebook.get()
             self._cells = {c["id"]: c for c in nb["cells"] if isinstance(c.get("id"), str)}
             if len(self._cells) != len(nb["cells"]):
                 self._cells.clear()
                 self._stale = None
-            else:
-                self._order = [c["id"] for c in nb["cells"]]
             return nb
         meta = self._meta.to_py() or {}
         cast_all(meta, float, int)  # as jupyter_ydoc's get: Yjs numbers are floats
@@ -179,6 +134,8 @@ class SaveSource:
             if cell is None or cid in stale:
                 cell = self._cells[cid] = self.notebook.get_cell(index)
             cells.append(cell)
+        if len(self._cells) > len(ids):  # cells deleted or re-keyed: their copies go too
+            self._cells = dict(zip(ids, cells, strict=True))
         return {"cells": cells, "metadata": meta.get("metadata", {}),
                 "nbformat": int(meta.get("nbformat", 0)),
                 "nbformat_minor": int(meta.get("nbformat_minor", 0))}  # fmt: skip
@@ -195,24 +152,3 @@ class SaveSource:
 
 def _unique_ids(ids: list[Any]) -> bool:
     return all(isinstance(cid, str) for cid in ids) and len(set(ids)) == len(ids)
-
-
-def _apply_delta(order: list[str], delta: list[dict[str, Any]]) -> list[str]:
-    """The ids after a list change (Yjs delta: retain, delete, insert), from those before."""
-    out: list[str] = []
-    at = 0
-    for step in delta:
-        if "retain" in step:
-            out += order[at : at + step["retain"]]
-            at += step["retain"]
-        elif "delete" in step:
-            at += step["delete"]
-        elif "insert" in step:
-            for cell in step["insert"]:
-                cid = cell.get("id") if isinstance(cell, Map) else None
-                if not isinstance(cid, str):
-                    raise ValueError("a cell without an id")
-                out.append(cid)
-    if at > len(order):
-        raise ValueError("a change past the end of the list")
-    return out + order[at:]

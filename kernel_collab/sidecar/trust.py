@@ -196,11 +196,14 @@ class TrustLedger:
             if value == RUNNING:
                 self._seal(cell_id)
 
-    def fully_trusted(self) -> bool:
-        """Whether every code cell with outputs is vouched for (then the file may be signed)."""
-        record = self.record
-        return all(ycell.get("id") in record for ycell in self._notebook.ycells
-                   if ycell.get("cell_type") == "code" and len(ycell.get("outputs") or ()))
+    def fully_trusted(self, nb: dict[str, Any]) -> bool:
+        """Whether every code cell with outputs of ``nb`` (the document as a save took it) is
+        vouched for: then the file may be signed. Read from the save's copy: reading each
+        cell through pycrdt took ~40 µs a cell, 0.2 s of the event loop at every save of a
+        5,000-cell notebook."""
+        vouched = set(self.record.keys())
+        return all(cell.get("id") in vouched for cell in nb.get("cells", ())
+                   if cell.get("cell_type") == "code" and cell.get("outputs"))
 
     def prune(self) -> None:
         """Forget records of cells that no longer exist (kept meanwhile for undo of a delete)."""
