@@ -13,7 +13,7 @@ import {
   IPerson,
   IQueueEntry,
   IRoomState,
-  lastRun,
+  cellLastRun,
   personName,
   roomState,
   safeColor,
@@ -117,9 +117,16 @@ export class RoomBar extends Widget {
   static maxWidth = 420;
 
   render(content: Content[], queue: HTMLElement[]): void {
+    // The toolbar sets its buttons' tabindex (its arrow keys move the focus):
+    // the queue's button keeps the one it has, or it would be replaced (and
+    // lose the focus) at every refresh.
+    const tabIndex = this._queueButton()?.getAttribute('tabindex');
     for (const part of content) {
       if (part instanceof HTMLElement && part.classList.contains('kc-queue')) {
         part.setAttribute('aria-expanded', String(!!this._popup));
+        if (tabIndex !== null && tabIndex !== undefined) {
+          part.setAttribute('tabindex', tabIndex);
+        }
       }
     }
     if (replaceContent(this.node, content)) {
@@ -510,26 +517,20 @@ export function agentsByCell(
   return byCell;
 }
 
-/** Put a cell mark (`.kc-run-by`, `.kc-clients-here`) first in the cell, or
- * update or remove it: `content` null removes it. */
+/** Put a cell mark (`.kc-run-by`, `.kc-clients-here`), built whole, first in
+ * the cell unless the same is there already; `fresh` null removes the cell's
+ * mark of that class. */
 function setCellMark(
   cell: Cell,
   className: string,
-  content: Content[] | null,
-  kind?: string
+  fresh: HTMLElement | null
 ): void {
   const node = cell.node.querySelector(
     `:scope > .${className}`
   ) as HTMLElement | null;
-  if (!content) {
+  if (!fresh) {
     node?.remove();
-    return;
-  }
-  const fresh = element('div', className, ...content);
-  if (kind !== undefined) {
-    fresh.dataset.kind = kind;
-  }
-  if (!node) {
+  } else if (!node) {
     cell.node.insertBefore(fresh, cell.node.firstChild);
   } else if (!node.isEqualNode(fresh)) {
     node.replaceWith(fresh);
@@ -571,53 +572,107 @@ export function markClients(cell: Cell, agents: IAgentMark[]): void {
     }
     content.push(agentMark(agent.who), ` ${VERBS[agent.verb ?? 'touched']}`);
   });
-  setCellMark(cell, 'kc-clients-here', agents.length ? content : null);
-  const mark = cell.node.querySelector(':scope > .kc-clients-here');
-  if (mark instanceof HTMLElement) {
+  let mark: HTMLElement | null = null;
+  if (agents.length) {
+    mark = element('div', 'kc-clients-here', ...content);
     if (active) {
       mark.dataset.active = active.verb ?? '';
       mark.style.setProperty('--kc-agent-color', active.who.color);
-    } else {
-      delete mark.dataset.active;
     }
   }
+  setCellMark(cell, 'kc-clients-here', mark);
+}
+
+/** Where each cell waits in the queue (0 first): its first entry. */
+export function queuePositions(state: IRoomState): Map<string, number> {
+  const positions = new Map<string, number>();
+  (state.queue ?? []).forEach((entry, i) => {
+    if (!positions.has(entry.cell_id)) {
+      positions.set(entry.cell_id, i);
+    }
+  });
+  return positions;
+}
+
+/** What a code cell's run mark says, before it is built: its kind, the text
+ * before the person's name and the name, then (a past run) the time (seconds,
+ * 0 for none) and what follows it. Null for no mark. */
+interface IRunMark {
+  kind: string;
+  before: string;
+  name: string;
+  seconds?: number;
+  after?: string;
+}
+
+function runMark(
+  cell: Cell,
+  state: IRoomState,
+  positions: Map<string, number>
+): IRunMark | null {
+  const id = cell.model.sharedModel.getId();
+  const position = positions.get(id);
+  if (state.running?.cell_id === id) {
+    return {
+      kind: 'running',
+      before: 'running · ',
+      name: personName(state.running.by)
+    };
+  }
+  if (position !== undefined) {
+    return {
+      kind: 'queued',
+      before: `queued #${position + 1} · `,
+      name: personName(state.queue![position].by)
+    };
+  }
+  const last = cellLastRun(cell.model.sharedModel);
+  if (!last) {
+    return null;
+  }
+  const status = text(last.status);
+  const fromFile = last.from_file === true;
+  const at = last.end ?? last.start;
+  return {
+    kind: fromFile ? 'from-file' : status,
+    before: 'ran by ',
+    name: personName(last.by),
+    seconds: typeof at === 'number' && isFinite(at) ? at : 0,
+    after:
+      (status === 'ok' ? '' : ` (${status})`) +
+      (fromFile ? ' (per the file)' : '')
+  };
 }
 
 /** Keep a cell's run mark ("queued #2 · Bob", "running · Alice", "ran by Alice
- * at …"). */
-export function markCell(cell: Cell, state: IRoomState): void {
+ * at …"). With `shown` (what each cell's mark says, kept by the caller), a
+ * cell whose mark says the same is left alone. */
+export function markCell(
+  cell: Cell,
+  state: IRoomState,
+  positions = queuePositions(state),
+  shown?: WeakMap<Cell, string>
+): void {
   if (cell.model.type !== 'code') {
     return;
   }
-  const id = cell.model.sharedModel.getId();
-  const queue = state.queue ?? [];
-  const position = queue.findIndex(e => e.cell_id === id);
-  const last = lastRun(
-    cell.model.sharedModel.getMetadata() as Record<string, unknown>
-  );
-  let content: Content[] | null = null;
-  let kind = '';
-  if (state.running?.cell_id === id) {
-    content = ['running · ', nameMark(personName(state.running.by))];
-    kind = 'running';
-  } else if (position >= 0) {
-    content = [
-      `queued #${position + 1} · `,
-      nameMark(personName(queue[position].by))
-    ];
-    kind = 'queued';
-  } else if (last) {
-    const status = text(last.status);
-    const suffix = status === 'ok' ? '' : ` (${status})`;
-    const from = last.from_file === true ? ' (per the file)' : '';
-    content = [
-      'ran by ',
-      nameMark(personName(last.by)),
-      ` at ${clock(last.end ?? last.start)}${suffix}${from}`
-    ];
-    kind = last.from_file === true ? 'from-file' : status;
+  const mark = runMark(cell, state, positions);
+  if (shown) {
+    const key = JSON.stringify(mark);
+    if (shown.get(cell) === key) {
+      return;
+    }
+    shown.set(cell, key);
   }
-  setCellMark(cell, 'kc-run-by', content, kind);
+  let node: HTMLElement | null = null;
+  if (mark) {
+    node = element('div', 'kc-run-by', mark.before, nameMark(mark.name));
+    if (mark.after !== undefined) {
+      node.append(` at ${clock(mark.seconds)}${mark.after}`);
+    }
+    node.dataset.kind = mark.kind;
+  }
+  setCellMark(cell, 'kc-run-by', node);
 }
 
 /** How long a cell an agent edited or ran stays highlighted (ms). */
@@ -680,6 +735,10 @@ export function decoratePanel(
     window.setTimeout(schedule, AGENT_HIGHLIGHT_MS + 50);
   });
 
+  // What each cell's marks show: a refresh (each frame after an edit anywhere)
+  // redraws only the cells whose marks change.
+  const runMarks = new WeakMap<Cell, string>();
+  const withoutAgents = new WeakSet<Cell>();
   let scheduled = false;
   const refresh = (): void => {
     scheduled = false;
@@ -702,9 +761,10 @@ export function decoratePanel(
       }
     }
     const agents = agentsByCell(presence.collaborators);
+    const positions = queuePositions(state);
     for (const cell of panel.content.widgets) {
       const id = cell.model.sharedModel.getId();
-      markCell(cell, state);
+      markCell(cell, state, positions, runMarks);
       const marks: IAgentMark[] = (agents.get(id) ?? []).map(who => ({
         who,
         verb: null
@@ -718,7 +778,15 @@ export function decoratePanel(
           marks.unshift({ who: work.who, verb: work.verb });
         }
       }
-      markClients(cell, marks);
+      // A cell without agents' marks is cleared once, not at every refresh.
+      if (marks.length || !withoutAgents.has(cell)) {
+        markClients(cell, marks);
+        if (marks.length) {
+          withoutAgents.delete(cell);
+        } else {
+          withoutAgents.add(cell);
+        }
+      }
       if (!provider.canWrite && !cell.readOnly) {
         // Not saved to metadata.editable: a reader's updates are refused.
         cell.syncEditable = false;

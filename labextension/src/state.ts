@@ -1,6 +1,6 @@
 // Reading what the sidecar publishes: `state.kernel_collab` and each cell's
 // last run.
-import { ISharedNotebook } from '@jupyter/ydoc';
+import { ISharedCell, ISharedNotebook } from '@jupyter/ydoc';
 
 /** Who asked for a run, as the sidecar stamps it from the server's identity. */
 export interface IPerson {
@@ -170,6 +170,30 @@ export function lastRun(
   const ours = metadata?.kernel_collab;
   const last = isObject(ours) ? ours.last_run : undefined;
   return isObject(last) ? (last as unknown as ILastRun) : null;
+}
+
+/** A Yjs shared type (a map has `get`), as read here. */
+interface IYTypeLike {
+  toJSON(): unknown;
+  get?(key: string): unknown;
+}
+
+function isYType(value: unknown): value is IYTypeLike {
+  return isObject(value) && typeof value.toJSON === 'function';
+}
+
+/** A cell's last run, reading its `metadata.kernel_collab` only (not a copy of
+ * all its metadata). Not with `getMetadata('kernel_collab')`: that deep-copies
+ * the value as it is stored, and a shared type there (which any peer can put)
+ * overflows the stack. */
+export function cellLastRun(cell: ISharedCell): ILastRun | null {
+  const ymodel = (cell as unknown as { ymodel?: IYTypeLike }).ymodel;
+  const ymetadata = ymodel?.get?.('metadata');
+  if (!isYType(ymetadata) || typeof ymetadata.get !== 'function') {
+    return lastRun(cell.getMetadata() as Record<string, unknown>);
+  }
+  const ours = ymetadata.get('kernel_collab');
+  return lastRun({ kernel_collab: isYType(ours) ? ours.toJSON() : ours });
 }
 
 /** Where a cell stands in the shared queue. */
