@@ -73,7 +73,15 @@ class CellIds:
         is from the state before), then id changes (their paths index the state after)."""
         if self._ids is None:
             return  # nothing read yet: the first question reads the cells as they are then
-        events = list(events)
+        try:
+            self._follow(list(events))
+        except (IndexError, KeyError, TypeError, ValueError):
+            self.reset()  # never expected: read again at the next question, not guessed
+            return
+        if len(self._ids) != len(self._cells):
+            self.reset()
+
+    def _follow(self, events: list[Any]) -> None:
         for event in events:  # pycrdt sets an event's path and delta untyped
             if isinstance(event, ArrayEvent) and not list(getattr(event, "path", ())):
                 self._splice(getattr(event, "delta", ()))

@@ -135,3 +135,18 @@ def test_the_rooms_ids_are_fed_by_its_own_events() -> None:
     notebook.ycells.unobserve(subscription)
     ids.follow(events)  # as the room's listeners are told
     assert cell_index(notebook, "b") == 2 and ids.ids == ["z", "a", "b"]
+
+
+def test_events_that_do_not_fit_make_it_read_the_cells_again() -> None:
+    notebook = shared_notebook()
+    notebook.ycells.extend([_cell("a"), _cell("b")])
+    fed: list[Any] = []
+    ids = feed_cell_ids(notebook, fed.append)
+    assert ids.ids == ["a", "b"]
+    events: list[Any] = []
+    subscription = notebook.ycells.observe_deep(events.extend)
+    notebook.ycells.append(_cell("c"))
+    notebook.ycells.unobserve(subscription)
+    ids.follow(events)
+    ids.follow(events)  # the same transaction twice: one cell more than there are
+    assert ids.ids == ["a", "b", "c"] and ids.count("c") == 1
