@@ -54,6 +54,12 @@ class CellIds:
         self.ids  # noqa: B018 - read on first use
         return self._counts[cell_id]
 
+    @property
+    def unique(self) -> bool:
+        """Whether every cell has an id of its own (from the counts: no scan)."""
+        ids = self.ids
+        return None not in self._counts and len(self._counts) == len(ids)
+
     def position(self, cell_id: str) -> int | None:
         """The index of the first cell carrying ``cell_id``."""
         if self._positions is None:

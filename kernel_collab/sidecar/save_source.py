@@ -108,10 +108,10 @@ class SaveSource:
     def _order(self) -> list[str] | None:
         """The cells' ids in order, as the notebook's :class:`CellIds` follows them; ``None``
         when some cell has no id or shares one."""
-        ids = cell_ids(self.notebook).ids
-        if not _unique_ids(ids):
+        ids = cell_ids(self.notebook)
+        if not ids.unique:
             return None
-        return [cid for cid in ids if cid is not None]
+        return [cid for cid in ids.ids if cid is not None]
 
     def _content(self) -> dict[str, Any]:
         stale, self._stale = self._stale, set()
@@ -148,7 +148,3 @@ class SaveSource:
             self._form.forget()
             self._unrendered = None
             raise
-
-
-def _unique_ids(ids: list[Any]) -> bool:
-    return all(isinstance(cid, str) for cid in ids) and len(set(ids)) == len(ids)

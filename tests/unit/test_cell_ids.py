@@ -79,6 +79,7 @@ def test_followed_ids_are_what_the_notebook_holds(seed: int) -> None:
             other.apply_update(doc.get_update(other.get_state()))
         now = _read(cells)
         assert ids.ids == now
+        assert ids.unique == (None not in now and len(set(now)) == len(now))
         for cell_id, count in Counter(now).items():
             if cell_id is not None:
                 assert ids.count(cell_id) == count
