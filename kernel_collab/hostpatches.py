@@ -97,12 +97,16 @@ def _kernel_action_problems() -> list[str]:
 
 
 def guard_stock_kernel_actions(
-    act: Callable[[Any, str, str], Awaitable[None]], is_ours: Callable[[Any, str], bool]
+    act: Callable[[Any, str, str], Awaitable[None]],
+    is_ours: Callable[[Any, str], bool],
+    launched: Callable[[str], Awaitable[None]],
 ) -> bool:
     """jupyter_server's own ``POST /api/kernels/{id}/interrupt`` and ``/restart`` need only
     ``kernels:write``. For a collaborative kernel (``is_ours(handler, kernel_id)``), first
     ``act(handler, kernel_id, action)``: it checks ``kernels:execute`` (raising 403) and records
-    who did it. Other kernels keep the stock behaviour. Returns whether the guard is in place."""
+    who did it. Other kernels keep the stock behaviour. ``launched(kernel_id)`` is awaited
+    first: a room names its kernel while it launches, before jupyter_server knows it (which
+    would answer 404). Returns whether the guard is in place."""
     found = _kernel_action_problems()
     if found:
         log.warning("kernel_collab: %s: POST /api/kernels/{id}/interrupt and /restart keep "
@@ -117,8 +121,10 @@ def guard_stock_kernel_actions(
     @functools.wraps(original)
     async def post(self: Any, kernel_id: str, action: str) -> None:
         # Unauthenticated requests and unknown kernels get the stock answers (403, 404).
-        if self.current_user and is_ours(self, kernel_id):
-            await act(self, kernel_id, action)
+        if self.current_user:
+            await launched(kernel_id)
+            if is_ours(self, kernel_id):
+                await act(self, kernel_id, action)
         await original(self, kernel_id, action)
 
     post._kernel_collab_guard = True  # type: ignore[attr-defined]

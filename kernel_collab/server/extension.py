@@ -105,6 +105,7 @@ def load(serverapp: Any) -> None:
         lambda handler, kernel_id, action: collaborative_kernel_action(
             handler, rooms.handle_for_kernel(kernel_id), action),
         lambda _handler, kernel_id: rooms.is_collaborative(kernel_id),
+        rooms.kernel_launched,
     )  # fmt: skip
     if hostpatches.guard_jupyter_collaboration(
         partial(refuse_if_owned, rooms),

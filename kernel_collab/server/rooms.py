@@ -297,6 +297,17 @@ class RoomManager:
         if starting is not None:
             await starting.wait()
 
+    async def kernel_launched(self, kernel_id: str) -> None:
+        """Wait until jupyter_server knows ``kernel_id`` when it is the kernel a room named
+        while launching it (or until that start failed); at once for any other kernel."""
+        if kernel_id in self.serverapp.kernel_manager:
+            return
+        handle = self.handle_for_kernel(kernel_id)
+        if handle is None:
+            return
+        for api_path in [p for p in self._starts if self.handle_for_path(p) is handle]:
+            await self.started(api_path)
+
     async def _kernel_name_for(self, api_path: str) -> str:
         """The notebook's own kernelspec when it is a collaborative one, else the default."""
         collaborative = self.collaborative_kernelspecs()  # each call reads every kernel.json

@@ -152,6 +152,34 @@ async def test_jupyterlab_opening_meanwhile_joins_the_kernel_being_launched(
     assert "already has a collaborative kernel" not in server.log
 
 
+async def test_jupyter_servers_restart_of_the_kernel_being_launched_waits_for_its_launch(
+    held: tuple[JupyterServer, Path],
+) -> None:
+    """The room names its kernel before jupyter_server knows it: the server's own interrupt
+    and restart of that kernel (a script with the room's ``kernel_id``) wait for its launch
+    and then act, instead of answering 404 "Kernel does not exist"."""
+    server, hold = held
+    room = await open_held(server, hold, {"a": "print('after the restart')"})
+    kernel_id = room["kernel_id"]
+    answers: dict[str, httpx.Response] = {}
+
+    async def act(action: str) -> None:
+        async with server.client() as http:
+            answers[action] = await http.post(f"/api/kernels/{kernel_id}/{action}")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(act, "interrupt")
+        tg.start_soon(act, "restart")
+        (hold / "release").write_text("")
+    assert answers["interrupt"].status_code == 204, answers["interrupt"].text
+    assert answers["restart"].status_code == 200, answers["restart"].text
+    async with NotebookPeer.connect(server.sync_url(room["document_id"]), server.token) as peer:
+        peer.wait_timeout = OPEN_TIMEOUT
+        await peer.wait_until(lambda p: kernel_status(p) == "idle" and (
+            collab_state(p).get("last_kernel_event") or {}).get("event") == "restart")
+        assert collab_state(peer)["kernel_id"] == kernel_id
+
+
 async def test_a_kernel_that_cannot_launch_leaves_the_room_open_saying_why(
     held: tuple[JupyterServer, Path],
 ) -> None:

@@ -37,7 +37,7 @@ def test_outside_the_versions_it_knows_the_guard_warns_and_stands_aside(
     monkeypatch.setattr(jupyter_server, "__version__", "3.0.0")
     before = KernelActionHandler.post
     with caplog.at_level(logging.WARNING, logger="kernel_collab"):
-        assert hostpatches.guard_stock_kernel_actions(_never, lambda *_: True) is False
+        assert hostpatches.guard_stock_kernel_actions(_never, lambda *_: True, _never) is False
     assert KernelActionHandler.post is before
     assert "jupyter_server 3.0 is outside the versions" in caplog.text
     assert "kernels:write" in caplog.text
