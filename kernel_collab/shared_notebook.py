@@ -12,6 +12,7 @@ from typing import Any, Protocol, overload
 from jupyter_ydoc import YNotebook
 from pycrdt import Map
 
+from .notebook_core.cell_ids import read_ids
 from .notebook_core.cells import cell_index, new_cell_id, set_text
 
 CELL_TYPES = ("code", "markdown", "raw")
@@ -166,15 +167,16 @@ class CellList(Sequence[Cell]):
     def __getitem__(self, index: int | slice) -> Cell | list[Cell]:
         ycells = self._notebook._ynb.ycells
         if isinstance(index, slice):
-            return [Cell(self._notebook, str(c.get("id"))) for c in list(ycells)[index]]
+            return [Cell(self._notebook, str(cell_id)) for cell_id in read_ids(ycells)[index]]
         count = len(ycells)
         if not -count <= index < count:
             raise IndexError(f"cell index {index} out of range: the notebook has {count} cells")
         return Cell(self._notebook, str(ycells[index].get("id")))
 
     def __iter__(self) -> Iterator[Cell]:
-        """The cells as they are now (one pass over the document, not one per cell)."""
-        return iter([Cell(self._notebook, str(c.get("id"))) for c in self._notebook._ynb.ycells])
+        """The cells as they are now (one read of the document, linear in its cells)."""
+        return iter([Cell(self._notebook, str(cell_id))
+                     for cell_id in read_ids(self._notebook._ynb.ycells)])  # fmt: skip
 
     def __repr__(self) -> str:
         return repr(list(self))

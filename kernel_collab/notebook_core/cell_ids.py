@@ -14,20 +14,46 @@ transaction's events anew for each deep observer).
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, ArrayEvent, Map, MapEvent
 
 Events = list[Any]
 
+READ_AS_JSON_FROM: Final = 2_000
+"""From this many cells, :func:`read_ids` reads the cells' JSON. pycrdt finds an array's item
+by walking the array from its start, so reading each cell in turn is quadratic (cells of a
+line each: 1,000 in 7.5 ms, 5,000 in 77 ms, 20,000 in 1.3 s; their JSON: 3.7, 33, 134 ms);
+below this, the JSON of what the cells hold can cost more than the walk."""
+
 
 def id_of(ycell: Any) -> str | None:
     """A cell's id (``None`` for something that is not a cell with a string id)."""
     cell_id = ycell.get("id") if isinstance(ycell, Map) else None
+    return cell_id if isinstance(cell_id, str) else None
+
+
+def read_ids(ycells: Array[Any]) -> list[str | None]:
+    """Every cell's id, in order, read now (linear in the cells, however many). In the JSON a
+    Y text holding an id reads as a string; :func:`id_of` says ``None`` for it."""
+    if len(ycells) >= READ_AS_JSON_FROM:
+        try:
+            cells = json.loads(str(ycells))
+        except ValueError:  # content JSON cannot carry (never seen): read each cell
+            pass
+        else:
+            if isinstance(cells, list) and len(cells) == len(ycells):
+                return [_json_id(cell) for cell in cells]
+    return [id_of(ycell) for ycell in ycells]
+
+
+def _json_id(cell: Any) -> str | None:
+    cell_id = cell.get("id") if isinstance(cell, dict) else None
     return cell_id if isinstance(cell_id, str) else None
 
 
@@ -45,7 +71,7 @@ class CellIds:
     def ids(self) -> list[str | None]:
         """The ids, in the cells' order (``None`` where a cell has none)."""
         if self._ids is None:
-            self._ids = [id_of(ycell) for ycell in self._cells]
+            self._ids = read_ids(self._cells)
             self._counts = Counter(self._ids)
         return self._ids
 

@@ -14,7 +14,7 @@ from jupyter_ydoc import YNotebook
 from pycrdt import Array, ArrayEvent, Map, MapEvent, UndoManager
 
 from ..notebook_core import schema
-from ..notebook_core.cell_ids import cell_ids
+from ..notebook_core.cell_ids import cell_ids, read_ids
 from ..notebook_core.cells import new_cell_id
 from ..notebook_core.schema import inserted_indices, touched_cells
 from ..protocol import CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, METADATA_KEY, STATE_KEY
@@ -128,7 +128,7 @@ class FieldGuard:
         are kept, for an undo of the delete)."""
         cells = self.notebook.ycells
         if len(self._run_records) > 2 * len(cells) + 100:
-            ids = {c.get("id") for c in cells if isinstance(c, Map)}
+            ids = set(read_ids(cells))
             self._run_records = {k: v for k, v in self._run_records.items() if k in ids}
 
     def _on_cells(self, events: list[Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import nbformat
 from pycrdt import Map
 
+from ..notebook_core.cell_ids import read_ids
 from ..notebook_core.cells import find_cell
 from ..notebook_core.outputs import is_str_list
 from ..protocol import TRUST_KEY
@@ -210,7 +211,7 @@ class TrustLedger:
         record = self.record
         if len(record) <= 2 * len(self._notebook.ycells) + 100:
             return
-        ids = {c.get("id") for c in self._notebook.ycells}
+        ids = set(read_ids(self._notebook.ycells))
         for cell_id in [k for k in record.keys() if k not in ids]:  # noqa: SIM118
             del record[cell_id]
 

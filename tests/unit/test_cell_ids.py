@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-from kernel_collab.notebook_core.cell_ids import CellIds, cell_ids, feed_cell_ids, id_of
+from kernel_collab.notebook_core.cell_ids import (
+    READ_AS_JSON_FROM,
+    CellIds,
+    cell_ids,
+    feed_cell_ids,
+    id_of,
+    read_ids,
+)
 from kernel_collab.notebook_core.cells import cell_index, find_cell, shared_notebook
 
 
@@ -151,3 +158,20 @@ def test_events_that_do_not_fit_make_it_read_the_cells_again() -> None:
     ids.follow(events)
     ids.follow(events)  # the same transaction twice: one cell more than there are
     assert ids.ids == ["a", "b", "c"] and ids.count("c") == 1
+
+
+def test_a_large_notebooks_ids_are_read_from_its_json_as_a_cell_by_cell_read_says() -> None:
+    """Past ``READ_AS_JSON_FROM`` cells the ids come from the cells' JSON (linear): the same
+    ids, cells without one and things that are not cells included."""
+    doc: Doc[Any] = Doc()
+    cells = doc.get("cells", type=Array)
+    odd: list[Any] = ["text", 3, Map({"id": 7}), Map({"cell_type": "code"}), _cell("dup")]
+    with doc.transaction():
+        cells.extend([_cell(f"c{i}") if i % 97 else odd[(i // 97) % len(odd)]
+                      for i in range(READ_AS_JSON_FROM + 500)])  # fmt: skip
+        cells.insert(10, _cell("dup"))
+    expected = _read(cells)
+    assert read_ids(cells) == expected
+    assert None in expected and expected.count("dup") > 1  # the odd ones are there
+    ids = CellIds(cells)
+    assert ids.ids == expected and not ids.unique and ids.position("c5") == 5
