@@ -13,6 +13,7 @@ from pycrdt import Array, Map
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
+from ..notebook_core.cell_ids import cell_ids
 from ..notebook_core.cells import common_prefix, common_suffix, find_cell
 from .bridge import KernelBridge, Run
 from .peer import Peer
@@ -162,12 +163,12 @@ class ExecutionQueue(LoggingConfigurable):
         while True:
             await self._cells_changed.wait()
             self._cells_changed = anyio.Event()
-            if not self.entries:  # reading every cell's id costs ~20 µs a cell
+            if not self.entries:
                 continue
-            present = {c.get("id") for c in self.room.notebook.ycells}
-            kept = [e for e in self.entries if e.cell_id in present]
+            ids = cell_ids(self.room.notebook)  # followed: no read of every cell's id
+            kept = [e for e in self.entries if ids.count(e.cell_id)]
             if len(kept) != len(self.entries):
-                for gone in {e.cell_id for e in self.entries} - present:
+                for gone in {e.cell_id for e in self.entries} - {e.cell_id for e in kept}:
                     self._record_timing.pop(gone, None)
                 self.entries = kept
                 self._publish()
