@@ -190,8 +190,9 @@ export class Presence {
     return this._activity;
   }
 
-  /** Emitted when an agent's caret moves. */
-  get caretsChanged(): ISignal<this, void> {
+  /** Emitted when agents' carets move, come or go, with the cells' source
+   * texts they left or came to (where they are to be drawn again). */
+  get caretsChanged(): ISignal<this, ReadonlySet<Y.Text>> {
     return this._caretsChanged;
   }
 
@@ -214,23 +215,26 @@ export class Presence {
       if (!state || Array.isArray(state.cursors)) {
         continue;
       }
-      let index: number | null = null;
-      try {
-        const position = Y.createAbsolutePositionFromRelativePosition(
-          caret.position,
-          this._doc
-        );
-        index = position && position.type === source ? position.index : null;
-      } catch {
-        index = null;
-      }
-      if (index === null) {
+      const position = this._resolve(caret.position);
+      if (!position || position.type !== source) {
         continue;
       }
       const who = this._describe(clientId, state);
-      out.push({ clientId, name: who.name, color: who.color, index });
+      out.push({
+        clientId,
+        name: who.name,
+        color: who.color,
+        index: position.index
+      });
     }
     return out;
+  }
+
+  /** The source text an agent's caret is in, if it has one. */
+  caretSource(clientId: number): Y.Text | null {
+    const caret = this._carets.get(clientId);
+    const type = caret ? this._resolve(caret.position)?.type : null;
+    return type instanceof Y.Text ? type : null;
   }
 
   /** Tell the others which cell this page's person is on. */
@@ -371,11 +375,14 @@ export class Presence {
     removed: number[];
   }): void => {
     const states = this._awareness.getStates();
+    const left = new Set<Y.Text>();
+    let caretsLeft = false;
     for (const clientId of change.removed) {
       this._touches.delete(clientId);
-      if (this._carets.delete(clientId)) {
-        this._caretsChanged.emit();
-      }
+      caretsLeft = this._forgetCaret(clientId, left) || caretsLeft;
+    }
+    if (caretsLeft) {
+      this._caretsChanged.emit(left);
     }
     // An agent that touched a cell (a new `seq`, or another cell): it is at
     // work there.
@@ -418,7 +425,7 @@ export class Presence {
       const state = client === undefined ? undefined : states.get(client);
       return !!state && client !== this._awareness.clientID && isAgent(state);
     };
-    let caretMoved = false;
+    const moved = new Set<Y.Text>(); // where agents' carets were or are now
     for (const event of events) {
       const path = event.path;
       if (path.length === 0) {
@@ -432,15 +439,7 @@ export class Presence {
               if (agentOf(client) && typeof id === 'string') {
                 if (source instanceof Y.Text) {
                   // Its caret: at the end of the text it wrote.
-                  this._carets.set(client!, {
-                    cellId: id,
-                    position: Y.createRelativePositionFromTypeIndex(
-                      source,
-                      source.length,
-                      -1
-                    )
-                  });
-                  caretMoved = true;
+                  this._setCaret(client!, id, source, source.length, moved);
                 }
                 this._emitActivity(client!, states.get(client!)!, id, 'edited');
               }
@@ -471,15 +470,7 @@ export class Presence {
             const client = at.item?.client;
             index += length;
             if (agentOf(client)) {
-              this._carets.set(client!, {
-                cellId,
-                position: Y.createRelativePositionFromTypeIndex(
-                  source,
-                  index,
-                  -1
-                )
-              });
-              caretMoved = true;
+              this._setCaret(client!, cellId, source, index, moved);
               this._emitActivity(
                 client!,
                 states.get(client!)!,
@@ -515,10 +506,49 @@ export class Presence {
         }
       }
     }
-    if (caretMoved) {
-      this._caretsChanged.emit();
+    if (moved.size) {
+      this._caretsChanged.emit(moved);
     }
   };
+
+  /** An agent's caret is now at `index` in a cell's `source` (after what it
+   * typed there); `moved` gets the text it was in and this one. */
+  private _setCaret(
+    clientId: number,
+    cellId: string,
+    source: Y.Text,
+    index: number,
+    moved: Set<Y.Text>
+  ): void {
+    this._forgetCaret(clientId, moved);
+    this._carets.set(clientId, {
+      cellId,
+      position: Y.createRelativePositionFromTypeIndex(source, index, -1)
+    });
+    moved.add(source);
+  }
+
+  /** Forget an agent's caret, if it has one; `left` gets the text it was in. */
+  private _forgetCaret(clientId: number, left: Set<Y.Text>): boolean {
+    const caret = this._carets.get(clientId);
+    if (!caret) {
+      return false;
+    }
+    const type = this._resolve(caret.position)?.type;
+    if (type instanceof Y.Text) {
+      left.add(type);
+    }
+    return this._carets.delete(clientId);
+  }
+
+  /** Where a relative position is now in this document, if anywhere. */
+  private _resolve(position: Y.RelativePosition): Y.AbsolutePosition | null {
+    try {
+      return Y.createAbsolutePositionFromRelativePosition(position, this._doc);
+    } catch {
+      return null;
+    }
+  }
 
   /** Runs agents asked for: a new queue entry or running cell that an agent
    * touched just before, asked as the identity it connected as. */
@@ -655,7 +685,7 @@ export class Presence {
   private _disposed = false;
   private _changed = new Signal<this, void>(this);
   private _activity = new Signal<this, IActivity>(this);
-  private _caretsChanged = new Signal<this, void>(this);
+  private _caretsChanged = new Signal<this, ReadonlySet<Y.Text>>(this);
 }
 
 const REGISTRY = new WeakMap<Y.Doc, Presence>();

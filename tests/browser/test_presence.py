@@ -141,6 +141,13 @@ def remote_caret(person: UserPage, index: int, name: str) -> Locator:
     )
 
 
+def carets_of(person: UserPage, name: str) -> Locator:
+    """A collaborator's carets in all of the notebook's cells, by the name on them."""
+    return person.page.locator(".jp-Notebook .kc-remote-caret").filter(
+        has=person.page.locator(".kc-remote-caret-name", has_text=re.compile(f"^{name}$"))
+    )
+
+
 #: Whether a caret is on the last line of its editor, after all of its text.
 AT_LINE_END = """(caret) => {
     const line = caret.closest('.cm-line');
@@ -298,6 +305,55 @@ def test_jump_to_a_person_and_follow_them(everyone: tuple[UserPage, ...]) -> Non
     alice.page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
                         "requestAnimationFrame(r)))")  # fmt: skip
     assert not in_view(cell(alice, 1)), "Alice's view still follows Bob after she scrolled"
+
+
+def test_carets_move_from_cell_to_cell(lab: JupyterServer, everyone: tuple[UserPage, ...]) -> None:
+    """Each cell shows the carets that are in it: one that moves to another cell is drawn
+    there and goes from the cell it left, while the others stay where they are."""
+    alice, bob, carol = everyone
+    source(alice, 2).click()
+    source(bob, 5).click()
+    expect(remote_caret(carol, 2, "Alice")).to_have_count(1)
+    expect(remote_caret(carol, 5, "Bob")).to_have_count(1)
+    expect(remote_caret(alice, 5, "Bob")).to_have_count(1)
+    expect(carets_of(alice, "Alice")).to_have_count(0)  # nobody sees their own
+
+    # Bob goes to another cell: his caret is there, no longer in the cell he left, and
+    # Alice's stays in hers.
+    source(bob, 8).click()
+    for person in (alice, carol):
+        expect(remote_caret(person, 8, "Bob")).to_have_count(1)
+        expect(carets_of(person, "Bob")).to_have_count(1)
+    expect(remote_caret(carol, 5, "Bob")).to_have_count(0)
+    expect(remote_caret(carol, 2, "Alice")).to_have_count(1)
+
+    # Into Alice's cell, then Alice leaves it: each cell keeps the caret that stays.
+    source(bob, 2).click()
+    bob.page.keyboard.press("End")
+    expect(remote_caret(carol, 2, "Bob")).to_have_count(1)
+    expect(carets_of(carol, "Bob")).to_have_count(1)
+    expect(remote_caret(carol, 2, "Alice")).to_have_count(1)
+    source(alice, 9).click()
+    expect(remote_caret(carol, 9, "Alice")).to_have_count(1)
+    expect(carets_of(carol, "Alice")).to_have_count(1)
+    expect(remote_caret(carol, 2, "Bob")).to_have_count(1)
+    expect(remote_caret(bob, 9, "Alice")).to_have_count(1)
+    expect(carets_of(bob, "Alice")).to_have_count(1)
+
+    # A script's caret, where it last typed, moves with its edits the same way.
+    with connect_blocking(lab.url, "people.ipynb", token="alice", name=AGENT) as nb:
+        nb.cells[3].source += "  # tidied"
+        expect(remote_caret(carol, 3, AGENT)).to_have_count(1)
+        nb.cells[6].source += "  # tidied"
+        expect(remote_caret(carol, 6, AGENT)).to_have_count(1)
+        expect(carets_of(carol, AGENT)).to_have_count(1)
+        expect(remote_caret(carol, 3, AGENT)).to_have_count(0)
+        for name, index in (("Alice", 9), ("Bob", 2)):
+            expect(carets_of(carol, name)).to_have_count(1)
+            expect(remote_caret(carol, index, name)).to_have_count(1)
+    # It leaves: its caret goes.
+    expect(carets_of(carol, AGENT)).to_have_count(0)
+    expect(remote_caret(carol, 9, "Alice")).to_have_count(1)
 
 
 NOTEBOOK = [
