@@ -169,6 +169,12 @@ def _measures() -> list[Measure]:
     out.append(Measure("browser.keystroke", "browser: keystroke→other browser, via server",
                        "ms", 1e3, (Goal("ratio", "<=", 1.0, ISSUES),
                                    Goal("ratio", "<=", 1.0, ISSUES, stat="p99"))))
+    out += [  # compare only: no goal
+        Measure("browser.keystroke.1000", "browser: keystroke→other browser, via server, "
+                "1,000 cells", "ms", 1e3),
+        Measure("browser.keystroke.1000.moving", "browser: keystroke→other browser, via server, "
+                "1,000 cells, caret moved (←) before each key", "ms", 1e3),
+    ]
     out += [
         Measure("burst.throughput", "burst{n}: edits/s until all peers have them", "edits/s",
                 1.0, (Goal("ratio", ">=", 5.0, ISSUES),)),
