@@ -321,6 +321,16 @@ export function remoteCursors(text: Y.Text, awareness: Awareness): Extension {
           primary: range.eq(view.state.selection.main),
           empty: range.empty
         }));
+        // Typing before the caret leaves its relative position as it was: say
+        // nothing then (each awareness message goes through the sidecar to
+        // every page in the notebook, once per keystroke).
+        const published = awareness.getLocalState()?.cursors;
+        if (
+          published !== undefined &&
+          JSON.stringify(published) === JSON.stringify(cursors)
+        ) {
+          return;
+        }
         awareness.setLocalStateField('cursors', cursors);
       }
 
