@@ -6,6 +6,7 @@ import { ISharedNotebook } from '@jupyter/ydoc';
 import { Cell } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
+import * as Y from 'yjs';
 import { ToolbarUsers, avatar, describe, registerPanel } from './collaborators';
 import { IActivity, ICollaborator, presenceOf } from './presence';
 import { CollabProvider } from './provider';
@@ -800,17 +801,37 @@ export function decoratePanel(
       requestAnimationFrame(refresh);
     }
   };
+  // Nothing a refresh shows depends on cells' source texts: a transaction
+  // that changed only those (typing, here or by others) needs none. On a
+  // large notebook the refresh visits every cell, at every key otherwise.
+  const ycells = provider.model.ydoc.getArray('cells');
+  const isSource = (type: Y.AbstractType<any>): boolean => {
+    const item = type._item;
+    return (
+      type instanceof Y.Text &&
+      item?.parentSub === 'source' &&
+      (item.parent as Y.AbstractType<any> | null)?._item?.parent === ycells
+    );
+  };
+  const onTransaction = (transaction: Y.Transaction): void => {
+    for (const type of transaction.changed.keys()) {
+      if (!isSource(type)) {
+        schedule();
+        return;
+      }
+    }
+  };
   const onActiveCell = (): void => {
     presence.setActiveCell(
       panel.content.activeCell?.model.sharedModel.getId() ?? null
     );
   };
   panel.content.activeCellChanged.connect(onActiveCell);
-  provider.model.ydoc.on('afterTransaction', schedule);
+  provider.model.ydoc.on('afterTransaction', onTransaction);
   presence.changed.connect(schedule);
   provider.stateChanged.connect(schedule);
   panel.disposed.connect(() => {
-    provider.model.ydoc.off('afterTransaction', schedule);
+    provider.model.ydoc.off('afterTransaction', onTransaction);
     presence.changed.disconnect(schedule);
   });
   void provider.ready.then(() => {
