@@ -166,11 +166,11 @@ class ExecutionQueue(LoggingConfigurable):
             if not self.entries:
                 continue
             ids = cell_ids(self.room.notebook)  # followed: no read of every cell's id
-            kept = [e for e in self.entries if ids.count(e.cell_id)]
-            if len(kept) != len(self.entries):
-                for gone in {e.cell_id for e in self.entries} - {e.cell_id for e in kept}:
-                    self._record_timing.pop(gone, None)
-                self.entries = kept
+            gone = {e.cell_id for e in self.entries if not ids.count(e.cell_id)}
+            if gone:
+                for cell_id in gone:
+                    self._record_timing.pop(cell_id, None)
+                self.entries = [e for e in self.entries if e.cell_id not in gone]
                 self._publish()
 
     def wake(self) -> None:
